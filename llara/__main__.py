@@ -1,0 +1,5 @@
+import sys
+
+from llara.cli import main
+
+sys.exit(main())

@@ -1,0 +1,28 @@
+"""Error types that map to the CLI's exit codes (2: bad input or arguments, 1: internal failure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LlaraError(Exception):
+    """Base class for errors the user can act on."""
+
+    exit_code = 1
+
+
+class InputError(LlaraError):
+    """Bad input: a file, a row, a column, a parameter. Rendered as ``error: <where>: <what>``."""
+
+    exit_code = 2
+
+    def __init__(self, where: str | Path, what: str):
+        self.where = str(where)
+        self.what = what
+        super().__init__(f"{self.where}: {what}")
+
+
+def require(condition: bool, where: str | Path, what: str) -> None:
+    """Raise :class:`InputError` unless ``condition`` holds."""
+    if not condition:
+        raise InputError(where, what)

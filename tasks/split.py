@@ -1,0 +1,49 @@
+"""Stage ``split@<protocol>``: ``data/ingested`` -> ``data/split/<protocol>`` (train/val/test parquet + candidates)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llara.data.ingest import read_dataset
+from llara.data.split import Split, SplitConfig, make_split, write_split
+from tasks.common import get_logger, stage_main
+from tasks.ingest import OUT_DIR as INGESTED
+from tasks.params import SplitParams, load_params
+
+SPLIT_ROOT = Path("data/split")
+
+
+def split_config(params: SplitParams, protocol: str) -> SplitConfig:
+    return SplitConfig(
+        protocol=protocol,
+        seed=params.seed,
+        history_len=params.history_len,
+        min_history=params.min_history,
+        min_rating=params.min_rating,
+        n_candidates=params.n_candidates,
+        val_fraction=params.val_fraction,
+        test_fraction=params.test_fraction,
+        heldout_users=params.heldout_users,
+        paper_files_dir=params.paper_files_dir,
+        paper_files_id_offset=params.paper_files_id_offset,
+    )
+
+
+def split(params: SplitParams, protocol: str, data_dir: Path = INGESTED, out_root: Path = SPLIT_ROOT) -> Split:
+    log = get_logger("llara.split")
+    result = make_split(read_dataset(data_dir), split_config(params, protocol))
+    write_split(result, out_root / protocol)
+    log.info("split %s: rows %s, users %s -> %s", protocol, result.meta["rows"], result.meta["users"], out_root / protocol)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run the split stage for one protocol (values from params.yaml).")
+    parser.add_argument("protocol", help="paper | paper-files | leave-one-out")
+    args = parser.parse_args()
+    split(load_params().split, args.protocol)
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start 2/2: set up and run the test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+export PATH="$PWD/.venv/bin:$PATH"
+exec python -m pytest "$@"

@@ -26,3 +26,18 @@ def require(condition: bool, where: str | Path, what: str) -> None:
     """Raise :class:`InputError` unless ``condition`` holds."""
     if not condition:
         raise InputError(where, what)
+
+
+class ConfigError(InputError):
+    """A bad parameter value. ``key`` is its dotted name in params.yaml (``split.n_candidates``); the stage adapters
+    report it as ``params.yaml: <key>: <what>``, the CLI under its option name."""
+
+    def __init__(self, key: str, what: str):
+        self.key = key
+        super().__init__(key, what)
+
+
+def require_config(condition: bool, key: str, what: str) -> None:
+    """Raise :class:`ConfigError` for ``key`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(key, what)

@@ -2,7 +2,8 @@
 
 Conventions (used by every metrics file of the project):
 - ``rank`` of the target is 1-based and pessimistic on ties: rank = 1 + #(other scores >= target score). A model that
-  scores every candidate equally gets rank C, never a lucky hit.
+  scores every candidate equally gets rank C, never a lucky hit. NaN scores count against the target: a NaN target
+  gets rank C, a NaN score of another candidate counts as a tie.
 - HitRatio@k = share of users whose target has rank <= k, over ALL users given (invalid answers count as misses).
 - NDCG@k with one relevant item = 1 / log2(rank + 1) when rank <= k, else 0.
 - Each metric is reported as ``{"value": mean, "ci95": [low, high], "n": users}``; the CI is the 2.5/97.5 percentile
@@ -24,11 +25,14 @@ def target_ranks(scores: np.ndarray, target_index: Sequence[int]) -> np.ndarray:
     target_index = np.asarray(target_index, dtype=np.int64)
     if scores.ndim != 2 or scores.shape[0] != target_index.shape[0]:
         raise ValueError(f"scores {scores.shape} and targets {target_index.shape} do not match")
-    target = scores[np.arange(scores.shape[0]), target_index][:, None]
-    others_ge = (scores >= target).sum(axis=1) - 1  # minus the target itself
-    nan_rows = np.isnan(target[:, 0])
-    ranks = 1 + others_ge
-    ranks[nan_rows] = scores.shape[1]  # a NaN target score is a miss at the worst rank
+    if np.any((target_index < 0) | (target_index >= scores.shape[1])):
+        raise ValueError(f"target index outside 0..{scores.shape[1] - 1}")
+    rows = np.arange(scores.shape[0])
+    target = scores[rows, target_index][:, None]
+    not_lower = (scores >= target) | np.isnan(scores)  # a NaN score of another candidate counts as a tie
+    not_lower[rows, target_index] = False  # the target itself
+    ranks = 1 + not_lower.sum(axis=1)
+    ranks[np.isnan(target[:, 0])] = scores.shape[1]  # a NaN target score is a miss at the worst rank
     return ranks.astype(np.int64)
 
 

@@ -12,16 +12,16 @@ from pathlib import Path
 
 from llara.atomic import atomic_dir
 from llara.data.sources import MOVIELENS_100K_SHA256, fetch_movielens_100k, verify_checksums
-from llara.errors import require
+from llara.errors import require_config
 from tasks.common import get_logger, stage_main
-from tasks.params import IngestParams, load_params
+from tasks.params import IngestParams, load_params, reported_as_params
 
 
 def fetch(params: IngestParams) -> Path:
     log = get_logger("llara.fetch")
     target = Path(params.input_dir)
     if params.source == "generic":
-        require(target.is_dir(), "ingest.input_dir", f"{target} does not exist: put your interactions and items there")
+        require_config(target.is_dir(), "ingest.input_dir", f"{target} does not exist: put your interactions and items there")
         log.info("generic source: using %s as is", target)
         return target
     if target.is_dir():
@@ -46,7 +46,9 @@ def fetch(params: IngestParams) -> Path:
 
 
 def main() -> None:
-    fetch(load_params().ingest)
+    params = load_params()
+    with reported_as_params():
+        fetch(params.ingest)
 
 
 if __name__ == "__main__":

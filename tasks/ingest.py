@@ -6,7 +6,7 @@ from pathlib import Path
 
 from llara.data.ingest import Columns, Dataset, read_generic, read_movielens, write_dataset
 from tasks.common import get_logger, stage_main
-from tasks.params import IngestParams, load_params
+from tasks.params import IngestParams, load_params, reported_as_params
 
 OUT_DIR = Path("data/ingested")
 
@@ -35,7 +35,9 @@ def ingest(params: IngestParams, out_dir: Path = OUT_DIR) -> Dataset:
 
 
 def main() -> None:
-    ingest(load_params().ingest)
+    params = load_params()
+    with reported_as_params():
+        ingest(params.ingest)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from llara.data.ingest import read_dataset
-from llara.data.split import Split, SplitConfig, make_split, write_split
+from llara.cli import OneLineParser
+from llara.data.split import PROTOCOLS, Split, SplitConfig, make_split, write_split
 from tasks.common import get_logger, stage_main
 from tasks.ingest import OUT_DIR as INGESTED
-from tasks.params import SplitParams, load_params
+from tasks.params import SplitParams, load_params, reported_as_params
 
 SPLIT_ROOT = Path("data/split")
 
@@ -39,10 +39,13 @@ def split(params: SplitParams, protocol: str, data_dir: Path = INGESTED, out_roo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the split stage for one protocol (values from params.yaml).")
-    parser.add_argument("protocol", help="paper | paper-files | leave-one-out")
+    parser = OneLineParser(prog="tasks.split", description="Run the split stage for one protocol (values from params.yaml).")
+    parser.add_argument("protocol", choices=PROTOCOLS, help="splitting protocol")
+    parser.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
     args = parser.parse_args()
-    split(load_params().split, args.protocol)
+    params = load_params()
+    with reported_as_params():
+        split(params.split, args.protocol)
 
 
 if __name__ == "__main__":

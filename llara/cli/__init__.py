@@ -23,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {self.prog}: {message}\n")
 
 
+OneLineParser = _Parser  # public name for the stage adapters' argument parsers
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="llara", description="LLaRA: sequential recommendation with an LLM, as a pipeline.")
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")

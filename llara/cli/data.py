@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from llara.data.ingest import Columns, read_dataset, read_generic, read_movielens, write_dataset
-from llara.data.split import PROTOCOLS, SplitConfig, make_split, write_split
+from llara.atomic import require_replaceable
+from llara.data.ingest import DATASET_FILES, Columns, read_dataset, read_generic, read_movielens, write_dataset
+from llara.data.split import PROTOCOLS, SPLIT_FILES, SplitConfig, make_split, write_split
+from llara.errors import ConfigError, InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,25 +51,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_split)
 
 
-def _ingest(args: argparse.Namespace) -> int:
-    from llara.errors import InputError
+_OPTION = {"split.paper_files_dir": "--paper-files"}
 
+
+def _as_option(exc: ConfigError) -> InputError:
+    """A library parameter error, reported under the command-line option's name (``split.n_candidates`` ->
+    ``--n-candidates``)."""
+    return InputError(_OPTION.get(exc.key, "--" + exc.key.split(".")[-1].replace("_", "-")), exc.what)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    require_replaceable(args.out, DATASET_FILES, "--out")
     if args.movielens:
         dataset = read_movielens(args.movielens, verify=not args.no_verify, min_rating=args.min_rating)
     else:
         if not args.items:
             raise InputError("--items", "required with --interactions")
         columns = Columns(args.user_col, args.item_col, args.time_col, args.rating_col, args.title_col)
-        dataset = read_generic(
-            args.interactions, args.items, columns, separator=args.separator, encoding=args.encoding,
-            min_rating=args.min_rating,
-        )
+        try:
+            dataset = read_generic(
+                args.interactions, args.items, columns, separator=args.separator, encoding=args.encoding,
+                min_rating=args.min_rating,
+            )
+        except ConfigError as exc:
+            raise _as_option(exc) from None
     out = write_dataset(dataset, args.out)
     print(f"ingested {dataset.interactions.height} interactions, {dataset.items.height} items -> {out}")
     return 0
 
 
 def _split(args: argparse.Namespace) -> int:
+    require_replaceable(args.out, SPLIT_FILES, "--out")
     config = SplitConfig(
         protocol=args.protocol,
         seed=args.seed,
@@ -78,7 +92,10 @@ def _split(args: argparse.Namespace) -> int:
         heldout_users=args.heldout_users,
         paper_files_dir=args.paper_files,
     )
-    split = make_split(read_dataset(args.data), config)
+    try:
+        split = make_split(read_dataset(args.data), config)
+    except ConfigError as exc:
+        raise _as_option(exc) from None
     out = write_split(split, Path(args.out))
     print(f"split {split.meta['rows']} -> {out}")
     return 0

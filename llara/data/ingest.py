@@ -6,6 +6,9 @@ Outputs (see :mod:`llara.data.schema`): ``interactions.parquet`` (user, item, ti
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ import polars as pl
 from llara.atomic import atomic_dir, write_json
 from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, MAX_TIMESTAMP, check_schema
 from llara.data.sources import verify_checksums
-from llara.errors import InputError, require
+from llara.errors import ConfigError, InputError, require
 
 
 @dataclass(frozen=True)
@@ -81,13 +84,25 @@ def make_titles_unique(items: pl.DataFrame, years: list[str | None] | None = Non
             else:
                 title = f"{title} [item {item}]"
         unique.append(title)
-    folded = [t.casefold() for t in unique]
-    if len(set(folded)) != len(folded):  # a suffixed title collided with an existing one: fall back to ids
-        seen: dict[str, int] = {}
-        for t in folded:
-            seen[t] = seen.get(t, 0) + 1
-        unique = [f"{t} [item {i}]" if seen[t.casefold()] > 1 else t for t, i in zip(unique, ids)]
-    return items.with_columns(pl.Series("title", unique, dtype=pl.String))
+    return items.with_columns(pl.Series("title", _resolve_collisions(unique, ids), dtype=pl.String))
+
+
+def _resolve_collisions(titles: list[str], ids: list[int]) -> list[str]:
+    """A suffixed title can still collide with another title: give every colliding one its item id (and a counter)."""
+    counts: dict[str, int] = {}
+    for title in titles:
+        counts[title.casefold()] = counts.get(title.casefold(), 0) + 1
+    used = {t.casefold() for t in titles if counts[t.casefold()] == 1}
+    out = []
+    for title, item in zip(titles, ids):
+        if counts[title.casefold()] > 1:
+            candidate, k = f"{title} [item {item}]", 2
+            while candidate.casefold() in used:
+                candidate, k = f"{title} [item {item}] #{k}", k + 1
+            title = candidate
+            used.add(title.casefold())
+        out.append(title)
+    return out
 
 
 def _int_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: int, nonnegative: bool) -> pl.Series:
@@ -113,20 +128,28 @@ def _int_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: int, 
 def _timestamp_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: int) -> pl.Series:
     """Unix seconds from integers or ISO-8601 datetimes, range-checked."""
     raw = df[column]
-    if raw.dtype.is_temporal():
+    if isinstance(raw.dtype, (pl.Date, pl.Datetime)):
         values = raw.cast(pl.Datetime("us")).dt.epoch("s")
+    elif raw.dtype.is_temporal():
+        raise InputError(path, f"column '{column}' has type {raw.dtype}; expected unix seconds or datetimes")
     else:
         text = raw.cast(pl.String).str.strip_chars()
         numeric = text.cast(pl.Float64, strict=False)
-        if numeric.is_null().any() and not text.is_null().any():
-            parsed = text.str.to_datetime(strict=False, time_unit="us")
+        if numeric.is_not_null().any() or text.is_null().any() or (text == "").any():
+            # unix seconds (a non-number among numbers, or an empty cell, is reported by row)
+            values = _int_column(df, column, path, line_offset=line_offset, nonnegative=False)
+        else:
+            try:
+                parsed = text.str.to_datetime(strict=False, time_unit="us")
+            except Exception:  # polars cannot infer a datetime format from the values
+                raise InputError(
+                    path, f"row {line_offset}: column '{column}' is neither unix seconds nor ISO-8601: {text[0]!r}"
+                ) from None
             bad = parsed.is_null()
             if bad.any():
                 row = int(bad.arg_true()[0])
                 raise InputError(path, f"row {row + line_offset}: column '{column}' is not a timestamp: {text[row]!r}")
             values = parsed.dt.epoch("s")
-        else:
-            values = _int_column(df, column, path, line_offset=line_offset, nonnegative=False)
     out_of_range = (values < 0) | (values > MAX_TIMESTAMP)
     if out_of_range.any():
         row = int(out_of_range.arg_true()[0])
@@ -144,23 +167,48 @@ def read_table(path: str | Path, *, separator: str = ",", encoding: str = "utf8"
     require(path.stat().st_size > 0, path, "file is empty")
     suffix = path.suffix.lower()
     try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError("ingest.encoding", f"unknown text encoding {encoding!r}") from None
+    text = None
+    try:
         if suffix in {".parquet", ".pq"}:
             return pl.read_parquet(path), 0
         if suffix in {".csv", ".tsv", ".txt"}:
             sep = "\t" if suffix == ".tsv" else separator
-            data = path.read_bytes().decode(encoding)
-            return pl.read_csv(data.encode(), separator=sep, infer_schema=False), 2
+            text = path.read_bytes().decode(encoding)
+            return pl.read_csv(text.encode(), separator=sep, infer_schema=False), 2
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not valid {encoding} text (byte {exc.start}); set the encoding") from None
     except Exception as exc:
-        raise InputError(path, f"cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        detail = _first_ragged_row(text, sep) if text is not None else ""
+        raise InputError(path, detail or f"cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     raise InputError(path, f"unsupported file type '{suffix}' (use .csv, .tsv or .parquet)")
+
+
+def _first_ragged_row(text: str, separator: str) -> str:
+    """Name the first CSV row whose field count differs from the header's (polars' own error names no row)."""
+    reader = csv.reader(io.StringIO(text), delimiter=separator)
+    header = next(reader, [])
+    try:
+        for row in reader:
+            if row and len(row) != len(header):
+                return f"row {reader.line_num}: {len(row)} fields but the header has {len(header)}"
+    except csv.Error as exc:
+        return f"row {reader.line_num}: malformed CSV ({exc})"
+    return ""
 
 
 def _require_columns(df: pl.DataFrame, wanted: list[str], path: Path) -> None:
     missing = [c for c in wanted if c not in df.columns]
     require(not missing, path, f"missing column(s) {missing}; found {df.columns}")
     require(df.height > 0, path, "no rows")
+    for column in wanted:
+        dtype = df.schema[column]
+        require(
+            not (dtype.is_nested() or dtype in (pl.Binary, pl.Object)),
+            path, f"column '{column}' has type {dtype}; expected plain numbers or text",
+        )
 
 
 def normalize_interactions(df: pl.DataFrame, columns: Columns, path: Path, line_offset: int) -> pl.DataFrame:
@@ -292,6 +340,9 @@ def read_movielens(directory: str | Path, *, verify: bool = True, min_rating: fl
     return Dataset(interactions, items, source=f"movielens-100k:{directory}")
 
 
+DATASET_FILES = ("interactions.parquet", "items.parquet", "meta.json")
+
+
 def write_dataset(dataset: Dataset, out_dir: str | Path) -> Path:
     """Write the normalized dataset atomically (the whole directory appears at once)."""
     out_dir = Path(out_dir)
@@ -318,4 +369,6 @@ def read_dataset(directory: str | Path) -> Dataset:
     interactions = read_parquet_checked(directory / "interactions.parquet", INTERACTIONS_SCHEMA)
     items = read_parquet_checked(directory / "items.parquet", ITEMS_SCHEMA)
     require(items["title"].n_unique() == items.height, directory / "items.parquet", "display titles are not unique")
+    require(items["item"].n_unique() == items.height, directory / "items.parquet", "item ids are not unique")
+    check_references(interactions, items, directory / "items.parquet")
     return Dataset(interactions, items, source=str(directory))

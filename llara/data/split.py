@@ -20,12 +20,14 @@ import numpy as np
 import polars as pl
 
 from llara.atomic import atomic_dir, write_json
+from llara.data.heldout import read_heldout, read_paper_files
 from llara.data.ingest import Dataset
 from llara.data.schema import SPLIT_SCHEMA, check_schema, read_parquet_checked
-from llara.errors import InputError, require
+from llara.errors import InputError, require, require_config
 
 PROTOCOLS = ("paper", "paper-files", "leave-one-out")
 PARTS = ("train", "val", "test")
+SPLIT_FILES = tuple(f"{part}.parquet" for part in PARTS) + ("meta.json",)
 
 
 @dataclass(frozen=True)
@@ -58,213 +60,234 @@ class Split:
         return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
-def user_sequences(interactions: pl.DataFrame, min_rating: float | None) -> dict[int, list[int]]:
-    """Each user's items ordered by timestamp; ties keep the source order."""
-    df = interactions.with_row_index("_row")
+ROW_COLUMNS = ["user", "history", "target"]
+DRAW_CHUNK = 100_000  # rows per vectorized candidate draw (bounds memory; fixed so results never depend on it)
+
+
+def sequence_positions(interactions: pl.DataFrame, min_rating: float | None, history_len: int) -> pl.DataFrame:
+    """One row per position of each user's time-ordered sequence (ties keep the source order):
+    user, pos (0-based), n (sequence length), history (up to ``history_len`` previous items) and target."""
+    lf = interactions.lazy().with_row_index("_row")
     if min_rating is not None:
-        df = df.filter(pl.col("rating") >= min_rating)
-    grouped = (
-        df.sort(["user", "timestamp", "_row"])
-        .group_by("user", maintain_order=True)
-        .agg(pl.col("item"))
+        lf = lf.filter(pl.col("rating") >= min_rating)
+    history = pl.concat_list([pl.col("item").shift(k).over("user") for k in range(history_len, 0, -1)])
+    return (
+        lf.sort(["user", "timestamp", "_row"])
+        .with_columns(pos=pl.int_range(pl.len()).over("user"), n=pl.len().over("user"), history=history.list.drop_nulls())
+        .select("user", "pos", "n", "history", pl.col("item").alias("target"))
+        .collect()
     )
-    return dict(zip(grouped["user"].to_list(), grouped["item"].to_list()))
 
 
-def _rows(user: int, seq: list[int], positions, history_len: int, min_history: int) -> list[tuple]:
-    out = []
-    for t in positions:
-        history = seq[max(0, t - history_len) : t]
-        if len(history) >= min_history:
-            out.append((user, history, seq[t]))
-    return out
-
-
-def read_heldout(path: str | Path) -> dict[int, str]:
-    """Read a held-out users CSV (columns user_id, split with values val/test)."""
-    path = Path(path)
-    require(path.is_file(), path, "file not found")
-    try:
-        df = pl.read_csv(path, infer_schema=False)
-    except Exception as exc:
-        raise InputError(path, f"cannot read CSV ({type(exc).__name__})") from None
-    for col in ("user_id", "split"):
-        require(col in df.columns, path, f"missing column '{col}'")
-    users = df["user_id"].cast(pl.Int64, strict=False)
-    if users.null_count():
-        raise InputError(path, f"row {int(users.is_null().arg_true()[0]) + 2}: user_id is not an integer")
-    bad = ~df["split"].is_in(["val", "test"])
-    if bad.any():
-        raise InputError(path, f"row {int(bad.arg_true()[0]) + 2}: split must be 'val' or 'test'")
-    require(users.n_unique() == users.len(), path, "a user is listed twice")
-    return dict(zip(users.to_list(), df["split"].to_list()))
-
-
-def seeded_user_split(users: list[int], config: SplitConfig) -> dict[int, str]:
+def seeded_user_split(users: list[int], config: SplitConfig, where: str = "split") -> dict[int, str]:
     """Seeded val/test user assignment (default 8:1:1)."""
     rng = np.random.default_rng([config.seed, 7])
     order = [users[i] for i in rng.permutation(len(users))]
     n_val = max(1, round(config.val_fraction * len(users)))
     n_test = max(1, round(config.test_fraction * len(users)))
-    require(n_val + n_test < len(users), "split", f"only {len(users)} users: too few for a train/val/test user split")
+    require(
+        n_val + n_test < len(users), where, f"only {len(users)} users with >= 2 interactions: too few for a user split"
+    )
     return {u: "val" for u in order[:n_val]} | {u: "test" for u in order[n_val : n_val + n_test]}
 
 
-def _heldout_rows(seqs: dict[int, list[int]], heldout: dict[int, str], config: SplitConfig, source: str):
-    parts: dict[str, list[tuple]] = {"val": [], "test": []}
-    for user, part in sorted(heldout.items(), key=lambda kv: kv[0]):
-        seq = seqs.get(user)
-        require(seq is not None, source, f"held-out user {user} has no interactions with rating >= {config.min_rating}")
-        require(len(seq) >= 2, source, f"held-out user {user} has fewer than 2 interactions")
-        parts[part] += _rows(user, seq, [len(seq) - 1], config.history_len, 1)
-    return parts
+def _train_rows(positions: pl.DataFrame, heldout: list[int], config: SplitConfig) -> tuple[pl.DataFrame, int]:
+    """Rows of every non-held-out user with >= min_history history items, and how many such users have none."""
+    candidates = positions.filter(~pl.col("user").is_in(heldout))
+    train = candidates.filter(pl.col("pos") >= config.min_history)
+    return train.select(ROW_COLUMNS), candidates["user"].n_unique() - train["user"].n_unique()
 
 
-def split_paper(seqs: dict[int, list[int]], config: SplitConfig) -> tuple[dict[str, list[tuple]], dict]:
+def split_paper(positions: pl.DataFrame, config: SplitConfig, where: str = "split") -> tuple[dict[str, pl.DataFrame], dict]:
+    lengths = positions.group_by("user").agg(pl.col("n").first())
     if config.heldout_users:
         heldout = read_heldout(config.heldout_users)
         how = f"held-out users from {config.heldout_users}"
     else:
-        heldout = seeded_user_split(sorted(seqs), config)
+        eligible = lengths.filter(pl.col("n") >= 2)["user"].sort().to_list()  # a held-out row needs a history
+        heldout = seeded_user_split(eligible, config, where)
         how = "seeded user split"
-    parts = _heldout_rows(seqs, heldout, config, config.heldout_users or "split")
-    parts["train"] = [
-        row
-        for user in sorted(seqs)
-        if user not in heldout
-        for row in _rows(user, seqs[user], range(len(seqs[user])), config.history_len, config.min_history)
-    ]
-    return parts, {"heldout": how}
+    source = config.heldout_users or where
+    held = pl.DataFrame({"user": list(heldout), "part": list(heldout.values())}, schema={"user": pl.Int64, "part": pl.String})
+    held = held.join(lengths, on="user", how="left").sort("user")
+    missing = held.filter(pl.col("n").is_null())
+    require(missing.height == 0, source, f"held-out user {missing['user'][0] if missing.height else ''} has no interactions with rating >= {config.min_rating}")
+    short = held.filter(pl.col("n") < 2)
+    require(short.height == 0, source, f"held-out user {short['user'][0] if short.height else ''} has fewer than 2 interactions")
+    last = positions.filter(pl.col("pos") == pl.col("n") - 1).join(held.select("user", "part"), on="user").sort("user")
+    parts = {p: last.filter(pl.col("part") == p).select(ROW_COLUMNS) for p in ("val", "test")}
+    parts["train"], without = _train_rows(positions, list(heldout), config)
+    return parts, {"heldout": how, "train_users_without_rows": without}
 
 
-def read_paper_files(directory: str | Path, heldout_csv: str | Path, config: SplitConfig) -> dict[str, list[tuple]]:
-    """Val/test rows from the authors' files (columns history, next_item, len_seq), users from ``heldout_csv``."""
-    directory = Path(directory)
-    heldout = pl.read_csv(heldout_csv, infer_schema=False)
-    require("row_index" in heldout.columns, heldout_csv, "missing column 'row_index' (needed to map file rows to users)")
-    parts: dict[str, list[tuple]] = {}
-    for part, name in (("val", "Val_data.parquet"), ("test", "Test_data.parquet")):
-        path = directory / name
-        df = read_parquet_any(path, ["history", "next_item", "len_seq"])
-        users = heldout.filter(pl.col("split") == part).with_columns(pl.col("row_index").cast(pl.Int64)).sort("row_index")
-        require(users.height == df.height, heldout_csv, f"{users.height} {part} users listed but {path} has {df.height} rows")
-        rows = []
-        for user, (history, target, length) in zip(
-            users["user_id"].cast(pl.Int64).to_list(), df.select("history", "next_item", "len_seq").iter_rows()
-        ):
-            items = [int(i) + config.paper_files_id_offset for i in history[: int(length)]]
-            rows.append((user, items[-config.history_len :], int(target) + config.paper_files_id_offset))
-        parts[part] = rows
-    return parts
+def _rows_frame(rows: list[tuple]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={"user": pl.Int64, "history": pl.List(pl.Int64), "target": pl.Int64}, orient="row")
 
 
-def read_parquet_any(path: Path, columns: list[str]) -> pl.DataFrame:
-    require(path.is_file(), path, "file not found")
-    try:
-        df = pl.read_parquet(path)
-    except Exception as exc:
-        raise InputError(path, f"cannot read parquet ({type(exc).__name__})") from None
-    missing = [c for c in columns if c not in df.columns]
-    require(not missing, path, f"missing column(s) {missing}")
-    return df
+def split_paper_files(
+    positions: pl.DataFrame, config: SplitConfig, where: str = "split"
+) -> tuple[dict[str, pl.DataFrame], dict]:
+    rows = read_paper_files(
+        config.paper_files_dir, config.heldout_users, history_len=config.history_len, id_offset=config.paper_files_id_offset
+    )
+    parts = {part: _rows_frame(part_rows) for part, part_rows in rows.items()}
+    heldout = [row[0] for part_rows in rows.values() for row in part_rows]
+    parts["train"], without = _train_rows(positions, heldout, config)
+    return parts, {"heldout": f"rows from {config.paper_files_dir}", "train_users_without_rows": without}
 
 
-def split_paper_files(seqs: dict[int, list[int]], config: SplitConfig) -> tuple[dict[str, list[tuple]], dict]:
-    require(config.paper_files_dir is not None, "params.yaml", "split.paper_files_dir must be set for 'paper-files'")
-    require(config.heldout_users is not None, "params.yaml", "split.heldout_users must be set for 'paper-files'")
-    parts = read_paper_files(config.paper_files_dir, config.heldout_users, config)
-    heldout = {row[0] for part in parts.values() for row in part}
-    parts["train"] = [
-        row
-        for user in sorted(seqs)
-        if user not in heldout
-        for row in _rows(user, seqs[user], range(len(seqs[user])), config.history_len, config.min_history)
-    ]
-    return parts, {"heldout": f"rows from {config.paper_files_dir}"}
+def split_leave_one_out(
+    positions: pl.DataFrame, config: SplitConfig, where: str = "split"
+) -> tuple[dict[str, pl.DataFrame], dict]:
+    eligible = positions.filter(pl.col("n") >= 3)
+    parts = {
+        "train": eligible.filter((pl.col("pos") < pl.col("n") - 2) & (pl.col("pos") >= config.min_history)),
+        "val": eligible.filter(pl.col("pos") == pl.col("n") - 2),
+        "test": eligible.filter(pl.col("pos") == pl.col("n") - 1),
+    }
+    dropped = positions["user"].n_unique() - eligible["user"].n_unique()
+    return {p: df.select(ROW_COLUMNS) for p, df in parts.items()}, {"users_dropped_fewer_than_3": dropped}
 
 
-def split_leave_one_out(seqs: dict[int, list[int]], config: SplitConfig) -> tuple[dict[str, list[tuple]], dict]:
-    parts: dict[str, list[tuple]] = {"train": [], "val": [], "test": []}
-    dropped = 0
-    for user in sorted(seqs):
-        seq = seqs[user]
-        if len(seq) < 3:
-            dropped += 1
-            continue
-        n = len(seq)
-        parts["test"] += _rows(user, seq, [n - 1], config.history_len, 1)
-        parts["val"] += _rows(user, seq, [n - 2], config.history_len, 1)
-        parts["train"] += _rows(user, seq, range(n - 2), config.history_len, config.min_history)
-    return parts, {"users_dropped_fewer_than_3": dropped}
+class HistoryIndex:
+    """Each user's full interaction history as sorted ``user_code * n_pool + item_code`` keys (vectorized lookups)."""
+
+    def __init__(self, interactions: pl.DataFrame, pool: np.ndarray):
+        self.pool = pool
+        self.users = np.unique(interactions["user"].to_numpy())
+        items = interactions["item"].to_numpy()
+        item_codes = np.searchsorted(pool, items).clip(0, len(pool) - 1)
+        in_pool = pool[item_codes] == items
+        user_codes = np.searchsorted(self.users, interactions["user"].to_numpy())
+        self.keys = np.unique(user_codes[in_pool] * len(pool) + item_codes[in_pool])
+        self.unseen = len(pool) - np.bincount(self.keys // len(pool), minlength=len(self.users))
+
+    def codes(self, users: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.users, users)
+
+    def seen(self, user_codes: np.ndarray, item_codes: np.ndarray) -> np.ndarray:
+        keys = user_codes * len(self.pool) + item_codes
+        at = np.searchsorted(self.keys, keys).clip(0, max(len(self.keys) - 1, 0))
+        return self.keys[at] == keys if len(self.keys) else np.zeros(keys.shape, dtype=bool)
+
+
+def _first_occurrences(values: np.ndarray) -> np.ndarray:
+    """Per row, True where a value appears for the first time in that row."""
+    order = np.argsort(values, axis=1, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=1)
+    repeat = np.zeros(values.shape, dtype=bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    first = np.empty_like(repeat)
+    np.put_along_axis(first, order, ~repeat, axis=1)
+    return first
 
 
 def draw_candidates(
-    rows: list[tuple], full_history: dict[int, set[int]], pool: np.ndarray, n_candidates: int, rng: np.random.Generator
-) -> list[list[int]]:
-    """Target + (n-1) uniform draws from ``pool`` outside the user's full history, shuffled."""
-    pool_set = set(pool.tolist())
-    out = []
-    for user, _history, target in rows:
-        seen = full_history[user]
-        available = len(pool_set - seen)
-        if available < n_candidates - 1:
-            raise InputError("split", f"user {user}: only {available} unseen items, need {n_candidates - 1} negatives")
-        negatives: list[int] = []
-        chosen: set[int] = set()
-        while len(negatives) < n_candidates - 1:
-            for item in pool[rng.integers(0, len(pool), size=2 * n_candidates)].tolist():
-                if item not in seen and item not in chosen and item != target:
-                    chosen.add(item)
-                    negatives.append(item)
-                    if len(negatives) == n_candidates - 1:
-                        break
-        candidates = [target] + negatives
-        out.append([candidates[i] for i in rng.permutation(n_candidates)])
+    rows: pl.DataFrame, index: HistoryIndex, n_candidates: int, rng: np.random.Generator, where: str = "split"
+) -> np.ndarray:
+    """Target + (n-1) uniform draws from the item pool outside the user's full history, shuffled (rows x n)."""
+    users, targets = rows["user"].to_numpy(), rows["target"].to_numpy()
+    codes = index.codes(users)
+    short = index.unseen[codes] < n_candidates - 1
+    if short.any():
+        at = int(np.argmax(short))
+        raise InputError(
+            where, f"user {users[at]}: only {index.unseen[codes[at]]} unseen items, need {n_candidates - 1} negatives"
+        )
+    pool, need = index.pool, n_candidates - 1
+    out = np.empty((len(rows), n_candidates), dtype=np.int64)
+    for start in range(0, len(rows), DRAW_CHUNK):
+        u, t = codes[start : start + DRAW_CHUNK], targets[start : start + DRAW_CHUNK]
+        negatives = np.empty((len(u), need), dtype=np.int64)
+        todo = np.arange(len(u))
+        while todo.size:  # rejection sampling; rows short of valid draws redraw (rare: heavy users)
+            draws = rng.integers(0, len(pool), size=(todo.size, 3 * n_candidates))
+            ok = ~index.seen(u[todo, None], draws) & (pool[draws] != t[todo, None]) & _first_occurrences(draws)
+            filled = ok.sum(axis=1) >= need
+            rows_ok, picks = todo[filled], ok[filled] & (np.cumsum(ok[filled], axis=1) <= need)
+            negatives[rows_ok] = pool[draws[filled][picks]].reshape(-1, need)
+            todo = todo[~filled]
+        candidates = np.concatenate([t[:, None], negatives], axis=1)
+        order = np.argsort(rng.random(candidates.shape), axis=1)
+        out[start : start + len(u)] = np.take_along_axis(candidates, order, axis=1)
     return out
 
 
-def _frame(rows: list[tuple], candidates: list[list[int]]) -> pl.DataFrame:
-    df = pl.DataFrame(
-        {
-            "user": [r[0] for r in rows],
-            "history": [list(r[1]) for r in rows],
-            "target": [r[2] for r in rows],
-            "candidates": candidates,
-        },
-        schema=SPLIT_SCHEMA,
+def _frame(rows: pl.DataFrame, candidates: np.ndarray) -> pl.DataFrame:
+    column = pl.Series("candidates", candidates).cast(pl.List(pl.Int64)) if len(rows) else pl.Series(
+        "candidates", [], dtype=pl.List(pl.Int64)
     )
-    return check_schema(df, SPLIT_SCHEMA, "split")
+    return check_schema(rows.select(ROW_COLUMNS).with_columns(column), SPLIT_SCHEMA, "split")
 
 
 def validate_config(config: SplitConfig) -> None:
-    require(config.protocol in PROTOCOLS, "split.protocol", f"unknown protocol {config.protocol!r}; use one of {PROTOCOLS}")
-    require(config.n_candidates >= 2, "split.n_candidates", f"must be >= 2, got {config.n_candidates}")
-    require(config.history_len >= 1, "split.history_len", f"must be >= 1, got {config.history_len}")
-    require(config.min_history >= 1, "split.min_history", f"must be >= 1, got {config.min_history}")
+    """Range checks; errors are :class:`~llara.errors.ConfigError` naming the dotted params key."""
+    require_config(
+        config.protocol in PROTOCOLS, "split.protocol", f"unknown protocol {config.protocol!r}; use one of {PROTOCOLS}"
+    )
+    require_config(config.n_candidates >= 2, "split.n_candidates", f"must be >= 2, got {config.n_candidates}")
+    require_config(config.history_len >= 1, "split.history_len", f"must be >= 1, got {config.history_len}")
+    require_config(config.min_history >= 1, "split.min_history", f"must be >= 1, got {config.min_history}")
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(config, key)
+        require_config(0 < value < 0.5, f"split.{key}", f"must be in (0, 0.5), got {value}")
+    if config.protocol == "paper-files":
+        require_config(config.paper_files_dir is not None, "split.paper_files_dir", "must be set for 'paper-files'")
+        require_config(config.heldout_users is not None, "split.heldout_users", "must be set for 'paper-files'")
+
+
+def data_location(dataset: Dataset) -> str:
+    """The file to name in errors about the data itself."""
+    path = Path(dataset.source)
+    return str(path / "interactions.parquet") if path.is_dir() else dataset.source
+
+
+def _check_rows(parts: dict[str, pl.DataFrame], index: HistoryIndex, where: str) -> None:
+    """Every row's user has interactions and every history item and target is in the item table."""
+    for part in PARTS:
+        df = parts[part]
+        no_user = df.filter(~pl.col("user").is_in(index.users))
+        require(no_user.height == 0, where, f"{part} user {no_user['user'][0] if no_user.height else ''} has no interactions in the dataset")
+        items = df.select("user", pl.concat_list("history", "target").alias("item")).explode("item")
+        unknown = items.filter(~pl.col("item").is_in(index.pool))
+        if unknown.height:
+            raise InputError(where, f"{part} row of user {unknown['user'][0]}: item {unknown['item'][0]} is not in the item table")
 
 
 def make_split(dataset: Dataset, config: SplitConfig) -> Split:
     """Split a normalized dataset by ``config.protocol`` and draw the stored candidate sets."""
     validate_config(config)
+    where = data_location(dataset)
     n_items = dataset.items.height
-    require(
+    require_config(
         config.n_candidates <= n_items,
         "split.n_candidates",
         f"{config.n_candidates} candidates but the item table has only {n_items} items",
     )
-    seqs = user_sequences(dataset.interactions, config.min_rating)
-    require(len(seqs) >= 3, "split", f"only {len(seqs)} users left after filtering: too few to split")
+    if config.min_rating is not None:
+        require_config(
+            dataset.interactions["rating"].null_count() < dataset.interactions.height, "split.min_rating",
+            f"is {config.min_rating} but {where} has no ratings; unset it to keep every interaction",
+        )
+    positions = sequence_positions(dataset.interactions, config.min_rating, config.history_len)
+    n_users = positions["user"].n_unique()
+    require(n_users >= 3, where, f"only {n_users} users left after filtering (min_rating {config.min_rating}): too few to split")
     splitter = {"paper": split_paper, "paper-files": split_paper_files, "leave-one-out": split_leave_one_out}
-    parts, info = splitter[config.protocol](seqs, config)
+    parts, info = splitter[config.protocol](positions, config, where)
     for part in PARTS:
-        require(len(parts[part]) > 0, "split", f"the '{part}' part is empty: dataset too small for this protocol")
-    full = dataset.interactions.group_by("user").agg(pl.col("item"))
-    full_history = {u: set(items) for u, items in zip(full["user"].to_list(), full["item"].to_list())}
-    pool = np.asarray(sorted(dataset.items["item"].to_list()), dtype=np.int64)
+        require(
+            parts[part].height > 0, where,
+            f"the '{part}' part is empty: too few interactions per user for protocol '{config.protocol}' "
+            f"(min_history {config.min_history})",
+        )
+    pool = np.unique(dataset.items["item"].to_numpy()).astype(np.int64)
+    index = HistoryIndex(dataset.interactions, pool)
+    rows_from = config.paper_files_dir if config.protocol == "paper-files" else where
+    _check_rows(parts, index, str(rows_from))
     frames = {}
-    for index, part in enumerate(PARTS):
-        rng = np.random.default_rng([config.seed, index])
-        frames[part] = _frame(parts[part], draw_candidates(parts[part], full_history, pool, config.n_candidates, rng))
+    for part_index, part in enumerate(PARTS):
+        rng = np.random.default_rng([config.seed, part_index])
+        frames[part] = _frame(parts[part], draw_candidates(parts[part], index, config.n_candidates, rng, where))
     meta = {
         "protocol": config.protocol,
         "config": {k: v for k, v in config.__dict__.items()},

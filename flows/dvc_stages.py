@@ -1,0 +1,234 @@
+"""DVC plumbing for the flows (Prefect-free): the stage graph read from dvc.yaml, and running ONE stage.
+
+The graph comes from DVC itself (``Repo.index.graph``: the same stages, ``foreach`` expansions like ``split@paper``
+and dependency edges that ``dvc repro`` uses), so adding a stage to dvc.yaml adds it to every flow. Each stage runs as
+``python -m dvc --wait-for-lock repro --single-item <stage>``: DVC decides whether it is up to date and skips it.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from flows.workspace import subprocess_env
+from llara.errors import InputError
+
+BAD_INPUT_EXIT = 2
+PROGRESS_LOG_INTERVAL_S = 10.0  # \r-terminated progress bars (tqdm) are logged at most this often
+_EXITED = re.compile(r"exited with (-?\d+)")
+_FAILED_STAGE = re.compile(r"failed to reproduce '([^']+)'")
+
+
+@dataclass(frozen=True)
+class StageGraph:
+    """Stages in a runnable order (dependencies first) and each stage's direct upstream stages."""
+
+    order: list[str]
+    upstream: dict[str, list[str]]
+    runnable: dict[str, bool] = field(default_factory=dict)  # False for data sources (``.dvc`` files, no command)
+
+    def downstream_of(self, stage: str) -> set[str]:
+        """Every stage that (transitively) depends on ``stage``."""
+        found: set[str] = set()
+        frontier = [stage]
+        while frontier:
+            current = frontier.pop()
+            for name, ups in self.upstream.items():
+                if current in ups and name not in found:
+                    found.add(name)
+                    frontier.append(name)
+        return found
+
+
+def stage_name(address: str) -> str:
+    """``sub/dvc.yaml:split@paper`` -> ``split``: the stage's name in dvc.yaml without file or foreach key."""
+    return address.rsplit(":", 1)[-1].split("@", 1)[0]
+
+
+def dvc_command(*args: str) -> list[str]:
+    """``dvc`` from this interpreter's environment."""
+    return [sys.executable, "-m", "dvc", *args]
+
+
+def stage_address(stage, root: Path) -> str:
+    """The stage as ``dvc repro`` names it when run in ``root``: ``name`` (``split@paper``) or ``sub/dvc.yaml:name``."""
+    dvcfile = Path(stage.path).resolve().relative_to(root).as_posix()
+    return stage.name if dvcfile == "dvc.yaml" else f"{dvcfile}:{stage.name}"
+
+
+def _absolute_target(target: str, root: Path) -> str:
+    """DVC resolves targets against the process's cwd; anchor them at ``root`` instead."""
+    file, sep, name = target.rpartition(":")
+    return f"{root / file}:{name}" if sep else f"{root / 'dvc.yaml'}:{target}"
+
+
+def load_stage_graph(root: Path, targets: Iterable[str] | None = None) -> StageGraph:
+    """Read dvc.yaml's stage graph through DVC's API, restricted to ``targets`` and everything they depend on.
+
+    A target is anything ``dvc repro`` accepts as a stage: ``ingest``, ``split`` (all ``split@*``), ``split@paper``,
+    ``sub/dvc.yaml:stage``. Unknown targets raise :class:`InputError`.
+    """
+    import networkx as nx
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    with Repo(str(root)) as repo:
+        try:
+            graph = repo.index.graph  # edge a -> b: stage a depends on stage b
+        except DvcException as exc:
+            raise InputError(root / "dvc.yaml", str(exc).splitlines()[0]) from None
+        address = {stage: stage_address(stage, root) for stage in graph.nodes}
+        position = {stage: i for i, stage in enumerate(repo.index.stages)}
+        if targets:
+            selected = set()
+            for target in targets:
+                try:
+                    matched = repo.stage.collect(_absolute_target(target, root))
+                except DvcException as exc:
+                    known = ", ".join(address[s] for s in repo.index.stages if s in address)
+                    error = str(exc).splitlines()[0].replace(str(root) + "/", "")
+                    raise InputError(f"stage {target!r}", f"{error} (known stages: {known})") from None
+                for stage in matched:
+                    selected.add(stage)
+                    selected.update(nx.descendants(graph, stage))
+            graph = graph.subgraph(selected)
+        order = [
+            address[s]
+            for s in nx.lexicographical_topological_sort(graph.reverse(copy=True), key=lambda s: f"{position[s]:08d}")
+        ]
+        upstream = {
+            address[s]: sorted((address[d] for d in graph.successors(s)), key=order.index) for s in graph.nodes
+        }
+        runnable = {address[s]: not s.is_data_source for s in graph.nodes}
+    return StageGraph(order=order, upstream=upstream, runnable=runnable)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    status: str  # "ran" | "skipped" | "restored" (DVC's run cache checked the outputs out)
+    seconds: float
+
+
+class StageFailed(Exception):
+    """A stage (or DVC around it) failed. ``bad_input`` (exit 2) must never be retried."""
+
+    def __init__(self, stage: str, exit_code: int, error: str):
+        self.stage = stage
+        self.exit_code = exit_code
+        self.error = error
+        kind = "bad input" if exit_code == BAD_INPUT_EXIT else f"exit {exit_code}"
+        super().__init__(f"stage '{stage}' failed ({kind}): {error}")
+
+    @property
+    def bad_input(self) -> bool:
+        return self.exit_code == BAD_INPUT_EXIT
+
+
+def iter_output(stream, progress_interval_s: float = PROGRESS_LOG_INTERVAL_S) -> Iterator[str]:
+    """Lines of a subprocess's output as they come; ``\\r`` progress updates are thinned to one per interval."""
+    buffer = b""
+    last_progress = float("-inf")
+    pending_progress = ""
+    fd = stream.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while True:
+            match = re.search(rb"[\r\n]", buffer)
+            if not match:
+                break
+            piece, sep, buffer = buffer[: match.start()], buffer[match.start() : match.end()], buffer[match.end() :]
+            text = piece.decode("utf-8", "replace").rstrip()
+            if sep == b"\r":
+                if text:
+                    pending_progress = text
+                    now = time.monotonic()
+                    if now - last_progress >= progress_interval_s:
+                        last_progress = now
+                        pending_progress = ""
+                        yield text
+            else:
+                if text:
+                    yield text
+                elif pending_progress:  # a bar's final state before its newline
+                    yield pending_progress
+                pending_progress = ""
+    if buffer.strip():
+        yield buffer.decode("utf-8", "replace").rstrip()
+
+
+def failure_message(lines: Iterable[str]) -> tuple[str, int | None]:
+    """The stage's own one-line ``error: ...`` (else DVC's ``ERROR: ...``) and the stage's exit code if DVC said."""
+    stage_error = dvc_error = None
+    exit_code = None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("error: "):
+            stage_error = stripped[len("error: ") :]
+        elif stripped.startswith("ERROR: "):
+            dvc_error = stripped[len("ERROR: ") :]
+            found = _EXITED.search(stripped)
+            if found:
+                exit_code = int(found.group(1))
+    return (stage_error or dvc_error or "no error message (see the stage's log)"), exit_code
+
+
+def failed_stage(lines: Iterable[str]) -> str | None:
+    """The stage DVC names in ``ERROR: failed to reproduce '<stage>'``, if any."""
+    for line in reversed(list(lines)):
+        found = _FAILED_STAGE.search(line)
+        if found:
+            return found.group(1)
+    return None
+
+
+def classify(stage: str, lines: Iterable[str]) -> str:
+    """What DVC did with ``stage`` according to its output."""
+    name = "|".join(re.escape(n) for n in {stage, stage.rsplit(":", 1)[-1]})
+    name = f"(?:{name})"
+    text = "\n".join(lines)
+    if re.search(rf"Stage '{name}' is cached - skipping run", text):
+        return "restored"
+    if re.search(rf"Running stage '{name}'", text):
+        return "ran"
+    return "skipped"
+
+
+def run_dvc(root: Path, args: list[str], log: Callable[[str], None], tail: int = 200) -> tuple[int, list[str]]:
+    """Run ``dvc <args>`` in ``root``, streaming every output line to ``log``; returns (exit code, last lines)."""
+    kept: collections.deque[str] = collections.deque(maxlen=tail)
+    with subprocess.Popen(
+        dvc_command(*args), cwd=root, env=subprocess_env(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=False,
+    ) as proc:
+        try:
+            for line in iter_output(proc.stdout):
+                kept.append(line)
+                log(line)
+        except BaseException:
+            proc.kill()
+            raise
+        code = proc.wait()
+    return code, list(kept)
+
+
+def run_stage(root: Path, stage: str, log: Callable[[str], None], *, force: bool = False) -> StageResult:
+    """Reproduce one stage through DVC (which skips it when nothing changed). Raises :class:`StageFailed`."""
+    started = time.monotonic()
+    args = ["--wait-for-lock", "repro", "--single-item", stage] + (["--force"] if force else [])
+    code, lines = run_dvc(root, args, log)
+    if code != 0:
+        error, stage_code = failure_message(lines)
+        raise StageFailed(stage, stage_code if stage_code is not None else code, error)
+    return StageResult(stage, classify(stage, lines), round(time.monotonic() - started, 3))

@@ -1,0 +1,134 @@
+"""The pipeline as a Prefect flow: one task run per DVC stage, the graph read from dvc.yaml.
+
+Stages start as soon as their upstream stages finish (independent ones in parallel, DVC's lock serializing the
+bookkeeping); DVC decides what is up to date. ``fetch`` (a download) is retried; a stage exiting 2 (bad input)
+fails at once with its one-line error. After the run the metrics files are published as a markdown artifact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.dvc_stages import StageFailed, StageResult, load_stage_graph, run_stage, stage_name
+from flows.workspace import apply_env_defaults, params_overrides, resolve_root, workspace_lock
+from llara.report import metrics_markdown
+
+apply_env_defaults()
+
+DEFAULT_RETRIES = {"fetch": 2}  # network downloads; every other stage is deterministic compute
+RETRY_DELAY_S = 20
+MAX_PARALLEL_STAGES = 4
+METRICS_ARTIFACT_KEY = "pipeline-metrics"
+
+
+def _retry_unless_bad_input(task, task_run, state) -> bool:
+    """Prefect retry condition: never retry bad input (exit 2): the same data would fail again."""
+    try:
+        state.result()
+    except StageFailed as exc:
+        return not exc.bad_input
+    except Exception:
+        return True
+    return False
+
+
+@task(cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_bad_input, log_prints=False)
+def dvc_stage(repo_root: str, stage: str, force: bool = False) -> StageResult:
+    """Reproduce ONE DVC stage; its output is streamed into this task run's log."""
+    log = get_run_logger()
+
+    def emit(line: str) -> None:
+        (log.error if line.startswith(("error: ", "ERROR: ")) else log.info)(line)
+
+    result = run_stage(Path(repo_root), stage, emit, force=force)
+    log.info("stage %s: %s in %.1f s", stage, result.status, result.seconds)
+    return result
+
+
+def publish_metrics(root: Path, key: str = METRICS_ARTIFACT_KEY) -> str:
+    """Markdown table of every ``metrics/*.json`` as a Prefect artifact (missing files show as "not run")."""
+    files = {p.stem: p.relative_to(root) for p in sorted((root / "metrics").glob("*.json"))}
+    text = "## Metrics (value [95% CI] n)\n\n"
+    text += metrics_markdown({k: root / v for k, v in files.items()}) if files else "_no metrics files yet_\n"
+    create_markdown_artifact(markdown=text, key=key, description=f"metrics/*.json of {root}")
+    return text
+
+
+def run_graph(root: Path, targets: list[str] | None, force: bool, retries: dict[str, int],
+              retry_delay_s: float = RETRY_DELAY_S) -> dict[str, str]:
+    """Submit one task per stage with ``wait_for`` on its upstream stages; return {stage: status}."""
+    log = get_run_logger()
+    graph = load_stage_graph(root, targets)
+    log.info("stages (%d): %s", len(graph.order), ", ".join(graph.order))
+    futures = {}
+    for stage in graph.order:
+        if not graph.runnable[stage]:
+            continue  # a .dvc data source: nothing to reproduce
+        runner = dvc_stage.with_options(
+            name=f"dvc {stage}", task_run_name=stage, retries=retries.get(stage, retries.get(stage_name(stage), 0)),
+            retry_delay_seconds=retry_delay_s,
+        )
+        upstream = [futures[u] for u in graph.upstream[stage] if u in futures]
+        futures[stage] = runner.submit(str(root), stage, force, wait_for=upstream)
+    statuses: dict[str, str] = {}
+    first_failure: BaseException | None = None
+    for stage, future in futures.items():
+        future.wait()
+        state = future.state
+        if state.is_completed():
+            statuses[stage] = future.result().status
+            continue
+        statuses[stage] = "failed" if state.is_failed() or state.is_crashed() else "not run (upstream failed)"
+        if state.is_failed() and first_failure is None:
+            try:
+                future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below as the flow's failure
+                first_failure = exc
+    done = {s: v for s, v in statuses.items() if v in ("ran", "restored")}
+    log.info("summary: %d ran, %d skipped, %d failed/not run", len(done),
+             sum(v == "skipped" for v in statuses.values()), len(statuses) - len(done) - sum(v == "skipped" for v in statuses.values()))
+    if first_failure is not None:
+        raise first_failure
+    return statuses
+
+
+@flow(name="llara-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STAGES), log_prints=True)
+def pipeline(
+    repo_root: str = ".",
+    targets: list[str] | None = None,
+    overrides: list[str] | None = None,
+    force: bool = False,
+    retries: dict[str, int] | None = None,
+    retry_delay_s: float = RETRY_DELAY_S,
+) -> dict[str, str]:
+    """Reproduce the DVC pipeline (or ``targets`` and what they need) stage by stage.
+
+    Args:
+        repo_root: the repository (holds dvc.yaml and params.yaml).
+        targets: stages to reproduce with their upstream stages (``split``, ``split@paper``); all when empty.
+        overrides: ``-S``-style ``key=value`` param overrides, applied to params.yaml for this run only.
+        force: reproduce even up-to-date stages (``dvc repro --force``).
+        retries: retries per stage (name or address) on failures other than bad input (default: fetch 2).
+        retry_delay_s: seconds between retries.
+    """
+    log = get_run_logger()
+    root = resolve_root(repo_root)
+    retries = DEFAULT_RETRIES if retries is None else retries
+    with workspace_lock(root, log.info), params_overrides(root, overrides, log.info):
+        statuses = run_graph(root, targets, force, retries, retry_delay_s)
+    publish_metrics(root)
+    return statuses
+
+
+if __name__ == "__main__":
+    import sys
+
+    from flows.cli import main
+
+    raise SystemExit(main(["run", *sys.argv[1:]]))

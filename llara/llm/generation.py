@@ -1,0 +1,78 @@
+"""Generate mode (the paper's evaluation): batched greedy decoding, parsing the answer against the candidates.
+
+Prompts are LEFT-padded (position ids from the attention mask) so every row's next token follows its own prompt; a
+row stops at the end marker (EOS) or a newline; decoding stops when all rows have stopped or after ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+
+from llara.llm.data import Batch
+from llara.llm.model import LlaraModel
+
+
+def newline_token_ids(tokenizer) -> list[int]:
+    """Vocabulary entries whose text contains a newline (a row stops there, as the authors cut at the first line)."""
+    vocab = tokenizer.get_vocab()
+    return sorted(i for tok, i in vocab.items() if "\n" in tokenizer.convert_tokens_to_string([tok]))
+
+
+@torch.no_grad()
+def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_ids: Sequence[int],
+                    early_stop: bool = True) -> list[list[int]]:
+    """Greedy token ids generated after each (left-padded) prompt, up to and excluding the first stop token."""
+    device = model.device
+    embeds, _, _ = model.input_embeds(batch)
+    mask = batch.attention_mask.to(device)
+    positions = batch.position_ids.to(device)
+    banned = [model.loaded.history_token_id, model.loaded.candidate_token_id]
+    stop = torch.tensor(sorted(set(stop_ids)), device=device)
+    b = embeds.shape[0]
+    out = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+    cache, hidden = out.cache, out.last_hidden_state[:, -1]
+    next_pos = positions[:, -1] + 1
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    tokens: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        logits = model.lm_head(hidden).float()
+        logits[:, banned] = float("-inf")
+        nxt = logits.argmax(dim=-1)
+        tokens.append(torch.where(done, torch.full_like(nxt, -1), nxt))
+        done = done | torch.isin(nxt, stop)
+        if early_stop and bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype, device=device)], dim=1)
+        out = model.decoder(inputs_embeds=model.causal_lm.get_input_embeddings()(nxt[:, None]), attention_mask=mask,
+                            position_ids=next_pos[:, None], cache=cache, use_cache=True)
+        cache, hidden = out.cache, out.last_hidden_state[:, -1]
+        next_pos = next_pos + 1
+    result = []
+    table = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in range(b)]
+    stop_set = set(int(s) for s in stop.tolist())
+    for row in table:
+        ids = []
+        for t in row:
+            if t == -1 or t in stop_set:
+                break
+            ids.append(t)
+        result.append(ids)
+    return result
+
+
+def normalize_title(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def match_answer(answer: str, titles: Sequence[str]) -> int | None:
+    """Index of the one candidate the answer names: exact normalized match first, else unique containment."""
+    norm = normalize_title(answer.split("\n")[0])
+    cands = [normalize_title(t) for t in titles]
+    exact = [i for i, t in enumerate(cands) if t == norm]
+    if len(exact) == 1:
+        return exact[0]
+    contained = [i for i, t in enumerate(cands) if t and re.search(rf"(^| ){re.escape(t)}( |$)", norm)]
+    return contained[0] if len(contained) == 1 else None

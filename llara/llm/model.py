@@ -1,0 +1,147 @@
+"""The trainable LLaRA model: an LLM (optionally LoRA-wrapped), projectors for the placeholder tokens, and an optional
+score head.
+
+The score head (our addition, off in the paper's recipe) scores each candidate from the LLM's hidden state at its
+anchor (its [CansEmb] token, or its last title token in text-only prompts), plus ``residual`` times the recommender's
+standardized score on hybrid prompts. The head starts at zero, so an untrained hybrid model ranks exactly like the
+recommender and training can only learn corrections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from llara.llm.data import IGNORE, Batch
+from llara.llm.features import ItemFeatures
+from llara.llm.injection import inject
+from llara.llm.loading import LoadedLLM
+from llara.llm.projector import make_projector
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelConfig:
+    projector: str = "mlp"
+    candidate_features: str = "item"  # item (the paper's) | affinity
+    score_head: bool = False
+    residual: float = 1.0
+    lora: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def add_lora(model, config: ModelConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=list(config.lora_targets))
+    return get_peft_model(model, lora)
+
+
+class LlaraModel(nn.Module):
+    def __init__(self, llm: LoadedLLM, features: ItemFeatures, config: ModelConfig, *, peft_model=None):
+        super().__init__()
+        self.loaded = llm
+        self.features = features
+        self.config = config
+        self.llm = peft_model if peft_model is not None else (add_lora(llm.model, config) if config.lora else llm.model)
+        hidden = llm.model.config.hidden_size
+        self.history_projector = make_projector(features.dim, hidden, config.projector)
+        if features.candidate_dim == features.dim:
+            self.candidate_projector = self.history_projector
+        else:
+            self.candidate_projector = make_projector(features.candidate_dim, hidden, config.projector)
+        self.head = nn.Linear(hidden, 1) if config.score_head else None
+        if self.head is not None:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    # -- parts of the LLM ------------------------------------------------------------------------------------------
+    @property
+    def causal_lm(self):
+        return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
+
+    @property
+    def decoder(self):
+        return self.causal_lm.get_decoder()
+
+    @property
+    def lm_head(self):
+        return self.causal_lm.get_output_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return self.causal_lm.get_input_embeddings().weight.device
+
+    def module_state(self) -> dict[str, torch.Tensor]:
+        """Projector + head weights (the LoRA adapter is saved separately)."""
+        out = {f"history_projector.{k}": v for k, v in self.history_projector.state_dict().items()}
+        if self.candidate_projector is not self.history_projector:
+            out.update({f"candidate_projector.{k}": v for k, v in self.candidate_projector.state_dict().items()})
+        if self.head is not None:
+            out.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def load_module_state(self, state: dict[str, torch.Tensor]) -> None:
+        for name in ("history_projector", "candidate_projector", "head"):
+            module = getattr(self, name)
+            if module is None or (name == "candidate_projector" and module is self.history_projector):
+                continue
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        seen, out = set(), []
+        for p in self.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    # -- forward ---------------------------------------------------------------------------------------------------
+    def input_embeds(self, batch: Batch, score_noise: float = 0.0, generator: torch.Generator | None = None):
+        """(inputs_embeds, standardized recommender scores (B, C), 1 on rows with placeholders else 0)."""
+        device = self.device
+        ids = batch.input_ids.to(device)
+        embeds = self.causal_lm.get_input_embeddings()(ids)
+        rows = batch.placeholder_rows
+        z = torch.zeros(batch.anchors.shape, device=device)
+        has = torch.zeros(len(batch.prompts), device=device)
+        if rows:
+            hist = self.features.history(batch.history_items).to(device)
+            embeds = inject(embeds, ids, self.loaded.history_token_id, self.history_projector(hist))
+            sub = [batch.examples[i] for i in rows]
+            feats, zr = self.features.candidates([e.history for e in sub], [e.candidates for e in sub],
+                                                 noise=score_noise, generator=generator)
+            vecs = self.candidate_projector(feats.to(device).flatten(0, 1))
+            embeds = inject(embeds, ids, self.loaded.candidate_token_id, vecs)
+            z[rows] = zr.to(device)
+            has[rows] = 1.0
+        return embeds, z, has
+
+    def hidden_states(self, batch: Batch, embeds: torch.Tensor, use_cache: bool = False):
+        out = self.decoder(inputs_embeds=embeds, attention_mask=batch.attention_mask.to(self.device),
+                           position_ids=batch.position_ids.to(self.device), use_cache=use_cache)
+        return out
+
+    def head_scores(self, hidden: torch.Tensor, batch: Batch, z: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
+        """(B, C) candidate scores from the score head + recommender residual."""
+        anchors = batch.anchors.to(hidden.device)
+        h = torch.gather(hidden, 1, anchors[..., None].expand(-1, -1, hidden.shape[-1]))
+        return self.head(h.float()).squeeze(-1) + self.config.residual * z * has[:, None]
+
+    def answer_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over the answer tokens (prompt and padding masked)."""
+        labels = labels.to(hidden.device)
+        target = labels[:, 1:]
+        sel = target != IGNORE
+        logits = self.lm_head(hidden[:, :-1][sel]).float()
+        return nn.functional.cross_entropy(logits, target[sel])

@@ -1,0 +1,99 @@
+"""Build a LLaRA model from settings, and load a trained run (``final/run.json`` + weights)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from llara.errors import InputError, require
+from llara.llm.data import read_titles
+from llara.llm.features import ItemFeatures, Recommender
+from llara.llm.loading import load_llm
+from llara.llm.model import LlaraModel, ModelConfig
+from llara.llm.prompts import PromptEncoder, load_templates
+
+
+@dataclass
+class LLMSettings:
+    model: str = "data/llm/base"
+    dtype: str = "bfloat16"
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+
+def load_recommender_dir(path: str | Path) -> Recommender:
+    from llara.recommenders import load_recommender  # the frozen sequential recommender (another package)
+
+    return load_recommender(str(path))
+
+
+def check_embedding_rows(recommender: Recommender, titles: dict[int, str], where: str | Path) -> None:
+    """The recommender's item table must match the item table (same item count)."""
+    n = getattr(recommender, "n_items", None)
+    if n is None and getattr(recommender, "items", None) is not None:
+        n = len(recommender.items)
+    if n is not None:
+        require(int(n) == len(titles), where,
+                f"recommender has {n} item embeddings but the item table has {len(titles)} items")
+
+
+def build(llm_settings: LLMSettings, recommender: Recommender, titles: dict[int, str], prompts: str,
+          config: ModelConfig, *, adapter_dir: Path | None = None) -> tuple[LlaraModel, PromptEncoder]:
+    llm = load_llm(llm_settings.model, dtype=llm_settings.dtype, device=llm_settings.device,
+                   trust_remote_code=llm_settings.trust_remote_code)
+    peft_model = None
+    if adapter_dir is not None and config.lora:
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(llm.model, str(adapter_dir))
+    model = LlaraModel(llm, ItemFeatures(recommender, config.candidate_features), config, peft_model=peft_model)
+    model.to(llm.model.device if hasattr(llm.model, "device") else "cpu")
+    encoder = PromptEncoder(llm.tokenizer, load_templates(prompts), titles, llm.history_token_id, llm.candidate_token_id)
+    return model, encoder
+
+
+def read_run_info(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "final" / "run.json"
+    require(path.is_file(), run_dir, "not a trained run (no final/run.json; run `llara finetune` first)")
+    return json.loads(path.read_text())
+
+
+def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, device: str = "auto",
+             llm_model: str | None = None) -> tuple[LlaraModel, PromptEncoder, dict]:
+    """A trained run, ready for evaluation (eval mode, frozen)."""
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    llm = LLMSettings(**{**info["llm"], "device": device})
+    if llm_model:
+        llm.model = llm_model
+    if recommender is None:
+        recommender = load_recommender_dir(info["recommender"])
+    titles = read_titles(info["items"])
+    config = ModelConfig(**{f.name: info["model"][f.name] for f in fields(ModelConfig) if f.name in info["model"]})
+    model, encoder = build(llm, recommender, titles, info["prompts"], config, adapter_dir=run_dir / "final" / "adapter")
+    modules = run_dir / "final" / "modules.safetensors"
+    if not modules.is_file():
+        raise InputError(modules, "missing (incomplete run)")
+    model.load_module_state(load_file(modules))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, encoder, info
+
+
+def eval_item_mode(variant_or_schedule: str) -> str:
+    """How a variant's prompts render items at evaluation: text-only and zero-shot read titles, id-only ids."""
+    if variant_or_schedule in ("text-only", "zero-shot"):
+        return "text"
+    if variant_or_schedule == "id-only":
+        return "id"
+    return "hybrid"
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)

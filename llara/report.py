@@ -1,0 +1,363 @@
+"""One self-contained HTML report: metrics tables, ablation chart, training curves, example recommendations.
+
+Reads what the pipeline wrote (metrics JSON ``{split: {model: {metric: {"value","ci95","n"}}}}``, possibly nested one
+level deeper as ``{model: {"generate": {...}, "rank": {...}}}``; DVC plot files; prediction parquets) and tolerates
+absence: a missing metrics file is shown as "not run", missing curves/predictions as a note. Charts are matplotlib
+PNGs embedded as base64, so the file can be mailed or opened offline. No Prefect here (flows use the same loaders).
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import html
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from llara.atomic import atomic_path
+from llara.errors import InputError
+
+DEFAULT_METRICS = {"Recommenders": "metrics/recommenders.json", "LLaRA": "metrics/llara.json"}
+DEFAULT_PLOTS = ["metrics/**/*.csv", "metrics/**/*.tsv", "plots/**/*.csv", "plots/**/*.json"]
+DEFAULT_PREDICTIONS = ["data/eval/*/test/*.parquet"]
+DEFAULT_ITEMS = "data/ingested/items.parquet"
+# {protocol}/{split}: the predictions file's grandparent/parent folder (data/eval/<protocol>/<split>/<variant>.parquet)
+DEFAULT_SPLIT_FILE = "data/split/{protocol}/{split}.parquet"
+CURVE_X = ("step", "global_step", "iteration", "epoch")
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    split: str
+    model: str
+    metric: str  # leaf name, prefixed by a nesting level when there is one ("generate/hr@1")
+    value: float
+    ci95: tuple[float, float] | None
+    n: int | None
+
+
+@dataclass
+class ReportConfig:
+    out: Path = Path("reports/index.html")
+    metrics: dict[str, Path] = field(default_factory=lambda: {k: Path(v) for k, v in DEFAULT_METRICS.items()})
+    plots: list[Path] = field(default_factory=list)
+    predictions: list[Path] = field(default_factory=list)
+    items: Path = Path(DEFAULT_ITEMS)
+    split_file: str = DEFAULT_SPLIT_FILE
+    chart_metric: str = "hr@1"
+    n_examples: int = 5
+    top_k: int = 5
+    title: str = "LLaRA pipeline report"
+
+
+def expand_globs(patterns: list[str], root: Path = Path(".")) -> list[Path]:
+    """Files matching ``patterns`` under ``root`` (``**`` recurses), sorted, without duplicates."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        found.update(Path(p) for p in glob.glob(str(root / pattern), recursive=True) if Path(p).is_file())
+    return sorted(found)
+
+
+# ----------------------------------------------------------------------------------------------------- metrics ---
+def load_metrics(path: str | Path) -> dict | None:
+    """A metrics JSON file, or None when it does not exist (the stage has not run)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "top level must be a mapping {split: {model: {metric: ...}}}")
+    return data
+
+
+def _leaves(node, prefix: str = ""):
+    if isinstance(node, dict) and "value" in node:
+        yield prefix, node
+    elif isinstance(node, dict):
+        for key, child in node.items():
+            yield from _leaves(child, f"{prefix}/{key}" if prefix else str(key))
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        yield prefix, {"value": node}
+
+
+def metric_rows(data: dict) -> list[MetricRow]:
+    """Flatten ``{split: {model: {...metric leaves...}}}`` into rows (input order kept)."""
+    rows = []
+    for split, models in data.items():
+        if not isinstance(models, dict):
+            continue
+        for model, metrics in models.items():
+            for name, leaf in _leaves(metrics):
+                ci = leaf.get("ci95")
+                ci = (float(ci[0]), float(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+                n = leaf.get("n")
+                rows.append(MetricRow(str(split), str(model), name or "value", float(leaf["value"]), ci,
+                                      int(n) if isinstance(n, (int, float)) else None))
+    return rows
+
+
+def _num(x: float) -> str:
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def format_summary(row: MetricRow) -> str:
+    """``0.4421 [0.3474, 0.5474] n=95``."""
+    text = _num(row.value)
+    if row.ci95:
+        text += f" [{_num(row.ci95[0])}, {_num(row.ci95[1])}]"
+    if row.n is not None:
+        text += f" n={row.n}"
+    return text
+
+
+def _grouped(rows: list[MetricRow]) -> dict[str, tuple[list[str], dict[str, dict[str, MetricRow]]]]:
+    """split -> (metric names in order, model -> metric -> row)."""
+    out: dict[str, tuple[list[str], dict[str, dict[str, MetricRow]]]] = {}
+    for row in rows:
+        names, models = out.setdefault(row.split, ([], {}))
+        if row.metric not in names:
+            names.append(row.metric)
+        models.setdefault(row.model, {})[row.metric] = row
+    return out
+
+
+def metrics_markdown(files: dict[str, Path]) -> str:
+    """Markdown tables of every metrics file (used for the Prefect artifact); missing files are "not run"."""
+    parts = []
+    for label, path in files.items():
+        data = load_metrics(path)
+        parts.append(f"### {label} (`{path}`)")
+        if data is None:
+            parts.append("_not run_")
+            continue
+        for split, (names, models) in _grouped(metric_rows(data)).items():
+            parts.append(f"**{split}**\n")
+            parts.append("| model | " + " | ".join(names) + " |")
+            parts.append("|---" * (len(names) + 1) + "|")
+            for model, cells in models.items():
+                parts.append(f"| {model} | " + " | ".join(format_summary(cells[n]) if n in cells else "" for n in names) + " |")
+            parts.append("")
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------------ charts ---
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def ablation_png(rows: list[MetricRow], split: str, metric: str = "hr@1") -> bytes | None:
+    """Horizontal bars of ``metric`` per model/variant for one split, CI95 as error bars; None if nothing to plot."""
+    chosen = [r for r in rows if r.split == split and r.metric.rsplit("/", 1)[-1] == metric]
+    if not chosen:
+        return None
+    labels = [r.model + (f" ({r.metric.rsplit('/', 1)[0]})" if "/" in r.metric else "") for r in chosen]
+    values = [r.value for r in chosen]
+    low = [max(0.0, r.value - r.ci95[0]) if r.ci95 else 0.0 for r in chosen]
+    high = [max(0.0, r.ci95[1] - r.value) if r.ci95 else 0.0 for r in chosen]
+    fig = _figure(7.5, 0.45 * len(chosen) + 1.2)
+    ax = fig.add_subplot()
+    ax.barh(range(len(chosen)), values, xerr=[low, high], color="#4c72b0", ecolor="#333333", capsize=3)
+    ax.set_yticks(range(len(chosen)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (95% bootstrap CI)")
+    ax.set_title(f"{metric} per model / variant — {split}")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def read_curve(path: Path) -> pl.DataFrame:
+    """A DVC plot file (csv, tsv, json list of records or {name: [records]}, jsonl) as a table."""
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=None)
+    if suffix == ".jsonl":
+        return pl.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+    data = json.loads(path.read_text())
+    if isinstance(data, dict):  # DVC also accepts {"train": [records]}: take the first list of records
+        data = next((v for v in data.values() if isinstance(v, list)), [])
+    return pl.DataFrame(data)
+
+
+def curve_png(path: Path) -> bytes | None:
+    """Numeric columns of a plot file against its step column (else the row number); None if nothing numeric."""
+    df = read_curve(path)
+    x_name = next((c for c in CURVE_X if c in df.columns), None)
+    numeric = [c for c, t in df.schema.items() if t.is_numeric() and c != x_name and df[c].drop_nulls().len() > 0]
+    if df.height == 0 or not numeric:
+        return None
+    x = df[x_name].to_list() if x_name else list(range(df.height))
+    fig = _figure(7.5, 3.2)
+    ax = fig.add_subplot()
+    for column in numeric:
+        ax.plot(x, df[column].cast(pl.Float64).to_list(), label=column, linewidth=1.2)
+    ax.set_xlabel(x_name or "row")
+    ax.set_title(str(path))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _png(fig)
+
+
+# ---------------------------------------------------------------------------------------------------- examples ---
+@dataclass(frozen=True)
+class Example:
+    user: int
+    history: list[str]
+    ranked: list[tuple[str, bool]]  # (title, is the true next item), best first
+    target: str
+    target_rank: int | None  # 1-based rank of the true item among the candidates, None when unknown
+    ranking_known: bool
+
+
+def _ranking(row: dict) -> tuple[list[int], bool]:
+    candidates = list(row.get("candidates") or [])
+    if row.get("ranked"):
+        return list(row["ranked"]), True
+    scores = row.get("scores")
+    if scores is not None and len(scores) == len(candidates):
+        order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+        return [candidates[i] for i in order], True
+    picked = next((row.get(c) for c in ("top_item", "prediction", "generated_item") if row.get(c) is not None), None)
+    if picked is not None:
+        return [picked] + [c for c in candidates if c != picked], True
+    return candidates, False
+
+
+def split_file_for(predictions: Path, template: str) -> Path:
+    """``template`` with ``{split}``/``{protocol}`` taken from the predictions file's parent/grandparent folder."""
+    return Path(template.format(split=predictions.parent.name, protocol=predictions.parent.parent.name))
+
+
+def load_examples(predictions: Path, items: Path, split_file: Path | None, n: int) -> list[Example]:
+    """The first ``n`` users (by id) of a predictions parquet, with titles; history/candidates come from the
+    predictions when present, else from ``split_file`` (joined on ``row``, the split row index, else ``user``)."""
+    df = pl.read_parquet(predictions)
+    if "user" not in df.columns:
+        raise InputError(predictions, f"predictions need a 'user' column; found {df.columns}")
+    if not {"history", "candidates"} <= set(df.columns):
+        if split_file is None or not split_file.is_file():
+            raise InputError(predictions, f"no history/candidates columns and no split file at {split_file}")
+        split = pl.read_parquet(split_file).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+        key = "row" if "row" in df.columns else "user"
+        wanted = [c for c in ("history", "candidates", "target", "user", "row") if c not in df.columns or c == key]
+        df = df.with_columns(pl.col(key).cast(pl.Int64)).join(split.select(wanted), on=key, how="inner")
+    titles = dict(zip(*pl.read_parquet(items).select("item", "title").to_dict(as_series=False).values()))
+    examples = []
+    for row in df.sort("user").head(n).iter_rows(named=True):
+        ranked, known = _ranking(row)
+        target = row.get("target")
+        examples.append(Example(
+            user=int(row["user"]),
+            history=[titles.get(i, f"item {i}") for i in row["history"]],
+            ranked=[(titles.get(i, f"item {i}"), i == target) for i in ranked],
+            target=titles.get(target, f"item {target}"),
+            target_rank=ranked.index(target) + 1 if target in ranked and known else None,
+            ranking_known=known,
+        ))
+    return examples
+
+
+# -------------------------------------------------------------------------------------------------------- html ---
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#f0f0f0}.notrun{color:#a00;font-style:italic}.hit{font-weight:bold;color:#070}
+.note{color:#666;font-style:italic}img{max-width:100%;border:1px solid #eee}ol{margin:.2em 0}"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text))
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def _metrics_html(label: str, path: Path, rows: list[MetricRow] | None) -> str:
+    out = [f"<h3>{_e(label)} <small>({_e(path)})</small></h3>"]
+    if rows is None:
+        return out[0] + '<p class="notrun">not run</p>'
+    for split, (names, models) in _grouped(rows).items():
+        out.append(f'<table class="metrics" data-split="{_e(split)}"><caption>{_e(split)}</caption><tr><th>model</th>')
+        out.append("".join(f"<th>{_e(n)}</th>" for n in names) + "</tr>")
+        for model, cells in models.items():
+            out.append(f"<tr><td>{_e(model)}</td>" + "".join(
+                f"<td>{_e(format_summary(cells[n]))}</td>" if n in cells else "<td></td>" for n in names) + "</tr>")
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def _examples_html(path: Path, examples: list[Example], top_k: int) -> str:
+    out = [f"<h3>{_e(path)}</h3><table class=\"examples\"><tr><th>user</th><th>history (oldest first)</th>"
+           f"<th>top {top_k} of the candidates</th><th>true next item</th></tr>"]
+    for ex in examples:
+        ranked = "".join(f'<li class="hit">{_e(t)} ✔</li>' if hit else f"<li>{_e(t)}</li>" for t, hit in ex.ranked[:top_k])
+        rank = f" (rank {ex.target_rank})" if ex.target_rank else ("" if ex.ranking_known else " (no ranking stored)")
+        out.append(f"<tr><td>{ex.user}</td><td>{_e(' → '.join(ex.history))}</td><td><ol>{ranked}</ol></td>"
+                   f"<td>{_e(ex.target)}{_e(rank)}</td></tr>")
+    return "\n".join(out) + "</table>"
+
+
+def render_html(config: ReportConfig) -> str:
+    """The report as one HTML string (deterministic for the same inputs)."""
+    body = [f"<h1>{_e(config.title)}</h1>", "<h2>Metrics</h2>",
+            "<p>Each cell: value [95% bootstrap CI] and n (users). HitRatio@1 counts invalid answers as misses.</p>"]
+    all_rows: list[MetricRow] = []
+    for label, path in config.metrics.items():
+        data = load_metrics(path)
+        rows = None if data is None else metric_rows(data)
+        all_rows += rows or []
+        body.append(_metrics_html(label, path, rows))
+    body.append(f"<h2>Ablation: {_e(config.chart_metric)} per variant</h2>")
+    charts = [(s, ablation_png(all_rows, s, config.chart_metric)) for s in dict.fromkeys(r.split for r in all_rows)]
+    charts = [(s, png) for s, png in charts if png]
+    body += [_img(png, f"{config.chart_metric} {s}") for s, png in charts] or [f'<p class="note">no {_e(config.chart_metric)} metrics yet</p>']
+    body.append("<h2>Training curves</h2>")
+    curves = []
+    for path in config.plots:
+        try:
+            png = curve_png(path)
+        except Exception as exc:  # a malformed plot file must not sink the whole report
+            curves.append(f'<p class="note">{_e(path)}: unreadable ({_e(type(exc).__name__)})</p>')
+            continue
+        if png:
+            curves.append(_img(png, str(path)))
+    body += curves or ['<p class="note">no training curves found</p>']
+    body.append("<h2>Example recommendations</h2>")
+    examples = []
+    for path in config.predictions:
+        try:
+            rows = load_examples(path, config.items, split_file_for(path, config.split_file), config.n_examples)
+        except (InputError, pl.exceptions.PolarsError, OSError, KeyError) as exc:
+            examples.append(f'<p class="note">{_e(path)}: skipped ({_e(str(exc).splitlines()[0])})</p>')
+            continue
+        examples.append(_examples_html(path, rows, config.top_k))
+    body += examples or ['<p class="note">no predictions found</p>']
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(config.title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def build_report(config: ReportConfig) -> Path:
+    """Render the report and write it atomically to ``config.out``."""
+    text = render_html(config)
+    with atomic_path(config.out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
+    return config.out

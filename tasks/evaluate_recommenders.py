@@ -1,0 +1,43 @@
+"""Stage ``evaluate_recommenders``: every export on its split's test rows -> ``metrics/recommenders.json``.
+
+``{"<protocol>": {"<backbone>": {"hr@1", "hr@5", "ndcg@5", "full_hr@10", "full_ndcg@10"}}}``, each metric
+``{"value", "ci95", "n"}`` (docs/recommenders.md defines them).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llara.atomic import write_json
+from llara.recommenders.workflow import evaluate_export
+from tasks.common import get_logger, stage_main
+from tasks.params import load_params
+
+EXPORT_ROOT = Path("data/recommenders")
+SPLIT_ROOT = Path("data/split")
+METRICS_FILE = Path("metrics/recommenders.json")
+
+
+def evaluate_recommenders(protocols: list[str], backbones: list[str], *, export_root: Path = EXPORT_ROOT,
+                          split_root: Path = SPLIT_ROOT, out: Path = METRICS_FILE) -> dict:
+    log = get_logger("llara.evaluate_recommenders")
+    results: dict[str, dict] = {}
+    for protocol in protocols:
+        for backbone in backbones:
+            metrics = evaluate_export(export_root / protocol / backbone, split_root / protocol, "test")
+            results.setdefault(protocol, {})[backbone] = metrics
+            log.info("%s %s: %s", protocol, backbone,
+                     ", ".join(f"{k} {v['value']:.4f}" for k, v in metrics.items()))
+    write_json(results, out)
+    return results
+
+
+def main() -> None:
+    argparse.ArgumentParser(description="Evaluate every exported recommender (protocols x backbones of params.yaml).").parse_args()
+    params = load_params()
+    evaluate_recommenders(list(params.split.protocols), list(params.pretrain.backbones))
+
+
+if __name__ == "__main__":
+    stage_main(main)

@@ -1,0 +1,36 @@
+"""Stage ``export@<protocol>-<backbone>``: ``data/pretrain/<p>/<b>`` -> ``data/recommenders/<p>/<b>``.
+
+The export directory is what the LLM stage loads (:func:`llara.recommenders.load_recommender`):
+item_embeddings.safetensors, item_map.parquet, model.safetensors, config.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from llara.recommenders.workflow import export as export_model
+from tasks.common import get_logger, stage_main
+from tasks.params import load_params
+
+PRETRAIN_ROOT = Path("data/pretrain")
+EXPORT_ROOT = Path("data/recommenders")
+
+
+def export(protocol: str, backbone: str, pretrain_root: Path = PRETRAIN_ROOT, out_root: Path = EXPORT_ROOT) -> Path:
+    out = export_model(pretrain_root / protocol / backbone, out_root / protocol / backbone)
+    get_logger("llara.export").info("exported %s/%s -> %s", protocol, backbone, out)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Export one pretrained recommender for the LLM stage.")
+    parser.add_argument("protocol", help="split protocol")
+    parser.add_argument("backbone", help="sasrec | gru4rec | caser")
+    args = parser.parse_args()
+    load_params()  # validates params.yaml like every stage
+    export(args.protocol, args.backbone)
+
+
+if __name__ == "__main__":
+    stage_main(main)

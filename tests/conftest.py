@@ -1,0 +1,97 @@
+"""Generic test fixtures: repository paths, the real shared data, tiny synthetic datasets, running the CLI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real data (../shared/data seen from the repo root); tests using it skip when it is absent."""
+    if not (SHARED_DATA / "ml-100k" / "u.data").is_file():
+        pytest.skip(f"real data not found at {SHARED_DATA} (needs ml-100k/u.data)")
+    return SHARED_DATA
+
+
+def synthetic_tables(n_users: int = 30, n_items: int = 60, seed: int = 0, per_user: tuple[int, int] = (6, 15)):
+    """Interactions (user, item, timestamp, rating) and items (item, title) as lists of dicts; ids start at 1.
+
+    Each user rates a random set of distinct items at increasing times (a few equal timestamps included).
+    """
+    rng = np.random.default_rng(seed)
+    interactions = []
+    for user in range(1, n_users + 1):
+        count = min(n_items, int(rng.integers(per_user[0], per_user[1] + 1)))
+        items = rng.choice(np.arange(1, n_items + 1), size=count, replace=False)
+        time = 1_000_000 + int(rng.integers(0, 1000))
+        for item in items:
+            time += int(rng.integers(0, 3))  # 0 -> a tie with the previous interaction
+            interactions.append({"user": user, "item": int(item), "timestamp": time, "rating": int(rng.integers(1, 6))})
+    items = [{"item": i, "title": f"Film {i} (19{50 + i % 50})"} for i in range(1, n_items + 1)]
+    return interactions, items
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None, encoding: str = "utf8") -> Path:
+    """Write dict rows as a simple CSV (values quoted when they hold a comma)."""
+    columns = columns or list(rows[0])
+
+    def cell(value) -> str:
+        text = "" if value is None else str(value)
+        return f'"{text}"' if ("," in text or '"' in text) else text
+
+    lines = [",".join(columns)] + [",".join(cell(row.get(c)) for c in columns) for row in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+@pytest.fixture
+def synthetic_csv(tmp_path):
+    """Factory: write a tiny synthetic interactions.csv + items.csv into ``tmp_path/raw`` and return their paths."""
+
+    def make(n_users: int = 30, n_items: int = 60, seed: int = 0, directory: Path | None = None, **kwargs):
+        directory = directory or tmp_path / "raw"
+        interactions, items = synthetic_tables(n_users, n_items, seed, **kwargs)
+        return write_csv(directory / "interactions.csv", interactions), write_csv(directory / "items.csv", items)
+
+    return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``llara ...`` in-process; returns (exit code, stdout, stderr)."""
+    from llara.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes: the venv's tools first, offline, no analytics."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("LLARA_VERBOSE", None)
+    return env

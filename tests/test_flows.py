@@ -1,0 +1,224 @@
+"""flows/: the DVC graph, stage runs, overrides, locking, and the Prefect pipeline flow on a tiny DVC repo
+(stages are small python scripts: parallel sleepers, a flaky one, one that reports bad input)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.dvc_stages import StageFailed, classify, failed_stage, failure_message, iter_output, load_stage_graph, stage_name
+from flows.workspace import BACKUP_FILE, params_overrides, restore_interrupted_override, workspace_lock
+from llara.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _flow_helpers import child_env  # noqa: E402
+
+DVC_YAML = """
+stages:
+  make:
+    foreach: [a, b]
+    do:
+      cmd: python scripts.py make ${item}
+      deps:
+        - scripts.py
+      outs:
+        - out/${item}.txt
+  join:
+    cmd: python scripts.py join
+    deps: [out/a.txt, out/b.txt]
+    outs: [joined.txt]
+  flaky:
+    cmd: python scripts.py flaky
+    outs: [flaky.txt]
+  bad:
+    cmd: python scripts.py bad
+    outs: [bad.txt]
+"""
+
+SCRIPTS = '''
+import json, sys, time
+from pathlib import Path
+
+def attempt(name):
+    path = Path("attempts") / name
+    path.parent.mkdir(exist_ok=True)
+    count = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(count))
+    return count
+
+what = sys.argv[1]
+if what == "make":
+    name = sys.argv[2]
+    start = time.time()
+    time.sleep(1.5)
+    Path("out").mkdir(exist_ok=True)
+    Path(f"out/{name}.txt").write_text(name)
+    Path("times").mkdir(exist_ok=True)
+    Path(f"times/{name}.json").write_text(json.dumps([start, time.time()]))
+elif what == "join":
+    Path("joined.txt").write_text(Path("out/a.txt").read_text() + Path("out/b.txt").read_text())
+elif what == "flaky":
+    if attempt("flaky") == 1:
+        print("error: download interrupted", file=sys.stderr)
+        sys.exit(1)
+    Path("flaky.txt").write_text("ok")
+elif what == "bad":
+    attempt("bad")
+    print("error: data.csv: row 3: column 'user' is not an integer", file=sys.stderr)
+    sys.exit(2)
+'''
+
+
+@pytest.fixture()
+def mini_repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "dvc.yaml").write_text(DVC_YAML)
+    (root / "scripts.py").write_text(textwrap.dedent(SCRIPTS))
+    (root / "params.yaml").write_text("# tiny\nsplit:\n  seed: 42   # kept comment\n")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True, env=child_env())
+    return root
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def test_graph_comes_from_dvc_yaml(mini_repo: Path):
+    graph = load_stage_graph(mini_repo)
+    assert graph.order.index("join") > max(graph.order.index("make@a"), graph.order.index("make@b"))
+    assert graph.upstream["join"] == ["make@a", "make@b"]
+    assert graph.upstream["make@a"] == [] and set(graph.order) == {"make@a", "make@b", "join", "flaky", "bad"}
+    assert graph.downstream_of("make@b") == {"join"}
+    assert load_stage_graph(mini_repo, ["join"]).order == ["make@a", "make@b", "join"]
+    assert load_stage_graph(mini_repo, ["make"]).order == ["make@a", "make@b"]  # a foreach group
+    with pytest.raises(InputError, match="stage 'nope'.*known stages: make@a"):
+        load_stage_graph(mini_repo, ["nope"])
+
+
+def test_output_parsing():
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"start\n 10%\r 20%\r 30%\r100%\ndone\npartial")
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as stream:
+        lines = list(iter_output(stream, progress_interval_s=3600))
+    assert lines == ["start", " 10%", "100%", "done", "partial"]  # progress thinned, its final state kept
+    error, code = failure_message(["Running stage 'x':", "error: f.csv: row 2: bad", "ERROR: failed to reproduce "
+                                   "'x': failed to run: python -m tasks.x, exited with 2"])
+    assert (error, code) == ("f.csv: row 2: bad", 2)
+    assert failure_message(["ERROR: missing dependency"]) == ("missing dependency", None)
+    assert classify("split@paper", ["Running stage 'split@paper':"]) == "ran"
+    assert classify("split@paper", ["Stage 'split@paper' didn't change, skipping"]) == "skipped"
+    assert stage_name("sub/dvc.yaml:split@paper") == "split"
+    assert failed_stage(["ERROR: failed to reproduce 'split@paper': failed to run: x, exited with 1"]) == "split@paper"
+
+
+def test_overrides_applied_validated_and_restored(mini_repo: Path):
+    params = mini_repo / "params.yaml"
+    original = params.read_bytes()
+    with pytest.raises(RuntimeError):
+        with params_overrides(mini_repo, ["split.seed=7", "+report.top_k=3"], log=lambda m: None):
+            data = yaml.safe_load(params.read_text())
+            assert data["split"]["seed"] == 7 and data["report"]["top_k"] == 3
+            assert "# kept comment" in params.read_text()  # DVC's round-trip YAML keeps comments
+            raise RuntimeError("stage crashed")
+    assert params.read_bytes() == original and not (mini_repo / BACKUP_FILE).exists()
+    with pytest.raises(InputError, match="split.seed"):
+        with params_overrides(mini_repo, ["split.seed=-1"], log=lambda m: None):
+            pass
+    with pytest.raises(InputError, match="expected key=value"):
+        with params_overrides(mini_repo, ["split.seed"], log=lambda m: None):
+            pass
+    with pytest.raises(InputError, match="nosuch"):
+        with params_overrides(mini_repo, ["split.nosuch=1"], log=lambda m: None):
+            pass
+    assert params.read_bytes() == original
+
+
+def test_interrupted_override_is_restored(mini_repo: Path):
+    (mini_repo / BACKUP_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (mini_repo / BACKUP_FILE).write_text("split:\n  seed: 1\n")
+    (mini_repo / "params.yaml").write_text("split:\n  seed: 999\n")
+    assert restore_interrupted_override(mini_repo, log=lambda m: None)
+    assert (mini_repo / "params.yaml").read_text() == "split:\n  seed: 1\n"
+    assert not (mini_repo / BACKUP_FILE).exists()
+
+
+def test_workspace_lock_is_reentrant_and_exclusive(mini_repo: Path):
+    probe = ("import fcntl,sys; f=open(sys.argv[1],'a+')\n"
+             "try: fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print('free')\nexcept BlockingIOError: print('busy')")
+    lock_file = mini_repo / ".dvc/tmp/llara-workspace.lock"
+
+    def other_process() -> str:
+        return subprocess.run([sys.executable, "-c", probe, str(lock_file)], capture_output=True, text=True).stdout.strip()
+
+    with workspace_lock(mini_repo):
+        with workspace_lock(mini_repo):  # a subflow in the same process
+            assert other_process() == "busy"
+        assert other_process() == "busy"
+    assert other_process() == "free"
+
+
+@pytest.mark.integration
+def test_pipeline_flow_parallel_skip_retry_bad_input(mini_repo: Path, prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import METRICS_ARTIFACT_KEY, pipeline
+
+    (mini_repo / "metrics").mkdir()
+    (mini_repo / "metrics/demo.json").write_text(json.dumps(
+        {"test": {"sasrec": {"hr@1": {"value": 0.123456, "ci95": [0.1, 0.15], "n": 50}}}}))
+    assert pipeline(repo_root=str(mini_repo), targets=["join"]) == {"make@a": "ran", "make@b": "ran", "join": "ran"}
+    a, b = (json.loads((mini_repo / f"times/{n}.json").read_text()) for n in "ab")
+    assert max(a[0], b[0]) < min(a[1], b[1]), "independent stages did not overlap"
+    assert pipeline(repo_root=str(mini_repo), targets=["join"]) == {"make@a": "skipped", "make@b": "skipped",
+                                                                    "join": "skipped"}
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[METRICS_ARTIFACT_KEY])))
+    assert any("0.1235 [0.1000, 0.1500] n=50" in str(a.data) for a in artifacts)
+
+    assert pipeline(repo_root=str(mini_repo), targets=["flaky"], retries={"flaky": 1}, retry_delay_s=0) == {"flaky": "ran"}
+    assert (mini_repo / "attempts/flaky").read_text() == "2"
+
+    with pytest.raises(StageFailed) as failed:
+        pipeline(repo_root=str(mini_repo), targets=["bad"], retries={"bad": 3}, retry_delay_s=0)
+    assert failed.value.bad_input and failed.value.error == "data.csv: row 3: column 'user' is not an integer"
+    assert (mini_repo / "attempts/bad").read_text() == "1", "bad input must not be retried"
+
+
+@pytest.mark.integration
+def test_cli_plain_dvc_and_one_line_errors(mini_repo: Path):
+    env = child_env()
+    ok = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo), "make@a"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "Running stage 'make@a'" in ok.stdout and (mini_repo / "out/a.txt").is_file()
+    bad = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo), "bad"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1] == ("error: stage 'bad': data.csv: row 3: column 'user' is not "
+                                                   "an integer")
+    assert "Traceback" not in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "llara", "run", "--no-prefect", "--root", str(mini_repo / "nope")],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "no dvc.yaml" in missing.stderr
+
+
+def test_cli_help_lists_run_serve_report():
+    for command in ("run", "serve", "report"):
+        result = subprocess.run([sys.executable, "-m", "llara", command, "--help"], capture_output=True, text=True,
+                                env=child_env(), timeout=60)
+        assert result.returncode == 0 and f"usage: llara {command}" in result.stdout
+

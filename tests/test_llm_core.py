@@ -1,0 +1,133 @@
+"""Prompts, injection, label masking, curriculum, generation and rank mode on a tiny random Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llara.llm.curriculum import example_modes, hybrid_probability
+from llara.llm.data import IGNORE, collate, step_indices
+from llara.llm.generation import greedy_generate, match_answer
+from llara.llm.model import ModelConfig
+from llara.llm.prompts import load_templates
+from llara.llm.scoring import naive_scores, rank_scores
+from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llm_dir):
+    torch.manual_seed(0)
+    return build_tiny(tiny_llm_dir, config=ModelConfig(lora_r=4, lora_dropout=0.0, score_head=True,
+                                                       candidate_features="affinity"))
+
+
+def test_templates_are_data_with_real_candidate_count():
+    for domain in ("movie", "game", "artist", "item"):
+        templates = load_templates(domain)
+        assert len(templates) == 3
+        assert all("10" not in t.text for t in templates)
+    assert "20 movie titles" in "".join(load_templates("movie")[0].parts(20))
+
+
+def test_prompt_modes(tiny):
+    model, enc, titles, _ = tiny
+    e = fake_examples(1, 30)[0]
+    hid, cid = model.loaded.history_token_id, model.loaded.candidate_token_id
+    text = enc.encode(e.history, e.candidates, "text", 0)
+    assert hid not in text.input_ids and cid not in text.input_ids
+    assert titles[e.candidates[0]] in enc.render(text)
+    hybrid = enc.encode(e.history, e.candidates, "hybrid", 0)
+    assert hybrid.input_ids.count(hid) == len(e.history) and hybrid.input_ids.count(cid) == len(e.candidates)
+    assert [hybrid.input_ids[a] for a in hybrid.anchors] == [cid] * len(e.candidates)
+    ids_only = enc.encode(e.history, e.candidates, "id", 0)
+    assert titles[e.candidates[0]] not in enc.render(ids_only)
+    assert ids_only.input_ids.count(cid) == len(e.candidates)
+
+
+def test_injection_replaces_exactly_the_placeholders(tiny):
+    model, enc, _, rec = tiny
+    ex = fake_examples(3, 30)
+    batch = collate(enc, ex, ["hybrid", "text", "hybrid"], [0, 1, 2], False, model.loaded.pad_token_id)
+    plain = model.causal_lm.get_input_embeddings()(batch.input_ids)
+    embeds, z, has = model.input_embeds(batch)
+    hist_mask = batch.input_ids == model.loaded.history_token_id
+    cand_mask = batch.input_ids == model.loaded.candidate_token_id
+    other = ~(hist_mask | cand_mask)
+    assert torch.equal(embeds[other], plain[other])
+    expected_hist = model.history_projector(rec.item_embeddings([i for r in (0, 2) for i in ex[r].history]))
+    assert torch.allclose(embeds[hist_mask], expected_hist)
+    feats, _ = model.features.candidates([ex[0].history, ex[2].history], [ex[0].candidates, ex[2].candidates])
+    assert torch.allclose(embeds[cand_mask], model.candidate_projector(feats.flatten(0, 1)))
+    assert has.tolist() == [1.0, 0.0, 1.0] and torch.all(z[1] == 0)
+
+
+def test_labels_cover_only_answer_and_end_marker(tiny):
+    model, enc, titles, _ = tiny
+    ex = fake_examples(2, 30)
+    batch = collate(enc, ex, ["hybrid", "text"], [0, 0], True, model.loaded.pad_token_id)
+    for i, e in enumerate(ex):
+        kept = batch.labels[i][batch.labels[i] != IGNORE].tolist()
+        assert kept == enc.answer_ids(e.target)
+        assert kept[-1] == model.loaded.eos_token_id
+        assert enc.tokenizer.decode(kept[:-1]).strip() == titles[e.target]
+
+
+def test_curriculum_probability_and_draws():
+    assert hybrid_probability("curriculum", 1, 100) == pytest.approx(0.01)
+    assert hybrid_probability("curriculum", 50, 100) == pytest.approx(0.5)
+    assert hybrid_probability("curriculum", 100, 100) == 1.0
+    assert hybrid_probability("two-stage", 50, 100) == 0.0 and hybrid_probability("two-stage", 51, 100) == 1.0
+    assert hybrid_probability("direct", 1, 100) == 1.0 and hybrid_probability("text-only", 99, 100) == 0.0
+    late = sum(m == "hybrid" for s in range(91, 101) for m in example_modes("curriculum", s, 100, 0, 32))
+    early = sum(m == "hybrid" for s in range(1, 11) for m in example_modes("curriculum", s, 100, 0, 32))
+    assert late > 280 and early < 40
+    assert example_modes("curriculum", 37, 100, 3, 8) == example_modes("curriculum", 37, 100, 3, 8)
+    assert example_modes("id-only", 5, 10, 0, 2) == ["id", "id"]
+    # data order: steps cover each epoch once, and are a pure function of (seed, step)
+    seen = sorted(i for s in range(1, 6) for i in step_indices(10, 0, s, 2))
+    assert seen == list(range(10)) and step_indices(10, 0, 7, 4) == step_indices(10, 0, 7, 4)
+
+
+def test_left_padded_batch_generation_equals_one_by_one(tiny):
+    model, enc, _, _ = tiny
+    ex = fake_examples(4, 30)
+    modes, templates = ["hybrid", "text", "hybrid", "id"], [0, 1, 2, 0]
+    stop = [model.loaded.eos_token_id]
+    batched = greedy_generate(model, collate(enc, ex, modes, templates, False, model.loaded.pad_token_id), 6, stop)
+    singles = [greedy_generate(model, collate(enc, [e], [m], [t], False, model.loaded.pad_token_id), 6, stop)[0]
+               for e, m, t in zip(ex, modes, templates)]
+    assert batched == singles
+    assert len({len(enc.encode(e.history, e.candidates, m, t).input_ids) for e, m, t in zip(ex, modes, templates)}) > 1
+
+
+def test_rank_scores_equal_naive_computation(tiny):
+    model, enc, _, _ = tiny
+    ex = fake_examples(3, 30)
+    batch = collate(enc, ex, ["hybrid", "text", "id"], [0, 1, 2], False, model.loaded.pad_token_id)
+    for norm in (True, False):
+        assert torch.allclose(rank_scores(model, enc, batch, length_norm=norm),
+                              naive_scores(model, enc, batch, length_norm=norm), atol=1e-4)
+
+
+def test_untrained_head_ranks_like_the_recommender(tiny):
+    model, enc, _, rec = tiny
+    ex = fake_examples(4, 30)
+    batch = collate(enc, ex, ["hybrid"] * 4, [0] * 4, False, model.loaded.pad_token_id)
+    scores = rank_scores(model, enc, batch, use_head=True)
+    ref = rec.score([e.history for e in ex], [e.candidates for e in ex])
+    assert torch.equal(scores.argsort(dim=1), ref.argsort(dim=1))
+
+
+def test_answer_matching():
+    titles = ["Night River", "Night", "Golden Storm"]
+    assert match_answer("Golden Storm", titles) == 2
+    assert match_answer("  night  ", titles) == 1  # exact normalized match wins over containment
+    assert match_answer("I pick Golden Storm!", titles) == 2
+    assert match_answer("Night River or Golden Storm", titles) is None  # names two candidates
+    assert match_answer("something else", titles) is None
+
+
+def test_rank_without_head_uses_loglik(tiny_llm_dir):
+    model, enc, _, _ = build_tiny(tiny_llm_dir, config=ModelConfig(lora_r=4, lora_dropout=0.0))
+    batch = collate(enc, fake_examples(2, 30), ["hybrid", "text"], [0, 1], False, model.loaded.pad_token_id)
+    assert torch.equal(rank_scores(model, enc, batch, use_head=True), rank_scores(model, enc, batch, use_head=False))

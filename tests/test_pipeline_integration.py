@@ -1,0 +1,111 @@
+"""The real pipeline (fetch -> ingest -> split@*) in a throwaway copy of the repo with a synthetic generic dataset:
+the Prefect flow runs the same stages as plain `dvc repro`, a second run skips everything, `-S` overrides are
+temporary, and the retraining flow reruns only what new interactions affect."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _flow_helpers import CHEAP_TARGETS, SYNTH_DIR, child_env, dvc, make_workspace  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+SIDE_STAGE = """
+  side_model:                            # test double for `llm`: a stage that does not depend on the data
+    cmd: python -c "open('side.txt', 'w').write('model')"
+    outs:
+      - side.txt
+"""
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> Path:
+    """One copy of the repo (other people edit it meanwhile): every workspace of this module is a copy of it."""
+    return make_workspace(tmp_path_factory.mktemp("snapshot") / "ws")
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def plain_run(snapshot: Path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A workspace reproduced with `llara run --no-prefect -S split.seed=7 split` (plain dvc repro)."""
+    root = _copy(snapshot, tmp_path_factory.mktemp("plain") / "ws")
+    result = subprocess.run([sys.executable, "-m", "llara", "run", "--no-prefect", "-S", "split.seed=7", *CHEAP_TARGETS],
+                            cwd=root, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ran = [line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage '")]
+    return root, ran
+
+
+def test_flow_matches_dvc_repro_then_skips_everything(tmp_path: Path, snapshot: Path, plain_run, prefect_api):
+    from flows.pipeline import pipeline
+
+    plain_root, plain_ran = plain_run
+    assert sorted(plain_ran) == ["fetch", "ingest", "split@leave-one-out", "split@paper"]
+    root = _copy(snapshot, tmp_path / "ws")
+    params_before = (root / "params.yaml").read_bytes()
+
+    first = pipeline(repo_root=str(root), targets=CHEAP_TARGETS, overrides=["split.seed=7"])
+    assert sorted(s for s, v in first.items() if v == "ran") == sorted(plain_ran)
+    assert (root / "params.yaml").read_bytes() == params_before, "the override must not outlive the run"
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock["stages"]["split@paper"]["params"]["params.yaml"]["split"]["seed"] == 7
+    assert lock == yaml.safe_load((plain_root / "dvc.lock").read_text()), "same stages, same outputs as dvc repro"
+
+    mtime = (root / "dvc.lock").stat().st_mtime_ns
+    second = pipeline(repo_root=str(root), targets=CHEAP_TARGETS, overrides=["split.seed=7"])
+    assert set(second.values()) == {"skipped"} and set(second) == set(first)
+    assert (root / "dvc.lock").stat().st_mtime_ns == mtime
+
+
+def test_retrain_reruns_only_what_new_interactions_affect(tmp_path: Path, plain_run, prefect_api):
+    from flows.retrain import retrain
+
+    root = _copy(plain_run[0], tmp_path / "ws")
+    with open(root / "dvc.yaml", "a") as f:
+        f.write(SIDE_STAGE)
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("seed: 42", "seed: 7"))
+    targets = CHEAP_TARGETS + ["side_model"]
+    dvc(root, "repro", *targets)
+    assert "up to date" in dvc(root, "status", *targets).stdout
+
+    interactions = root / SYNTH_DIR / "interactions.csv"
+    before = interactions.read_bytes()
+    inbox = root / "data/inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "day1.csv").write_text("user,item,timestamp\n31,1,2000000\n31,2,2000100\n31,3,2000200\n31,4,2000300\n")
+
+    statuses = retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
+    assert statuses == {"fetch": "skipped", "ingest": "ran", "split@paper": "ran", "split@leave-one-out": "ran",
+                        "side_model": "skipped"}
+    assert interactions.read_bytes() == before + b"31,1,2000000\n31,2,2000100\n31,3,2000200\n31,4,2000300\n"
+    assert (inbox / "merged/day1.csv").is_file() and not (inbox / "day1.csv").exists()
+    assert "up to date" in dvc(root, "status", *targets).stdout
+
+    again = retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
+    assert set(again.values()) == {"skipped"}
+
+    (inbox / "bad.csv").write_text("customer,item,timestamp\n1,2,3\n")
+    from llara.errors import InputError
+
+    with pytest.raises(InputError, match=r"bad\.csv: columns \['customer'"):
+        retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
+    assert interactions.read_bytes().endswith(b"31,4,2000300\n"), "a rejected file must not be half-merged"

@@ -1,0 +1,170 @@
+"""The HTML report: tables from metrics JSON (missing files shown as "not run"), ablation chart, curves, examples;
+and that it renders in headless Chromium. Synthetic data only."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from llara.cli import main as llara_main
+from llara.errors import InputError
+from llara.report import (
+    ReportConfig, ablation_png, build_report, curve_png, expand_globs, load_examples, load_metrics, metric_rows,
+    metrics_markdown, render_html,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _summary(value: float, lo: float, hi: float, n: int) -> dict:
+    return {"value": value, "ci95": [lo, hi], "n": n}
+
+
+@pytest.fixture()
+def outputs(tmp_path: Path) -> Path:
+    """A workspace-shaped folder with recommender + LLaRA metrics, two curve files and one predictions parquet."""
+    (tmp_path / "metrics/finetune/paper/hybrid").mkdir(parents=True)
+    (tmp_path / "metrics/recommenders.json").write_text(json.dumps({"paper": {
+        "sasrec": {"hr@1": _summary(0.3444, 0.25, 0.44, 95), "ndcg@5": _summary(0.51, 0.45, 0.58, 95)},
+        "gru4rec": {"hr@1": _summary(0.3750, 0.28, 0.47, 95)},
+    }}))
+    (tmp_path / "metrics/llara.json").write_text(json.dumps({"paper": {
+        "hybrid": {"generate": {"hr@1": _summary(0.4421, 0.34, 0.54, 95), "valid_ratio": _summary(0.97, 0.93, 1.0, 95)},
+                   "rank": {"hr@1": _summary(0.4632, 0.36, 0.56, 95)}},
+    }}))
+    curve = tmp_path / "metrics/finetune/paper/hybrid/loss.csv"
+    curve.write_text("step,loss\n" + "".join(f"{s},{2.0 / (s + 1):.4f}\n" for s in range(20)))
+    (tmp_path / "metrics/finetune/paper/hybrid/empty.csv").write_text("step,note\n")
+    items = pl.DataFrame({"item": list(range(1, 31)), "title": [f"Film <{i}> & co" for i in range(1, 31)]})
+    (tmp_path / "data/ingested").mkdir(parents=True)
+    items.write_parquet(tmp_path / "data/ingested/items.parquet")
+    split = pl.DataFrame({
+        "user": [7, 3, 9], "history": [[1, 2, 3], [4, 5], [6]], "target": [10, 11, 12],
+        "candidates": [[10, 20, 21], [22, 11, 23], [24, 25, 12]],
+    })
+    (tmp_path / "data/split/paper").mkdir(parents=True)
+    split.write_parquet(tmp_path / "data/split/paper/test.parquet")
+    (tmp_path / "data/eval/paper/test").mkdir(parents=True)
+    pl.DataFrame({"row": [0, 1, 2], "user": [7, 3, 9], "target": [10, 11, 12],
+                  "scores": [[0.9, 0.1, 0.0], [0.5, 0.2, 0.9], [0.1, 0.2, 0.3]]}).write_parquet(
+        tmp_path / "data/eval/paper/test/hybrid.parquet")
+    return tmp_path
+
+
+def _config(root: Path, **kw) -> ReportConfig:
+    return ReportConfig(
+        out=root / "reports/index.html",
+        metrics={"Recommenders": root / "metrics/recommenders.json", "LLaRA": root / "metrics/llara.json",
+                 "Missing": root / "metrics/absent.json"},
+        plots=expand_globs(["metrics/**/*.csv"], root), predictions=expand_globs(["data/eval/*/test/*.parquet"], root),
+        items=root / "data/ingested/items.parquet", split_file=str(root / "data/split/{protocol}/{split}.parquet"),
+        n_examples=2, top_k=2, **kw,
+    )
+
+
+def test_metric_rows_flatten_nested_modes(outputs: Path):
+    rows = metric_rows(load_metrics(outputs / "metrics/llara.json"))
+    assert {(r.model, r.metric) for r in rows} == {("hybrid", "generate/hr@1"), ("hybrid", "generate/valid_ratio"),
+                                                   ("hybrid", "rank/hr@1")}
+    hr = next(r for r in rows if r.metric == "rank/hr@1")
+    assert (hr.value, hr.ci95, hr.n) == (0.4632, (0.36, 0.56), 95)
+
+
+def test_missing_metrics_is_none_and_bad_json_names_file(tmp_path: Path):
+    assert load_metrics(tmp_path / "nope.json") is None
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="bad.json: not valid JSON"):
+        load_metrics(bad)
+
+
+def test_markdown_tables_and_not_run(outputs: Path):
+    text = metrics_markdown({"Recommenders": outputs / "metrics/recommenders.json", "X": outputs / "metrics/x.json"})
+    assert "| sasrec | 0.3444 [0.2500, 0.4400] n=95 | 0.5100 [0.4500, 0.5800] n=95 |" in text
+    assert "| gru4rec | 0.3750 [0.2800, 0.4700] n=95 |  |" in text
+    assert "### X" in text and "_not run_" in text
+
+
+def test_charts_are_pngs_or_none(outputs: Path):
+    rows = metric_rows(load_metrics(outputs / "metrics/recommenders.json"))
+    png = ablation_png(rows, "paper", "hr@1")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert ablation_png(rows, "paper", "mrr") is None
+    assert curve_png(outputs / "metrics/finetune/paper/hybrid/loss.csv")[:4] == b"\x89PNG"
+    assert curve_png(outputs / "metrics/finetune/paper/hybrid/empty.csv") is None
+
+
+def test_examples_rank_by_scores_and_mark_target(outputs: Path):
+    examples = load_examples(outputs / "data/eval/paper/test/hybrid.parquet", outputs / "data/ingested/items.parquet",
+                             outputs / "data/split/paper/test.parquet", n=2)
+    assert [e.user for e in examples] == [3, 7]  # sorted by user, first n
+    user3 = examples[0]
+    assert user3.history == ["Film <4> & co", "Film <5> & co"]
+    assert [t for t, _ in user3.ranked] == ["Film <23> & co", "Film <22> & co", "Film <11> & co"]
+    assert user3.target_rank == 3 and [hit for _, hit in user3.ranked] == [False, False, True]
+    assert examples[1].target_rank == 1
+
+
+def test_report_html_content_is_escaped_and_deterministic(outputs: Path):
+    config = _config(outputs)
+    html_text = render_html(config)
+    assert html_text == render_html(config)
+    assert html_text.count('<table class="metrics"') == 2
+    assert "0.4421 [0.3400, 0.5400] n=95" in html_text
+    assert re.search(r"Missing.*?not run", html_text, re.S)
+    assert "Film &lt;4&gt; &amp; co" in html_text and "Film <4>" not in html_text
+    assert html_text.count("data:image/png;base64,") == 2  # one ablation chart (paper) + one curve
+    assert "rank 3" in html_text
+
+
+def test_report_without_any_outputs(tmp_path: Path):
+    config = ReportConfig(out=tmp_path / "r.html", metrics={"LLaRA": tmp_path / "metrics/llara.json"})
+    text = build_report(config).read_text()
+    assert "not run" in text and "no training curves found" in text and "no predictions found" in text
+
+
+def test_cli_report_writes_file(outputs: Path, monkeypatch, capsys):
+    monkeypatch.chdir(outputs)
+    assert llara_main(["report", "--out", "out/r.html", "--examples", "1"]) == 0
+    text = (outputs / "out/r.html").read_text()
+    assert "not run" not in text and "Film &lt;" in text
+    assert llara_main(["report", "--metrics", "oops"]) == 2
+    assert "error: --metrics: expected LABEL=PATH" in capsys.readouterr().err
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    try:
+        return subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", *args],
+            capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(outputs: Path, tmp_path: Path):
+    out = build_report(_config(outputs))
+    dom = _chromium("--dump-dom", out.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert dom.stdout.count('<table class="metrics"') == 2 and 'class="examples"' in dom.stdout
+    assert "0.3750 [0.2800, 0.4700] n=95" in dom.stdout
+    shot = tmp_path / "shot.png"
+    result = _chromium(f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars", out.as_uri())
+    assert shot.is_file(), result.stderr[-2000:]
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
+    assert float(pixels[..., :3].std()) > 0.05  # not a blank page: text, tables and charts drawn

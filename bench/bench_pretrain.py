@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import datetime
 import logging
+import os
 import platform
 import sys
 import tempfile
@@ -39,17 +40,18 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml").pretrain
     split = read_split(ROOT / "data/split" / args.protocol)
     index = read_item_index(ROOT / "data/ingested/items.parquet")
-    base = train_config(params)
-    if args.threads:
-        base = dataclasses.replace(base, num_threads=args.threads)
+    threads = args.threads or params.num_threads
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} | python {platform.python_version()} | "
-          f"threads {base.num_threads} | {datetime.datetime.now().isoformat(timespec='seconds')}")
+          f"threads {threads} | cores {os.cpu_count()} | load avg {os.getloadavg()[0]:.1f} | "
+          f"{datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"{'backbone':<10} {'epochs':>6} {'best':>5} {'seconds':>8} {'s/epoch':>8} {'val_loss':>9} {'test hr@1':>9}")
     times = {}
     for backbone in params.backbones:
         config = model_config(params, backbone, len(index))
         data = {p: sequence_data(split.part(p), index, config.window, p) for p in ("train", "val", "test")}
-        cfg = base if (backbone == "sasrec" or not args.quick) else dataclasses.replace(base, epochs=1)
+        cfg = dataclasses.replace(train_config(params, backbone), num_threads=threads)
+        if args.quick and backbone != "sasrec":
+            cfg = dataclasses.replace(cfg, epochs=1)
         with tempfile.TemporaryDirectory() as tmp:  # no checkpoint reuse between runs
             start = time.perf_counter()
             result = train(backbone, config, data["train"], data["val"], cfg, checkpoint_dir=Path(tmp) / "ckpt",
@@ -60,6 +62,7 @@ def main() -> None:
         hr1 = report(evaluate_rows(result.model, data["test"]))["hr@1"]["value"]
         print(f"{backbone:<10} {result.epochs_run:>6} {result.best_epoch:>5} {seconds:>8.1f} "
               f"{seconds / result.epochs_run:>8.2f} {best['val_loss']:>9.4f} {hr1:>9.4f}", flush=True)
+    print(f"# load avg at the end {os.getloadavg()[0]:.1f} (other processes on the machine slow every number above)")
     print(f"sasrec_pretrain_s={times.get('sasrec', float('nan')):.1f}")
 
 

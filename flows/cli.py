@@ -10,47 +10,19 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
 from flows.workspace import apply_env_defaults
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        self.exit(2, f"error: {self.prog}: {message}\n")
-
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``run`` (shared with ``llara run``, which forwards them)."""
-    p.add_argument("stages", nargs="*", metavar="STAGE",
-                   help="stages to reproduce with everything they depend on (default: the whole pipeline), "
-                        "e.g. ingest, split, split@paper")
-    p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param for this run only, `dvc exp run -S` syntax (repeatable); params.yaml is "
-                        "restored afterwards")
-    p.add_argument("--root", default=".", help="repository root (default: current directory)")
-    p.add_argument("--force", action="store_true", help="reproduce even stages that are up to date")
-    p.add_argument("--no-prefect", action="store_true", help="run plain `dvc repro` instead of the Prefect flow")
-
-
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``serve`` (shared with ``llara serve``)."""
-    p.add_argument("--root", default=".", help="repository root the deployments run in (default: current directory)")
-    p.add_argument("--cron", default="0 3 * * *", help="nightly retraining schedule, cron syntax (default: 03:00)")
-    p.add_argument("--timezone", default=os.environ.get("LLARA_TIMEZONE", "UTC"),
-                   help="IANA timezone of the cron schedule (default: $LLARA_TIMEZONE or UTC)")
-    p.add_argument("--inbox", default="data/inbox",
-                   help="folder whose new interaction files the nightly run merges (default: data/inbox)")
-    p.add_argument("--paused", action="store_true", help="register the nightly schedule paused")
-    p.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+from llara.cli import OneLineParser
+from llara.cli.pipeline import add_run_arguments, add_serve_arguments
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.no_prefect:
-        from flows.dvc_stages import StageFailed, failed_stage, failure_message, run_dvc
+        from flows.dvc_stages import StageFailed, failed_stage, failure_message, load_stage_graph, run_dvc
         from flows.workspace import params_overrides, resolve_root, workspace_lock
 
         root = resolve_root(args.root)
+        load_stage_graph(root, args.stages)  # unknown stages: one-line error, exit 2
 
         def say(line: str) -> None:
             print(line, flush=True)
@@ -86,9 +58,9 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m flows", description="Run or serve the LLaRA pipeline's Prefect flows.")
+    parser = OneLineParser(prog="python -m flows", description="Run or serve the LLaRA pipeline's Prefect flows.")
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="reproduce the pipeline (or some stages) through Prefect",
                          description="Reproduce the DVC pipeline stage by stage as a Prefect flow.")
     add_run_arguments(run)
@@ -109,13 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_prefect_tracebacks() -> None:
-    """Without --verbose a failure is one line: drop the tracebacks Prefect's console handler would print."""
+    """Without --verbose a failure is one line: drop the tracebacks Prefect's console handler would print (and the
+    temporary API's goodbye, which would otherwise follow the error line)."""
 
     class _NoTraceback(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
             record.exc_info = None
             record.exc_text = None
-            return True
+            return not (record.name == "prefect" and str(record.msg).startswith("Stopping temporary server"))
 
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:

@@ -92,10 +92,9 @@ def load_stage_graph(root: Path, targets: Iterable[str] | None = None) -> StageG
             for target in targets:
                 try:
                     matched = repo.stage.collect(_absolute_target(target, root))
-                except DvcException as exc:
-                    known = ", ".join(address[s] for s in repo.index.stages if s in address)
-                    error = str(exc).splitlines()[0].replace(str(root) + "/", "")
-                    raise InputError(f"stage {target!r}", f"{error} (known stages: {known})") from None
+                except DvcException:
+                    known = ", ".join(dict.fromkeys(stage_name(address[s]) for s in repo.index.stages if s in address))
+                    raise InputError(f"stage {target!r}", f"not in the pipeline (known stages: {known})") from None
                 for stage in matched:
                     selected.add(stage)
                     selected.update(nx.descendants(graph, stage))
@@ -210,14 +209,18 @@ def run_dvc(root: Path, args: list[str], log: Callable[[str], None], tail: int =
     kept: collections.deque[str] = collections.deque(maxlen=tail)
     with subprocess.Popen(
         dvc_command(*args), cwd=root, env=subprocess_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=False,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     ) as proc:
         try:
             for line in iter_output(proc.stdout):
                 kept.append(line)
                 log(line)
-        except BaseException:
-            proc.kill()
+        except BaseException:  # interrupted: stop dvc (same process group as the stage, which a Prefect
+            proc.terminate()    # cancellation kills as a whole), and do not leave it running
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             raise
         code = proc.wait()
     return code, list(kept)

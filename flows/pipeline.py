@@ -7,6 +7,9 @@ fails at once with its one-line error. After the run the metrics files are publi
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import os
 from pathlib import Path
 
 from prefect import flow, task
@@ -23,7 +26,8 @@ apply_env_defaults()
 
 DEFAULT_RETRIES = {"fetch": 2}  # network downloads; every other stage is deterministic compute
 RETRY_DELAY_S = 20
-MAX_PARALLEL_STAGES = 4
+MAX_PARALLEL_STAGES = int(os.environ.get("LLARA_MAX_PARALLEL_STAGES", "4"))
+DONE = ("ran", "skipped", "restored")
 METRICS_ARTIFACT_KEY = "pipeline-metrics"
 
 
@@ -62,40 +66,50 @@ def publish_metrics(root: Path, key: str = METRICS_ARTIFACT_KEY) -> str:
 
 def run_graph(root: Path, targets: list[str] | None, force: bool, retries: dict[str, int],
               retry_delay_s: float = RETRY_DELAY_S) -> dict[str, str]:
-    """Submit one task per stage with ``wait_for`` on its upstream stages; return {stage: status}."""
+    """Run one task per stage, each submitted as soon as its upstream stages completed (``wait_for`` records the
+    edges for the UI; no worker slot is spent waiting). After a failure nothing new starts (like ``dvc repro``);
+    running stages finish, then the first failure is raised. Returns {stage: ran|skipped|restored|failed|not run}."""
     log = get_run_logger()
     graph = load_stage_graph(root, targets)
     log.info("stages (%d): %s", len(graph.order), ", ".join(graph.order))
-    futures = {}
-    for stage in graph.order:
-        if not graph.runnable[stage]:
-            continue  # a .dvc data source: nothing to reproduce
-        runner = dvc_stage.with_options(
-            name=f"dvc {stage}", task_run_name=stage, retries=retries.get(stage, retries.get(stage_name(stage), 0)),
-            retry_delay_seconds=retry_delay_s,
-        )
-        upstream = [futures[u] for u in graph.upstream[stage] if u in futures]
-        futures[stage] = runner.submit(str(root), stage, force, wait_for=upstream)
-    statuses: dict[str, str] = {}
+    pending = [s for s in graph.order if graph.runnable[s]]  # .dvc data sources have nothing to reproduce
+    statuses = {s: "skipped" for s in graph.order if not graph.runnable[s]}
+    futures: dict[str, object] = {}
+    running: dict[concurrent.futures.Future, str] = {}
     first_failure: BaseException | None = None
-    for stage, future in futures.items():
-        future.wait()
-        state = future.state
-        if state.is_completed():
-            statuses[stage] = future.result().status
-            continue
-        statuses[stage] = "failed" if state.is_failed() or state.is_crashed() else "not run (upstream failed)"
-        if state.is_failed() and first_failure is None:
+    while pending or running:
+        ready = [] if first_failure else [s for s in pending if all(statuses.get(u) in DONE for u in graph.upstream[s])]
+        for stage in ready:
+            pending.remove(stage)
+            runner = dvc_stage.with_options(
+                name=f"dvc {stage}", task_run_name=stage, retry_delay_seconds=retry_delay_s,
+                retries=retries.get(stage, retries.get(stage_name(stage), 0)),
+            )
+            upstream = [futures[u] for u in graph.upstream[stage] if u in futures]
+            futures[stage] = runner.submit(str(root), stage, force, wait_for=upstream)
+            running[futures[stage].wrapped_future] = stage
+        if not running:
+            break  # what is left waits on a failed stage
+        finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        for wrapped in finished:
+            stage = running.pop(wrapped)
+            future = futures[stage]
+            future.wait()  # records the final state (else .state asks the API, which may lag)
+            if future.state.is_completed():
+                statuses[stage] = future.result().status
+                log.info("[%d/%d] %s: %s", len(statuses), len(graph.order), stage, statuses[stage])
+                continue
+            statuses[stage] = "failed"
             try:
                 future.result()
             except BaseException as exc:  # noqa: BLE001 - re-raised below as the flow's failure
-                first_failure = exc
-    done = {s: v for s, v in statuses.items() if v in ("ran", "restored")}
-    log.info("summary: %d ran, %d skipped, %d failed/not run", len(done),
-             sum(v == "skipped" for v in statuses.values()), len(statuses) - len(done) - sum(v == "skipped" for v in statuses.values()))
+                first_failure = first_failure or exc
+    statuses.update({s: "not run" for s in pending})
+    counts = collections.Counter(statuses.values())
+    log.info("summary: %s", ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if first_failure is not None:
         raise first_failure
-    return statuses
+    return {s: statuses[s] for s in graph.order}
 
 
 @flow(name="llara-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL_STAGES), log_prints=True)

@@ -97,9 +97,13 @@ class SplitParams(Strict):
 BACKBONES = ("sasrec", "gru4rec", "caser")
 
 
-class SASRecParams(Strict):
+class BackboneParams(Strict):
     hidden: int = Field(64, ge=1, le=4096)
     dropout: float = Field(0.1, ge=0, lt=1)
+    lr: float | None = Field(None, gt=0, le=1)  # overrides pretrain.lr for this backbone
+
+
+class SASRecParams(BackboneParams):
     n_blocks: int = Field(1, ge=1, le=16)
     n_heads: int = Field(1, ge=1, le=64)
 
@@ -110,15 +114,12 @@ class SASRecParams(Strict):
         return self
 
 
-class GRU4RecParams(Strict):
-    hidden: int = Field(64, ge=1, le=4096)
-    dropout: float = Field(0.1, ge=0, lt=1)
+class GRU4RecParams(BackboneParams):
     n_layers: int = Field(1, ge=1, le=8)
 
 
-class CaserParams(Strict):
-    hidden: int = Field(64, ge=1, le=4096)
-    dropout: float = Field(0.1, ge=0, lt=1)
+class CaserParams(BackboneParams):
+    dropout: float = Field(0.3, ge=0, lt=1)
     n_h: int = Field(16, ge=1, le=1024)  # horizontal filters per height 1..window
     n_v: int = Field(4, ge=1, le=1024)  # vertical filters
 
@@ -131,13 +132,13 @@ class PretrainParams(Strict):
     window: int = Field(10, ge=1, le=200)
     epochs: int = Field(50, ge=1, le=10_000)
     batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0, le=1)
+    lr: float = Field(2e-3, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(3, ge=1)
     monitor: Literal["val_loss", "val_full_ndcg@10", "val_full_hr@10"] = "val_loss"
     loss: Literal["ce", "bce"] = "ce"
     n_negatives: int = Field(1, ge=1, le=10_000)
-    num_threads: int = Field(2, ge=1, le=256)
+    num_threads: int = Field(1, ge=1, le=256)
     checkpoint_every: int = Field(1, ge=1)
     sasrec: SASRecParams = SASRecParams()
     gru4rec: GRU4RecParams = GRU4RecParams()

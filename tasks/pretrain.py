@@ -25,15 +25,22 @@ CHECKPOINT_ROOT = Path("data/checkpoints/pretrain")
 CURVE_ROOT = Path("metrics/pretrain")
 
 
-def train_config(params: PretrainParams) -> TrainConfig:
+def _backbone(params: PretrainParams, backbone: str):
+    require(backbone in BACKBONES, "backbone", f"unknown backbone {backbone!r}; use one of {list(BACKBONES)}")
+    return getattr(params, backbone)
+
+
+def train_config(params: PretrainParams, backbone: str) -> TrainConfig:
+    """Training options; ``pretrain.<backbone>.lr`` overrides ``pretrain.lr``."""
     keys = ("seed", "epochs", "batch_size", "lr", "weight_decay", "patience", "monitor", "loss", "n_negatives",
             "num_threads", "checkpoint_every")
-    return TrainConfig(**{k: getattr(params, k) for k in keys})
+    values = {k: getattr(params, k) for k in keys}
+    lr = _backbone(params, backbone).lr
+    return TrainConfig(**{**values, "lr": lr if lr is not None else params.lr})
 
 
 def model_config(params: PretrainParams, backbone: str, n_items: int = 1) -> BackboneConfig:
-    require(backbone in BACKBONES, "backbone", f"unknown backbone {backbone!r}; use one of {list(BACKBONES)}")
-    sizes = getattr(params, backbone).model_dump()
+    sizes = _backbone(params, backbone).model_dump(exclude={"lr"})
     return config_from_dict(backbone, {"n_items": n_items, "window": params.window, **sizes}, f"pretrain.{backbone}")
 
 
@@ -43,7 +50,7 @@ def pretrain(params: PretrainParams, protocol: str, backbone: str, *, split_root
     log = get_logger("llara.pretrain")
     out = out_root / protocol / backbone
     result = pretrain_model(
-        backbone, model_config(params, backbone), train_config(params), split_root / protocol, items, out,
+        backbone, model_config(params, backbone), train_config(params, backbone), split_root / protocol, items, out,
         checkpoint_dir=checkpoint_root / protocol / backbone, curve_path=curve_root / protocol / backbone / "curve.csv",
         log=log,
     )

@@ -103,7 +103,7 @@ def test_graph_comes_from_dvc_yaml(mini_repo: Path):
     assert graph.downstream_of("make@b") == {"join"}
     assert load_stage_graph(mini_repo, ["join"]).order == ["make@a", "make@b", "join"]
     assert load_stage_graph(mini_repo, ["make"]).order == ["make@a", "make@b"]  # a foreach group
-    with pytest.raises(InputError, match="stage 'nope'.*known stages: make@a"):
+    with pytest.raises(InputError, match=r"stage 'nope': not in the pipeline \(known stages: make, join, flaky, bad\)"):
         load_stage_graph(mini_repo, ["nope"])
 
 
@@ -222,3 +222,45 @@ def test_cli_help_lists_run_serve_report():
                                 env=child_env(), timeout=60)
         assert result.returncode == 0 and f"usage: llara {command}" in result.stdout
 
+
+
+def test_experiment_variants_checked_before_running(mini_repo: Path):
+    from flows.experiments import Variant, check_variants, comparison_markdown
+
+    check_variants(mini_repo, [Variant(name="a", overrides=["split.seed=1"]), Variant(name="b")])
+    with pytest.raises(InputError, match="unique"):
+        check_variants(mini_repo, [Variant(name="a"), Variant(name="a")])
+    with pytest.raises(InputError, match="letters, digits"):
+        check_variants(mini_repo, [Variant(name="a b")])
+    with pytest.raises(InputError, match="split.seed"):
+        check_variants(mini_repo, [Variant(name="a", overrides=["split.seed=-5"])])
+    table = comparison_markdown({"a": {"m": {"test": {"sasrec": {"hr@1": {"value": 0.25, "ci95": [0.2, 0.3], "n": 8}}}}},
+                                 "b": {"m": None}}, "hr@1")
+    assert "| a | m | test | sasrec | 0.2500 [0.2000, 0.3000] n=8 |" in table and "| b | | | | _no hr@1 metrics_ |" in table
+
+
+def test_prefect_yaml_entrypoints_exist():
+    import importlib
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    names = [d["name"] for d in config["deployments"]]
+    assert len(set(names)) == len(names) and {"manual", "nightly", "experiments"} <= set(names)
+    for deployment in config["deployments"]:
+        path, function = deployment["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        assert callable(getattr(module, function)), deployment["entrypoint"]
+        assert deployment["work_pool"]["name"] == "llara-process"
+    nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
+    assert nightly["schedules"][0]["cron"] and nightly["schedules"][0]["timezone"]
+
+
+def test_serve_builds_deployments_with_schedule(mini_repo: Path):
+    from flows.serve import build_deployments
+
+    manual, nightly, exps = build_deployments(str(mini_repo), cron="15 4 * * 1-5", timezone="America/New_York")
+    assert manual.parameters["repo_root"] == str(mini_repo.resolve()) and not manual.schedules
+    schedule = nightly.schedules[0].schedule
+    assert (schedule.cron, schedule.timezone) == ("15 4 * * 1-5", "America/New_York")
+    assert nightly.parameters["inbox"] == "data/inbox" and exps.name == "experiments"
+    with pytest.raises(InputError, match="--cron/--timezone"):
+        build_deployments(str(mini_repo), cron="not a cron")

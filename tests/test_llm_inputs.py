@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_convert_real_gguf_loads_and_generates(tmp_path):
     out = convert_gguf(find_smollm2_gguf(), tmp_path / "base")
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    assert "quantization_config" not in (out / "config.json").read_text()  # plain weights, no GGUF kernels
     llm = load_llm(str(out), dtype="float32", device="cpu")
     tok = llm.tokenizer
     ids = tok("The capital of France is", return_tensors="pt").input_ids

@@ -109,3 +109,19 @@ def test_retrain_reruns_only_what_new_interactions_affect(tmp_path: Path, plain_
     with pytest.raises(InputError, match=r"bad\.csv: columns \['customer'"):
         retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
     assert interactions.read_bytes().endswith(b"31,4,2000300\n"), "a rejected file must not be half-merged"
+
+
+def test_experiments_flow_records_each_variant(tmp_path: Path, plain_run, prefect_api):
+    from flows.experiments import Variant, experiments
+
+    root = _copy(plain_run[0], tmp_path / "ws")
+    params_before = (root / "params.yaml").read_bytes()
+    (root / "metrics").mkdir()
+    (root / "metrics/demo.json").write_text('{"test": {"m": {"hr@1": {"value": 0.5, "ci95": [0.4, 0.6], "n": 30}}}}')
+    results = experiments(variants=[Variant(name="seed-1", overrides=["split.seed=1"]),
+                                    Variant(name="seed-2", overrides=["split.seed=2"])],
+                          targets=["split@leave-one-out"], repo_root=str(root))
+    assert list(results) == ["seed-1", "seed-2"] and results["seed-1"]["demo"]["test"]["m"]["hr@1"]["value"] == 0.5
+    assert (root / "params.yaml").read_bytes() == params_before
+    listed = dvc(root, "exp", "list", "--name-only").stdout.split()
+    assert sorted(listed) == ["seed-1", "seed-2"]

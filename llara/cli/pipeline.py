@@ -14,6 +14,30 @@ from llara.errors import InputError
 _FLOWS_HINT = "the `flows` package is not importable here: run from the repository root or pass --root"
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``llara run`` (also ``python -m flows run``, which gets them forwarded)."""
+    p.add_argument("stages", nargs="*", metavar="STAGE",
+                   help="stages to reproduce with what they depend on (default: all), e.g. ingest, split, split@paper")
+    p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param for this run only, `dvc exp run -S` syntax (repeatable); params.yaml is "
+                        "restored afterwards")
+    p.add_argument("--root", default=".", help="repository root (default: current directory)")
+    p.add_argument("--force", action="store_true", help="reproduce even stages that are up to date")
+    p.add_argument("--no-prefect", action="store_true", help="run plain `dvc repro` instead of the Prefect flow")
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``llara serve`` (also ``python -m flows serve``)."""
+    p.add_argument("--root", default=".", help="repository root the runs use (default: current directory)")
+    p.add_argument("--cron", default="0 3 * * *", help="nightly retraining schedule, cron syntax (default: 03:00)")
+    p.add_argument("--timezone", default=os.environ.get("LLARA_TIMEZONE", "UTC"),
+                   help="IANA timezone of the cron schedule (default: $LLARA_TIMEZONE or UTC)")
+    p.add_argument("--inbox", default="data/inbox",
+                   help="folder whose new interaction files the nightly run merges (default: data/inbox)")
+    p.add_argument("--paused", action="store_true", help="register the nightly schedule paused")
+    p.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser(
         "run", help="reproduce the pipeline through the Prefect flow (or plain dvc repro)",
@@ -21,13 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "what is up to date. Params can be overridden for this run only with -S (params.yaml is "
                     "restored afterwards).",
     )
-    run.add_argument("stages", nargs="*", metavar="STAGE",
-                     help="stages to reproduce with what they depend on (default: all), e.g. split, split@paper")
-    run.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a param for this run only (`dvc exp run -S` syntax, repeatable)")
-    run.add_argument("--root", default=".", help="repository root (default: current directory)")
-    run.add_argument("--force", action="store_true", help="reproduce even stages that are up to date")
-    run.add_argument("--no-prefect", action="store_true", help="run plain `dvc repro` instead of the Prefect flow")
+    add_run_arguments(run)
     run.set_defaults(func=_run)
 
     serve = sub.add_parser(
@@ -35,12 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Register the deployments with the Prefect API (PREFECT_API_URL, e.g. a local `prefect server "
                     "start`) and execute their runs in this workspace until interrupted.",
     )
-    serve.add_argument("--root", default=".", help="repository root the runs use (default: current directory)")
-    serve.add_argument("--cron", default="0 3 * * *", help="nightly retraining schedule (default: '0 3 * * *')")
-    serve.add_argument("--timezone", default=None, help="IANA timezone of the schedule (default: $LLARA_TIMEZONE or UTC)")
-    serve.add_argument("--inbox", default="data/inbox", help="folder of new interaction files for the nightly run")
-    serve.add_argument("--paused", action="store_true", help="register the nightly schedule paused")
-    serve.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+    add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     from llara.report import DEFAULT_ITEMS, DEFAULT_METRICS, DEFAULT_PLOTS, DEFAULT_PREDICTIONS, DEFAULT_SPLIT_FILE
@@ -97,8 +110,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    argv = ["serve", "--root", ".", "--cron", args.cron, "--inbox", args.inbox]
-    argv += (["--timezone", args.timezone] if args.timezone else []) + (["--paused"] if args.paused else [])
+    argv = ["serve", "--root", ".", "--cron", args.cron, "--inbox", args.inbox, "--timezone", args.timezone]
+    argv += ["--paused"] if args.paused else []
     argv += ["--limit", str(args.limit)] if args.limit else []
     return _flows(args.root, argv, _verbose(args))
 

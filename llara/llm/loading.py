@@ -86,6 +86,9 @@ def convert_gguf(gguf_file: str | Path, out_dir: str | Path, dtype: str = "float
     loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     config = loaded.config
     config.dtype = dtype
+    # the GGUF quantizer config would make every later load run packed-weight kernels (dequantizing at each matmul)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
     fresh = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype))
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     require(not unexpected, gguf_file, f"unexpected tensors after conversion: {unexpected[:3]}")

@@ -110,7 +110,7 @@ def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example
             parts["generative"] = model.answer_loss(out.last_hidden_state, batch.labels)
     weights = {"generative": cfg.generative_weight, "listwise": cfg.listwise_weight, "head": cfg.head_weight}
     loss = sum(weights[k] * v for k, v in parts.items())
-    return loss, {k: float(v) for k, v in parts.items()}
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cfg: TrainConfig, out_dir: Path,

@@ -16,14 +16,14 @@ class TrainConfig:
     seed: int = 42
     epochs: int = 50  # cap; early stopping usually ends sooner
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     patience: int = 3  # epochs without improvement of ``monitor`` before stopping
     monitor: str = "val_loss"
     min_delta: float = 0.0
     loss: str = "ce"  # ce: softmax cross-entropy over all items | bce: sampled negatives
     n_negatives: int = 1
-    num_threads: int = 2
+    num_threads: int = 1
     checkpoint_every: int = 1  # epochs
 
     def validate(self, where: str = "train config") -> None:

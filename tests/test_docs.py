@@ -1,0 +1,73 @@
+"""Documentation stays current: every params.yaml key is documented, the CLI's commands all have --help."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llara.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def leaf_keys(data: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            keys += leaf_keys(value, path + ".")
+        else:
+            keys.append(path)
+    return keys
+
+
+def documented_keys(text: str) -> set[str]:
+    """Backticked dotted keys of docs/params.md; `.x` shorthands expand against the previous full key in the line."""
+    keys = set()
+    for line in text.splitlines():
+        last = None
+        for token in re.findall(r"`([^`]+)`", line):
+            if token.startswith(".") and last:
+                keys.add(last.rsplit(".", 1)[0] + token)
+            elif "." in token and " " not in token:
+                keys.add(token)
+                last = token
+    return keys
+
+
+def documented(key: str, keys: set[str]) -> bool:
+    """Documented itself, as a map entry (``profiles.<name>.steps``) or through a documented parent (``x.*``, ``x``)."""
+    parts = key.split(".")
+    generalized = {".".join(parts[:i] + ["<name>"] + parts[i + 1 :]) for i in range(1, len(parts) - 1)}
+    parents = {".".join(parts[:i]) for i in range(2, len(parts))}
+    return bool(({key} | generalized | parents | {p + ".*" for p in parents}) & keys)
+
+
+def test_every_params_key_is_documented():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = documented_keys((ROOT / "docs/params.md").read_text())
+    missing = [k for k in leaf_keys(params) if not documented(k, keys)]
+    assert not missing, f"params.yaml keys missing from docs/params.md: {missing}"
+
+
+def test_every_cli_command_has_help(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 (argparse keeps them here)
+    assert {"ingest", "split"} <= set(commands)
+    for name, sub in commands.items():
+        help_text = sub.format_help()
+        assert name in help_text and len(help_text) > 80, name
+
+
+def test_readme_quick_start_has_exactly_two_commands():
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```bash\n(.*?)```", text, re.S)
+    assert block, "README has no quick start code block"
+    commands = [line for line in block.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
+    assert len(commands) == 2, commands
+    ci = (ROOT / ".ci/run").read_text()
+    test_command = commands[1].split("#")[0].strip()
+    assert test_command.split()[:2] == ["bash", "scripts/test.sh"] and "scripts/test.sh" in ci

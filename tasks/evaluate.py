@@ -1,7 +1,8 @@
 """Stage ``evaluate``: every trained variant of ``finetune.protocol`` on ``evaluate.splits``, both modes.
 
-Writes ``metrics/llara.json`` ({split: {variant: {mode: {metric: {value, ci95, n}}}}}) and per-example predictions
-``data/eval/<protocol>/<split>/<variant>.parquet`` for error analysis.
+Writes ``metrics/llara.json`` ({protocol: {variant: {mode: {metric: {value, ci95, n}}}}} for the test rows; validation
+rows, when evaluated, under the key ``<protocol>/val``), the DVC plot ``metrics/llara_hr1.csv`` (HR@1 per variant and
+mode with its 95% CI) and per-example predictions ``data/eval/<protocol>/<split>/<variant>.parquet``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llara.atomic import write_json, write_parquet
+from llara.atomic import atomic_path, write_json, write_parquet
 from llara.llm.data import read_examples
 from llara.llm.evaluation import evaluate
 from llara.llm.runs import eval_item_mode, load_run, read_run_info
@@ -19,6 +20,25 @@ from tasks.finetune import run_dir
 from tasks.params import EvaluateParams, FinetuneParams, LLMParams, load_params
 
 METRICS = Path("metrics/llara.json")
+HR1_PLOT = Path("metrics/llara_hr1.csv")
+
+
+def metrics_key(protocol: str, split: str) -> str:
+    """Top-level key of metrics/llara.json: the protocol for test rows (the contract), ``<protocol>/val`` else."""
+    return protocol if split == "test" else f"{protocol}/{split}"
+
+
+def write_hr1_plot(results: dict, target: Path = HR1_PLOT) -> None:
+    """One row per (split key, variant, mode): HR@1 with its CI, for `dvc plots show` (a bar per variant)."""
+    lines = ["split,variant,mode,hr1,ci_low,ci_high,n"]
+    for key, variants in sorted(results.items()):
+        for variant, modes in sorted(variants.items()):
+            for mode, metrics in sorted(modes.items()):
+                if "hr@1" in metrics:
+                    m = metrics["hr@1"]
+                    lines.append(f"{key},{variant},{mode},{m['value']:.6f},{m['ci95'][0]:.6f},{m['ci95'][1]:.6f},{m['n']}")
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def evaluate_variants(fparams: FinetuneParams, eparams: EvaluateParams, llm_params: LLMParams,
@@ -39,11 +59,12 @@ def evaluate_variants(fparams: FinetuneParams, eparams: EvaluateParams, llm_para
                                             modes=eparams.modes, seed=fparams.seed, batch_size=eparams.batch_size,
                                             length_norm=info["train"]["length_norm"])
             write_parquet(predictions, eval_root / fparams.protocol / split / f"{variant}.parquet")
-            results.setdefault(split, {})[variant] = metrics
+            results.setdefault(metrics_key(fparams.protocol, split), {})[variant] = metrics
             log.info("%s %s: %s", split, variant, {m: {k: round(v["value"], 4) for k, v in d.items()}
                                                   for m, d in metrics.items()})
         del model
     write_json(results, metrics_path)
+    write_hr1_plot(results, metrics_path.with_name(HR1_PLOT.name))
     return results
 
 

@@ -3,7 +3,8 @@
 Variants map to curriculum schedules: hybrid-curriculum (the paper's), hybrid-direct, hybrid-two-stage, text-only,
 id-only; ``zero-shot`` trains nothing (0 steps, no score head) so the untrained LLM is evaluated the same way.
 Outputs ``data/runs/<protocol>/<variant>/`` (final/ weights + run.json, checkpoints/ for resume, train_log.jsonl) and
-the plot data ``metrics/finetune/<protocol>/<variant>/{loss,curriculum}.csv``.
+the plot data ``metrics/finetune/<protocol>/<variant>/{loss,curriculum}.csv``. Runs unchanged under
+``torchrun --nproc_per_node N -m tasks.finetune VARIANT`` (data parallel; rank 0 writes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from llara.atomic import atomic_path
 from llara.llm.data import read_examples, read_titles
+from llara.llm.distributed import is_main_process
 from llara.llm.model import ModelConfig
 from llara.llm.runs import LLMSettings, build, check_embedding_rows, load_recommender_dir
 from llara.llm.recipes import VARIANT_SCHEDULES, variant_configs
@@ -76,10 +78,13 @@ def finetune(params: FinetuneParams, llm_params: LLMParams, variant: str, items:
     info = {"llm": {"model": settings.model, "dtype": settings.dtype, "trust_remote_code": settings.trust_remote_code},
             "recommender": str(rec_dir), "items": str(items), "prompts": params.prompts, "variant": variant,
             "protocol": params.protocol, "profile": params.profile, "recipe": params.recipe}
-    log.info("finetune %s on %s: %d steps x %d examples (%s recipe, %s profile)", variant, params.protocol,
-             train_cfg.steps, train_cfg.batch_size, params.recipe, params.profile)
+    main_process = is_main_process()  # under torchrun / accelerate launch only rank 0 logs and writes
+    if main_process:
+        log.info("finetune %s on %s: %d steps x %d examples (%s recipe, %s profile)", variant, params.protocol,
+                 train_cfg.steps, train_cfg.batch_size, params.recipe, params.profile)
     rows = train(model, encoder, examples, train_cfg, out, info, log=log.info)
-    write_plots(rows, plot_dir(params.protocol, variant))
+    if main_process:
+        write_plots(rows, plot_dir(params.protocol, variant))
     return out
 
 

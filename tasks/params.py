@@ -202,6 +202,7 @@ class FinetuneProfile(Strict):
     checkpoint_every: int = Field(10, ge=1)
     llm: str | None = None  # override llm.base_dir (e.g. meta-llama/Llama-2-7b-hf for the paper profile)
     autocast: bool = True
+    gradient_checkpointing: bool = False  # recompute activations in backward (7B on one GPU); same results
 
 
 class FinetuneParams(Strict):

@@ -65,12 +65,12 @@ def source_files(max_untracked_bytes: int = 5_000_000) -> list[str]:
 
 
 def make_workspace(dest: Path, users: int = 30, per_user: int = 12, n_items: int = 40) -> Path:
-    """Copy the repo's tracked + untracked-not-ignored files to ``dest``, add a synthetic generic dataset,
+    """Copy the repo's tracked + untracked-not-ignored files (minus tests and committed metrics) to ``dest``, add a synthetic generic dataset,
     point params.yaml at it (no rating filter, seeded user split), git init + commit (DVC experiments need one)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in source_files():
         src = REPO / name
-        if src.is_file() and not name.startswith("tests/"):
+        if src.is_file() and not name.startswith(("tests/", "metrics/")):  # metrics/: the real pipeline's results
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(src.read_bytes())

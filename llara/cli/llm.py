@@ -50,6 +50,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from llara.llm.data import read_examples, read_titles
+    from llara.llm.distributed import is_main_process
     from llara.llm.recipes import RECIPES, variant_configs
     from llara.llm.runs import LLMSettings, build, check_embedding_rows, load_recommender_dir
     from llara.llm.training import train
@@ -65,7 +66,8 @@ def _finetune(args: argparse.Namespace) -> int:
             "recommender": args.recommender, "items": args.items, "prompts": args.prompts, "variant": args.variant,
             "recipe": args.recipe}
     train(model, encoder, read_examples(args.train), train_cfg, Path(args.out), info)
-    print(f"trained {args.variant} -> {args.out}")
+    if is_main_process():
+        print(f"trained {args.variant} -> {args.out}")
     return 0
 
 

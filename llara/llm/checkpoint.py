@@ -57,7 +57,7 @@ def load_weights(model: LlaraModel, directory: Path) -> None:
 
 def save_checkpoint(root: Path, model: LlaraModel, optimizer: torch.optim.Optimizer, step: int, state: dict,
                     keep: int = 2) -> Path:
-    target = root / f"step-{step:06d}"
+    target = checkpoint_path(root, step)
     with atomic_dir(target) as tmp:
         save_weights(model, tmp)
         tensors, meta = optimizer_tensors(optimizer)
@@ -67,6 +67,10 @@ def save_checkpoint(root: Path, model: LlaraModel, optimizer: torch.optim.Optimi
     for old in list_checkpoints(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def checkpoint_path(root: Path, step: int) -> Path:
+    return Path(root) / f"step-{step:06d}"
 
 
 def list_checkpoints(root: Path) -> list[Path]:

@@ -55,14 +55,22 @@ class ItemFeatures:
 
     @torch.no_grad()
     def candidates(self, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
-                   noise: float = 0.0, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features (B, C, F), standardized scores (B, C)) for each row's candidates."""
+                   noise: float = 0.0, generator: torch.Generator | Sequence[torch.Generator] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features (B, C, F), standardized scores (B, C)) for each row's candidates.
+
+        ``generator``: one for the whole batch, or one per row (the row's noise then does not depend on its batch).
+        """
         b, c = len(candidates), len(candidates[0])
         flat = [int(i) for row in candidates for i in row]
         emb = self.recommender.item_embeddings(flat).float().view(b, c, self.dim)
         z = standardize(self.recommender.score(histories, candidates).float())
         if noise > 0:
-            z = z + noise * torch.randn(z.shape, generator=generator)
+            if isinstance(generator, (list, tuple)):
+                eps = torch.stack([torch.randn(z.shape[1:], generator=g) for g in generator])
+            else:
+                eps = torch.randn(z.shape, generator=generator)
+            z = z + noise * eps
         if self.kind == "item":
             return emb, z
         user = self.recommender.encode(histories).float()

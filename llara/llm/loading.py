@@ -35,7 +35,12 @@ class LoadedLLM:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU."""
+    """``auto`` -> CUDA when present, else CPU; under torchrun / accelerate launch, ``auto`` and ``cuda`` mean this
+    process's GPU (``cuda:LOCAL_RANK``)."""
+    from llara.llm.distributed import launched_device
+
+    if device in ("auto", "cuda") and launched_device() is not None:
+        return launched_device()
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -10,6 +10,7 @@ recommender and training can only learn corrections.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -107,8 +108,11 @@ class LlaraModel(nn.Module):
         return out
 
     # -- forward ---------------------------------------------------------------------------------------------------
-    def input_embeds(self, batch: Batch, score_noise: float = 0.0, generator: torch.Generator | None = None):
-        """(inputs_embeds, standardized recommender scores (B, C), 1 on rows with placeholders else 0)."""
+    def input_embeds(self, batch: Batch, score_noise: float = 0.0,
+                     generator: torch.Generator | Sequence[torch.Generator] | None = None):
+        """(inputs_embeds, standardized recommender scores (B, C), 1 on rows with placeholders else 0).
+
+        ``generator`` draws the score noise: one for the batch or one per batch row."""
         device = self.device
         ids = batch.input_ids.to(device)
         embeds = self.causal_lm.get_input_embeddings()(ids)
@@ -119,6 +123,8 @@ class LlaraModel(nn.Module):
             hist = self.features.history(batch.history_items).to(device)
             embeds = inject(embeds, ids, self.loaded.history_token_id, self.history_projector(hist))
             sub = [batch.examples[i] for i in rows]
+            if isinstance(generator, (list, tuple)):
+                generator = [generator[i] for i in rows]
             feats, zr = self.features.candidates([e.history for e in sub], [e.candidates for e in sub],
                                                  noise=score_noise, generator=generator)
             vecs = self.candidate_projector(feats.to(device).flatten(0, 1))
@@ -138,10 +144,22 @@ class LlaraModel(nn.Module):
         h = torch.gather(hidden, 1, anchors[..., None].expand(-1, -1, hidden.shape[-1]))
         return self.head(h.float()).squeeze(-1) + self.config.residual * z * has[:, None]
 
-    def answer_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross-entropy over the answer tokens (prompt and padding masked)."""
+    def answer_loss(self, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """Next-token cross-entropy over the answer tokens (prompt and padding masked): their mean, or sum."""
         labels = labels.to(hidden.device)
         target = labels[:, 1:]
         sel = target != IGNORE
         logits = self.lm_head(hidden[:, :-1][sel]).float()
-        return nn.functional.cross_entropy(logits, target[sel])
+        return nn.functional.cross_entropy(logits, target[sel], reduction=reduction)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute the LLM's layer activations in the backward pass (non-reentrant; input grads on, as peft needs)."""
+        lm = self.causal_lm
+        if enabled:
+            enable = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
+            enable({"use_reentrant": False})
+            lm.enable_input_require_grads()
+        else:
+            disable = getattr(lm, "activation_checkpointing_disable", None) or lm.gradient_checkpointing_disable
+            disable()
+            lm.disable_input_require_grads()

@@ -6,8 +6,13 @@ Objectives (weights in :class:`TrainConfig`, combinable):
   shared by the C continuations); with it, the generative loss is read off the target's continuation;
 - ``head``: softmax cross-entropy over the score head's candidate scores (recommender residual included).
 
-Everything random is a function of (seed, step): example order, curriculum draws, templates, score noise; the torch
-RNG (dropout) is checkpointed. A resumed run therefore reproduces the uninterrupted one.
+Everything random is a function of (seed, step): example order, curriculum draws, templates, score noise (per global
+example), and the torch RNG (dropout), re-seeded from (seed, step, rank) at each step. A resumed run therefore
+reproduces the uninterrupted one. Each loss is normalized by the whole optimizer step (its examples, its answer
+tokens), so the gradient does not depend on ``micro_batch`` or on the number of processes.
+
+Under ``torchrun`` / ``accelerate launch`` (see :mod:`llara.llm.distributed`) rank r trains on its slice of each
+step's global batch and gradients are summed over the ranks: with dropout off, the weights match a single-process run.
 """
 
 from __future__ import annotations
@@ -15,17 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from llara.atomic import atomic_dir, atomic_path
-from llara.llm.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, save_weights
+from llara.errors import InputError, require
+from llara.llm import distributed
+from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint, save_weights
 from llara.llm.curriculum import example_modes, hybrid_probability, template_draws
 from llara.llm.data import Example, collate, step_indices
 from llara.llm.model import LlaraModel
@@ -56,7 +65,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 10
     keep_checkpoints: int = 2
-    autocast: bool = True
+    autocast: bool = True  # bf16 autocast (CPU, and CUDA where bf16 is supported)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same results
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,17 +87,55 @@ def make_optimizer(model: LlaraModel, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def fingerprint(*parts: dict) -> str:
+def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+NEUTRAL_SETTINGS = ("gradient_checkpointing",)  # memory/speed only: a run may resume with them changed
+LOSS_NORMALIZATION = "per-step"  # fingerprinted: checkpoints of the earlier per-micro-batch means are not resumed
+
+
+def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, n_examples: int) -> str:
+    settings = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_SETTINGS}
+    return fingerprint(settings, model.config.to_dict(), run_info, n_examples, {"loss": LOSS_NORMALIZATION})
 
 
 def autocast_context(model: LlaraModel, enabled: bool):
     device = model.device.type
+    if device == "cuda":
+        enabled = enabled and torch.cuda.is_bf16_supported()
     return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=enabled)
 
 
+@dataclass(frozen=True)
+class LossScale:
+    """Denominators of an optimizer step's losses: its examples and its answer tokens (over all ranks)."""
+
+    examples: int
+    answer_tokens: int
+
+    @classmethod
+    def of(cls, encoder: PromptEncoder, examples: list[Example]) -> "LossScale":
+        return cls(len(examples), sum(len(encoder.answer_ids(e.target)) for e in examples))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the torch RNG (dropout) at an optimizer step on a rank: no RNG state to carry across resumes."""
+    return int(np.random.SeedSequence([seed, 49979687, step, rank]).generate_state(1)[0])
+
+
+def noise_generators(seed: int, step: int, lo: int, hi: int) -> list[torch.Generator]:
+    """Score-noise generators of the step's examples lo..hi-1 (global positions: the same on any rank/micro-batch)."""
+    return [torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 86028121, step, i]).generate_state(1)[0]))
+            for i in range(lo, hi)]
+
+
 def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], modes: list[str],
-               templates: list[int], cfg: TrainConfig, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+               templates: list[int], cfg: TrainConfig, generator, scale: LossScale | None = None
+               ) -> tuple[torch.Tensor, dict]:
+    """A micro-batch's share of the step's loss: per-example losses summed and divided by ``scale.examples``, token
+    losses by ``scale.answer_tokens`` (default: this batch's own counts, i.e. plain means)."""
+    scale = scale or LossScale.of(encoder, examples)
     listwise = cfg.listwise_weight > 0
     batch = collate(encoder, examples, modes, templates, with_answer=not listwise and cfg.generative_weight > 0,
                     pad_id=model.loaded.pad_token_id)
@@ -97,86 +145,118 @@ def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example
         out = model.hidden_states(batch, embeds, use_cache=listwise)
         target = batch.target_index.to(model.device)
         if cfg.head_weight > 0:
-            parts["head"] = nn.functional.cross_entropy(model.head_scores(out.last_hidden_state, batch, z, has), target)
+            scores = model.head_scores(out.last_hidden_state, batch, z, has)
+            parts["head"] = nn.functional.cross_entropy(scores, target, reduction="sum") / scale.examples
         if listwise:
             ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
             lp = candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=out)
-            parts["listwise"] = nn.functional.cross_entropy(reduce_scores(lp, mask, cfg.length_norm), target)
+            scores = reduce_scores(lp, mask, cfg.length_norm)
+            parts["listwise"] = nn.functional.cross_entropy(scores, target, reduction="sum") / scale.examples
             if cfg.generative_weight > 0:
                 rows = torch.arange(len(examples), device=model.device)
-                n_tok = mask.to(model.device)[rows, target].sum()
-                parts["generative"] = -lp[rows, target].sum() / n_tok
+                parts["generative"] = -lp[rows, target].sum() / scale.answer_tokens
         elif cfg.generative_weight > 0:
-            parts["generative"] = model.answer_loss(out.last_hidden_state, batch.labels)
+            parts["generative"] = model.answer_loss(out.last_hidden_state, batch.labels, "sum") / scale.answer_tokens
     weights = {"generative": cfg.generative_weight, "listwise": cfg.listwise_weight, "head": cfg.head_weight}
     loss = sum(weights[k] * v for k, v in parts.items())
     return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def resume_step(ckpt_root: Path, key: str, log: Callable[[str], None]) -> int:
+    """Step of the newest checkpoint made with these settings (0: none); checkpoints of other settings are removed."""
+    checkpoints = list_checkpoints(ckpt_root)
+    if not checkpoints:
+        return 0
+    meta = json.loads((checkpoints[-1] / "state.json").read_text())
+    if meta.get("fingerprint") == key:
+        return int(meta["step"])
+    log(f"ignoring checkpoints in {ckpt_root}: they belong to other settings")
+    for path in checkpoints:
+        shutil.rmtree(path, ignore_errors=True)
+    return 0
 
 
 def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cfg: TrainConfig, out_dir: Path,
           run_info: dict, log: Callable[[str], None] = print) -> list[dict]:
     """Train for ``cfg.steps`` optimizer steps, resuming from the newest matching checkpoint in ``out_dir``.
 
-    Writes ``out_dir/{adapter/, modules.safetensors, run.json, train_log.jsonl}``; returns the per-step log rows.
+    Writes ``out_dir/{final/, checkpoints/, train_log.jsonl}`` (rank 0 only under a distributed launch); returns the
+    per-step log rows (the losses averaged over the ranks).
     """
     out_dir = Path(out_dir)
     ckpt_root = out_dir / "checkpoints"
-    key = fingerprint(cfg.to_dict(), model.config.to_dict(), run_info, len(examples))
+    require(not (cfg.gradient_checkpointing and cfg.listwise_weight > 0), "gradient_checkpointing",
+            "not available with listwise_weight > 0 (the listwise loss reuses the prompt's KV cache)")
+    d = distributed.setup(model.device)
+    lo, hi = distributed.shard(d, cfg.batch_size)
+    if not d.is_main:
+        log = lambda message: None  # noqa: E731
+    key = run_fingerprint(cfg, model, run_info, len(examples))
     torch.manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
     rows: list[dict] = []
-    start = 0
-    checkpoints = list_checkpoints(ckpt_root)
-    if checkpoints:
-        meta = json.loads((checkpoints[-1] / "state.json").read_text())
-        if meta.get("fingerprint") == key:
-            state = load_checkpoint(checkpoints[-1], model, optimizer)
-            start, rows = int(state["step"]), list(state["log"])
-            log(f"resuming from {checkpoints[-1]} (step {start}/{cfg.steps})")
-        else:
-            log(f"ignoring checkpoints in {ckpt_root}: they belong to other settings")
-            for path in checkpoints:
-                import shutil
-
-                shutil.rmtree(path, ignore_errors=True)
+    start = distributed.broadcast_int(resume_step(ckpt_root, key, log) if d.is_main else 0, d, model.device)
+    if start > 0:
+        path = checkpoint_path(ckpt_root, start)
+        if not (path / "state.json").is_file():
+            raise InputError(path, f"rank {d.rank} cannot see the checkpoint rank 0 resumes from: "
+                                   "the run directory must be on a filesystem shared by all nodes")
+        rows = list(load_checkpoint(path, model, optimizer)["log"])
+        log(f"resuming from {path} (step {start}/{cfg.steps})")
+    params = model.trainable_parameters()
+    distributed.broadcast_parameters(params, d)
+    if d.enabled:
+        log(f"data parallel over {d.world_size} processes: {hi - lo} of {cfg.batch_size} examples per step each")
+    if cfg.gradient_checkpointing:
+        model.set_gradient_checkpointing(True)
     model.train()
     n_templates = len(encoder.templates)
+    parts = [k for k in ("generative", "listwise", "head") if getattr(cfg, f"{k}_weight") > 0]
     t0, seen = time.time(), 0
-    progress = tqdm(range(start + 1, cfg.steps + 1), desc="finetune", initial=start, total=cfg.steps, mininterval=5)
+    progress = tqdm(range(start + 1, cfg.steps + 1), desc="finetune", initial=start, total=cfg.steps, mininterval=5,
+                    disable=not d.is_main)
     for step in progress:
         lr = lr_at(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        # the step's global batch and its draws; this rank trains on chosen[lo:hi]
         chosen = [examples[i] for i in step_indices(len(examples), cfg.seed, step, cfg.batch_size)]
         modes = example_modes(cfg.schedule, step, cfg.steps, cfg.seed, len(chosen))
         templates = template_draws(n_templates, cfg.seed, step, len(chosen))
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        scale = LossScale.of(encoder, chosen)
+        torch.manual_seed(step_seed(cfg.seed, step, d.rank))
         optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, float] = {}
-        loss_sum = 0.0
-        for lo in range(0, len(chosen), cfg.micro_batch):
-            hi = min(len(chosen), lo + cfg.micro_batch)
-            loss, parts = batch_loss(model, encoder, chosen[lo:hi], modes[lo:hi], templates[lo:hi], cfg, generator)
-            share = (hi - lo) / len(chosen)
-            (loss * share).backward()
-            loss_sum += float(loss) * share
-            for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v * share
+        sums = [0.0] * (1 + len(parts))  # loss, then its parts (each already this rank's share of the step's)
+        for a in range(lo, hi, cfg.micro_batch):
+            b = min(hi, a + cfg.micro_batch)
+            generators = noise_generators(cfg.seed, step, a, b) if cfg.score_noise > 0 else None
+            loss, values = batch_loss(model, encoder, chosen[a:b], modes[a:b], templates[a:b], cfg, generators, scale)
+            loss.backward()
+            sums[0] += float(loss.detach())
+            for j, name in enumerate(parts):
+                sums[1 + j] += values[name]
+        distributed.all_reduce_gradients(params, d)
         if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        sums = distributed.all_reduce_sum(sums, d, model.device)
         seen += len(chosen)
-        row = {"step": step, "loss": loss_sum, "lr": lr, "examples": step * cfg.batch_size,
+        row = {"step": step, "loss": sums[0], "lr": lr, "examples": step * cfg.batch_size,
                "hybrid_probability": hybrid_probability(cfg.schedule, step, cfg.steps) if cfg.schedule != "id-only" else 0.0,
                "hybrid_share": sum(m != "text" for m in modes) / len(modes)}
-        row.update({k: totals.get(k, float("nan")) for k in ("generative", "listwise", "head")})
+        row.update({k: float("nan") for k in ("generative", "listwise", "head")})
+        row.update(dict(zip(parts, sums[1:])))
         rows.append(row)
-        progress.set_postfix(loss=f"{loss_sum:.3f}", ex_s=f"{seen / max(1e-9, time.time() - t0):.2f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        progress.set_postfix(loss=f"{sums[0]:.3f}", ex_s=f"{seen / max(1e-9, time.time() - t0):.2f}")
+        if d.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(ckpt_root, model, optimizer, step, {"fingerprint": key, "log": rows}, cfg.keep_checkpoints)
     model.eval()
-    write_run(model, out_dir, {**run_info, "train": cfg.to_dict(), "model": model.config.to_dict(), "fingerprint": key},
-              rows)
+    if cfg.gradient_checkpointing:
+        model.set_gradient_checkpointing(False)
+    if d.is_main:
+        write_run(model, out_dir, {**run_info, "train": cfg.to_dict(), "model": model.config.to_dict(),
+                                   "fingerprint": key, "world_size": d.world_size}, rows)
+    distributed.teardown(d)
     elapsed = time.time() - t0
     log(f"trained {cfg.steps} steps ({seen} examples this session in {elapsed:.0f}s) -> {out_dir}")
     return rows

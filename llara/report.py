@@ -197,22 +197,41 @@ def read_curve(path: Path) -> pl.DataFrame:
     return pl.DataFrame(data)
 
 
+def scale_groups(columns: dict[str, list[float]], factor: float = 10.0) -> list[list[str]]:
+    """Group series whose largest magnitudes lie within ``factor`` of each other (one axis per group), so a learning
+    rate or an example counter does not flatten a loss curve."""
+    peaks = {c: max((abs(v) for v in values if v == v), default=0.0) for c, values in columns.items()}
+    groups: list[list[str]] = []
+    for column in sorted(columns, key=lambda c: -peaks[c]):
+        top = groups[-1][0] if groups else None
+        if top is not None and peaks[column] * factor >= peaks[top]:
+            groups[-1].append(column)
+        else:
+            groups.append([column])
+    return groups
+
+
 def curve_png(path: Path) -> bytes | None:
-    """Numeric columns of a plot file against its step column (else the row number); None if nothing numeric."""
+    """Numeric columns of a plot file against its step column (else the row number), one panel per value scale;
+    None if nothing numeric."""
     df = read_curve(path)
     x_name = next((c for c in CURVE_X if c in df.columns), None)
     numeric = [c for c, t in df.schema.items() if t.is_numeric() and c != x_name and df[c].drop_nulls().len() > 0]
     if df.height == 0 or not numeric:
         return None
     x = df[x_name].to_list() if x_name else list(range(df.height))
-    fig = _figure(7.5, 3.2)
-    ax = fig.add_subplot()
-    for column in numeric:
-        ax.plot(x, df[column].cast(pl.Float64).to_list(), label=column, linewidth=1.2)
+    series = {c: df[c].cast(pl.Float64).to_list() for c in numeric}
+    groups = scale_groups(series)
+    fig = _figure(7.5, 2.2 + 1.6 * len(groups))
+    for index, group in enumerate(groups):
+        ax = fig.add_subplot(len(groups), 1, index + 1)
+        for column in sorted(group, key=numeric.index):
+            ax.plot(x, series[column], label=column, linewidth=1.2)
+        if index == 0:
+            ax.set_title(str(path))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
     ax.set_xlabel(x_name or "row")
-    ax.set_title(str(path))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
     return _png(fig)
 
 

@@ -168,3 +168,11 @@ def test_report_renders_in_headless_chromium(outputs: Path, tmp_path: Path):
     pixels = imread(shot)
     assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 1000
     assert float(pixels[..., :3].std()) > 0.05  # not a blank page: text, tables and charts drawn
+
+
+def test_series_of_very_different_scales_get_their_own_panels():
+    from llara.report import scale_groups
+
+    groups = scale_groups({"loss": [5.0, 3.0], "head": [2.0, 1.0], "lr": [1e-4, 5e-4], "examples": [8.0, 480.0]})
+    assert groups == [["examples"], ["loss", "head"], ["lr"]]
+    assert scale_groups({"a": [float("nan"), 1.0]}) == [["a"]]

@@ -24,6 +24,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def require_distinct(value: list[str], what: str) -> list[str]:
+    """Reject a list that names an entry twice (DVC's foreach/matrix would build the stage twice)."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"{what} listed twice: {value}")
+    return value
+
+
 class ColumnsParams(Strict):
     user: str = "user"
     item: str = "item"
@@ -84,9 +91,7 @@ class SplitParams(Strict):
     @field_validator("protocols")
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"protocols listed twice: {value}")
-        return value
+        return require_distinct(value, "protocols")
 
     @model_validator(mode="after")
     def _history(self):
@@ -154,9 +159,7 @@ class PretrainParams(Strict):
     @field_validator("backbones")
     @classmethod
     def _distinct_backbones(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"backbones listed twice: {value}")
-        return value
+        return require_distinct(value, "backbones")
 
 
 LLM_VARIANTS = ("hybrid-curriculum", "hybrid-direct", "hybrid-two-stage", "text-only", "id-only", "zero-shot")

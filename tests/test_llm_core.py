@@ -7,7 +7,7 @@ import torch
 
 from llara.llm.curriculum import example_modes, hybrid_probability
 from llara.llm.data import IGNORE, collate, step_indices
-from llara.llm.generation import greedy_generate, match_answer
+from llara.llm.generation import greedy_generate, match_answer, match_answer_authors
 from llara.llm.model import ModelConfig
 from llara.llm.prompts import load_templates
 from llara.llm.scoring import naive_scores, rank_scores
@@ -125,6 +125,24 @@ def test_answer_matching():
     assert match_answer("I pick Golden Storm!", titles) == 2
     assert match_answer("Night River or Golden Storm", titles) is None  # names two candidates
     assert match_answer("something else", titles) is None
+    assert match_answer("", titles) is None
+
+
+def test_answer_cut_at_a_titles_inner_separator_names_it():
+    titles = ["Niagara, Niagara", "Steal Big, Steal Little", "Alien: Resurrection", "Alien", "Paris Is Burning"]
+    assert match_answer("Niagara", titles) == 0
+    assert match_answer("Steal Big", titles) == 1
+    assert match_answer("Alien", titles) == 3  # an exact title wins over a leading part of another
+    assert match_answer("Paris", titles) is None  # not cut at a separator of "Paris Is Burning"
+    assert match_answer("Steal", titles) is None  # not a whole leading part
+    assert match_answer("Niagara", titles + ["Niagara: The Falls"]) is None  # leading part of two titles
+
+
+def test_authors_parser_counts_substrings():
+    titles = ["Night River", "Night", "Golden Storm"]
+    assert match_answer_authors("Golden Storm", titles) == 2
+    assert match_answer_authors("Night River", titles) is None  # "night" is a substring too: two candidates
+    assert match_answer_authors("Niagara", ["Niagara, Niagara"]) is None
 
 
 def test_rank_without_head_uses_loglik(tiny_llm_dir):

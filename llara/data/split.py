@@ -243,15 +243,22 @@ def data_location(dataset: Dataset) -> str:
 
 
 def _check_rows(parts: dict[str, pl.DataFrame], index: HistoryIndex, where: str) -> None:
-    """Every row's user has interactions and every history item and target is in the item table."""
-    for part in PARTS:
-        df = parts[part]
+    """Rows read from files: every row's user has interactions and every history item and target is in the item
+    table. (Rows derived from the interactions need only :func:`_check_interaction_items`.)"""
+    for part, df in parts.items():
         no_user = df.filter(~pl.col("user").is_in(index.users))
         require(no_user.height == 0, where, f"{part} user {no_user['user'][0] if no_user.height else ''} has no interactions in the dataset")
         items = df.select("user", pl.concat_list("history", "target").alias("item")).explode("item")
         unknown = items.filter(~pl.col("item").is_in(index.pool))
         if unknown.height:
             raise InputError(where, f"{part} row of user {unknown['user'][0]}: item {unknown['item'][0]} is not in the item table")
+
+
+def _check_interaction_items(interactions: pl.DataFrame, pool: np.ndarray, where: str) -> None:
+    """Every interaction's item is in the item table (so is every item of a row derived from them)."""
+    unknown = interactions.filter(~pl.col("item").is_in(pool))
+    if unknown.height:
+        raise InputError(where, f"user {unknown['user'][0]}: item {unknown['item'][0]} is not in the item table")
 
 
 def make_split(dataset: Dataset, config: SplitConfig) -> Split:
@@ -282,8 +289,9 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
         )
     pool = np.unique(dataset.items["item"].to_numpy()).astype(np.int64)
     index = HistoryIndex(dataset.interactions, pool)
-    rows_from = config.paper_files_dir if config.protocol == "paper-files" else where
-    _check_rows(parts, index, str(rows_from))
+    _check_interaction_items(dataset.interactions, pool, where)
+    if config.protocol == "paper-files":
+        _check_rows({p: parts[p] for p in ("val", "test")}, index, str(config.paper_files_dir))
     frames = {}
     for part_index, part in enumerate(PARTS):
         rng = np.random.default_rng([config.seed, part_index])

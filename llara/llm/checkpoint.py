@@ -40,9 +40,13 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_weights(model: LlaraModel, directory: Path) -> None:
-    """The trained parts of a model: ``adapter/`` (when LoRA) and ``modules.safetensors``."""
+    """The trained parts of a model: ``adapter/`` (when LoRA) and ``modules.safetensors``.
+
+    The adapter leaves out the embedding matrices: they are frozen, and the placeholder rows the vocabulary resize
+    adds are zero at every load (``llara.llm.loading.prepare_model``), so saving them (peft's default after a
+    resize) would only add ~100 MB per checkpoint for SmolLM2."""
     if model.config.lora:
-        model.llm.save_pretrained(directory / "adapter")
+        model.llm.save_pretrained(directory / "adapter", save_embedding_layers=False)
     save_file(model.module_state(), directory / "modules.safetensors")
 
 

@@ -1,6 +1,8 @@
 """Evaluate a model on split rows in ``generate`` mode (the paper's) and ``rank`` mode.
 
-- generate: greedy answer; valid when it names exactly one candidate; HR@1 = correct / all, ValidRatio = valid / all.
+- generate: greedy answer; valid when it names exactly one candidate (:func:`match_answer`); HR@1 = correct / all,
+  ValidRatio = valid / all; also both under the authors' parser (``*_authors_parser``: exactly one candidate title is a
+  substring of the answer), for comparison with the paper.
 - rank: candidates ordered by answer log-likelihood (or by the score head when the run has one): HR@1, HR@5, NDCG@5.
 Returns the metrics (llara.metrics.summarize dicts) and one prediction row per example.
 """
@@ -16,7 +18,7 @@ from tqdm import tqdm
 
 from llara.llm.curriculum import template_draws
 from llara.llm.data import Example, collate
-from llara.llm.generation import greedy_generate, match_answer, newline_token_ids
+from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, newline_token_ids
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
 from llara.llm.scoring import rank_scores
@@ -29,45 +31,76 @@ def eval_templates(encoder: PromptEncoder, examples: Sequence[Example], seed: in
     return [template_draws(len(encoder.templates), seed, e.row, 1)[0] for e in examples]
 
 
+def length_order(encoder: PromptEncoder, examples: Sequence[Example], item_mode: str, templates: Sequence[int]) -> list[int]:
+    """Example indices by prompt length (stable): batches of similar lengths waste little compute on padding."""
+    lengths = [len(encoder.encode(e.history, e.candidates, item_mode, t).input_ids) for e, t in zip(examples, templates)]
+    return sorted(range(len(examples)), key=lambda i: lengths[i])
+
+
 def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], *, item_mode: str = "hybrid",
              modes: Sequence[str] = EVAL_MODES, seed: int = 0, batch_size: int = 8, length_norm: bool = True,
              use_head: bool = True, max_new_tokens: int | None = None) -> tuple[dict, pl.DataFrame]:
+    """Metrics of both modes and one prediction row per example (in the input order).
+
+    Batches hold prompts of similar length; when both modes run and the model has a score head, the rank scores are
+    read off the generation's prompt pass (one forward pass per prompt for both modes)."""
     model.eval()
     examples = list(examples)
+    n = len(examples)
     templates = eval_templates(encoder, examples, seed)
     stop_ids = [model.loaded.eos_token_id] + newline_token_ids(model.loaded.tokenizer)
+    generate, rank = "generate" in modes, "rank" in modes
+    head_from_prompt = generate and rank and use_head and model.head is not None
+    answers: list = [None] * n
+    score_rows: list = [None] * n
+    order = length_order(encoder, examples, item_mode, templates)
+    for lo in tqdm(range(0, n, batch_size), desc="evaluate", mininterval=5):
+        idx = order[lo:lo + batch_size]
+        chunk = [examples[i] for i in idx]
+        batch = collate(encoder, chunk, [item_mode] * len(chunk), [templates[i] for i in idx], False,
+                        model.loaded.pad_token_id)
+        head_scores: list = []
+        if generate:
+            limit = max_new_tokens or max(len(encoder.answer_ids(c)) for e in chunk for c in e.candidates)
+            keep = (lambda h, z, has: head_scores.append(model.head_scores(h, batch, z, has))) if head_from_prompt else None
+            for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=keep)):
+                answers[i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
+        if rank:
+            scores = head_scores[0] if head_scores else rank_scores(model, encoder, batch, length_norm=length_norm,
+                                                                     use_head=use_head)
+            for i, row in zip(idx, scores.float().cpu()):
+                score_rows[i] = row
     pred: dict[str, list] = {"row": [e.row for e in examples], "user": [e.user for e in examples],
                              "target": [e.target for e in examples], "template": templates}
     metrics: dict[str, dict] = {}
-    if "generate" in modes:
-        answers, picked = [], []
-        for lo in tqdm(range(0, len(examples), batch_size), desc="generate", mininterval=5):
-            chunk = examples[lo:lo + batch_size]
-            batch = collate(encoder, chunk, [item_mode] * len(chunk), templates[lo:lo + batch_size], False,
-                            model.loaded.pad_token_id)
-            limit = max_new_tokens or max(len(encoder.answer_ids(c)) for e in chunk for c in e.candidates)
-            for e, ids in zip(chunk, greedy_generate(model, batch, limit, stop_ids)):
-                text = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                k = match_answer(text, [encoder.title(c) for c in e.candidates])
-                answers.append(text)
-                picked.append(None if k is None else e.candidates[k])
-        valid = np.array([p is not None for p in picked], dtype=float)
-        correct = np.array([p == e.target for p, e in zip(picked, examples)], dtype=float)
-        metrics["generate"] = {"hr@1": summarize(correct, seed=seed), "valid_ratio": summarize(valid, seed=seed)}
-        pred.update(generated=answers, generated_item=picked, valid=valid.astype(bool), correct=correct.astype(bool))
-    if "rank" in modes:
-        scores = []
-        for lo in tqdm(range(0, len(examples), batch_size), desc="rank", mininterval=5):
-            chunk = examples[lo:lo + batch_size]
-            batch = collate(encoder, chunk, [item_mode] * len(chunk), templates[lo:lo + batch_size], False,
-                            model.loaded.pad_token_id)
-            scores.append(rank_scores(model, encoder, batch, length_norm=length_norm, use_head=use_head))
-        table = torch.cat(scores).numpy()
+    if generate:
+        metrics["generate"] = generate_metrics(encoder, examples, answers, seed, pred)
+    if rank:
+        table = torch.stack(score_rows).numpy()
         ranks = target_ranks(table, [e.target_index for e in examples])
         metrics["rank"] = ranking_metrics(ranks, ks=(1, 5), ndcg_ks=(5,), seed=seed)
         pred.update(rank=ranks, top_item=[e.candidates[int(np.argmax(s))] for e, s in zip(examples, table)],
                     scores=[list(map(float, s)) for s in table])
     return metrics, pl.DataFrame(pred, strict=False)
+
+
+def generate_metrics(encoder: PromptEncoder, examples: Sequence[Example], answers: Sequence[str], seed: int,
+                     pred: dict) -> dict:
+    """HR@1 and ValidRatio of the answers under our parser and the authors'; adds the prediction columns."""
+    picked, authors = [], []
+    for e, text in zip(examples, answers):
+        names = [encoder.title(c) for c in e.candidates]
+        k, a = match_answer(text, names), match_answer_authors(text, names)
+        picked.append(None if k is None else e.candidates[k])
+        authors.append(None if a is None else e.candidates[a])
+    valid = np.array([p is not None for p in picked], dtype=float)
+    correct = np.array([p == e.target for p, e in zip(picked, examples)], dtype=float)
+    a_valid = np.array([p is not None for p in authors], dtype=float)
+    a_correct = np.array([p == e.target for p, e in zip(authors, examples)], dtype=float)
+    pred.update(generated=list(answers), generated_item=picked, valid=valid.astype(bool), correct=correct.astype(bool))
+    return {"hr@1": summarize(correct, seed=seed), "valid_ratio": summarize(valid, seed=seed),
+            "hr@1_authors_parser": summarize(a_correct, seed=seed),
+            "valid_ratio_authors_parser": summarize(a_valid, seed=seed)}
 
 
 def hit_rate(ranks: np.ndarray) -> float:

@@ -7,7 +7,7 @@ row stops at the end marker (EOS) or a newline; decoding stops when all rows hav
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -23,16 +23,21 @@ def newline_token_ids(tokenizer) -> list[int]:
 
 @torch.no_grad()
 def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_ids: Sequence[int],
-                    early_stop: bool = True) -> list[list[int]]:
-    """Greedy token ids generated after each (left-padded) prompt, up to and excluding the first stop token."""
+                    early_stop: bool = True, on_prompt: Callable | None = None) -> list[list[int]]:
+    """Greedy token ids generated after each (left-padded) prompt, up to and excluding the first stop token.
+
+    ``on_prompt(hidden, z, has)`` receives the prompt pass's hidden states (and the recommender scores of
+    :meth:`LlaraModel.input_embeds`), e.g. to read the score head off the same pass."""
     device = model.device
-    embeds, _, _ = model.input_embeds(batch)
+    embeds, z, has = model.input_embeds(batch)
     mask = batch.attention_mask.to(device)
     positions = batch.position_ids.to(device)
     banned = [model.loaded.history_token_id, model.loaded.candidate_token_id]
     stop = torch.tensor(sorted(set(stop_ids)), device=device)
     b = embeds.shape[0]
     out = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+    if on_prompt is not None:
+        on_prompt(out.last_hidden_state, z, has)
     cache, hidden = out.cache, out.last_hidden_state[:, -1]
     next_pos = positions[:, -1] + 1
     done = torch.zeros(b, dtype=torch.bool, device=device)
@@ -67,12 +72,34 @@ def normalize_title(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
 
 
+_TITLE_BREAK = re.compile(r"\s*[,:;(\[]")  # where a title has an inner separator ("Paris, France", "Alien: ...")
+
+
+def leading_parts(title: str) -> set[str]:
+    """Normalized parts of a title before each inner separator: "Steal Big, Steal Little" -> {"steal big"}."""
+    return {p for p in (normalize_title(title[:m.start()]) for m in _TITLE_BREAK.finditer(title)) if p}
+
+
 def match_answer(answer: str, titles: Sequence[str]) -> int | None:
-    """Index of the one candidate the answer names: exact normalized match first, else unique containment."""
+    """Index of the one candidate the answer names, else None. In order: exact normalized match; the one title
+    contained in the answer (whole words); the one title the answer is a leading part of, cut at the title's own inner
+    separator (the paper's prompts list candidates separated by commas, so "Niagara, Niagara" can come back as
+    "Niagara")."""
     norm = normalize_title(answer.split("\n")[0])
+    if not norm:
+        return None
     cands = [normalize_title(t) for t in titles]
-    exact = [i for i, t in enumerate(cands) if t == norm]
-    if len(exact) == 1:
-        return exact[0]
-    contained = [i for i, t in enumerate(cands) if t and re.search(rf"(^| ){re.escape(t)}( |$)", norm)]
-    return contained[0] if len(contained) == 1 else None
+    for matches in ([i for i, t in enumerate(cands) if t == norm],
+                    [i for i, t in enumerate(cands) if t and re.search(rf"(^| ){re.escape(t)}( |$)", norm)],
+                    [i for i, t in enumerate(titles) if norm in leading_parts(t)]):
+        if matches:
+            return matches[0] if len(matches) == 1 else None
+    return None
+
+
+def match_answer_authors(answer: str, titles: Sequence[str]) -> int | None:
+    """The authors' parser (for comparison with the paper): valid when exactly one lower-cased candidate title is a
+    substring of the answer's lower-cased first line."""
+    text = answer.split("\n")[0].strip().lower()
+    found = [i for i, t in enumerate(titles) if t.strip().lower() in text]
+    return found[0] if len(found) == 1 else None

@@ -16,7 +16,7 @@ RECIPES = {
                   listwise_weight=0.0, optimizer="adam", lr=2e-4),
     # ours: affinity features, score head with recommender residual, generative loss kept for generate mode
     "ours": dict(candidate_features="affinity", score_head=True, residual=1.0, generative_weight=1.0, head_weight=1.0,
-                 listwise_weight=0.0, score_noise=0.5, optimizer="adamw", lr=5e-4),
+                 listwise_weight=0.0, score_noise=0.5, optimizer="adamw", lr=5e-4, lora_dropout=0.0),
 }
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from llara.errors import InputError, require
 from llara.llm.curriculum import template_draws

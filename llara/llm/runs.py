@@ -62,8 +62,9 @@ def read_run_info(run_dir: str | Path) -> dict:
 
 
 def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, device: str = "auto",
-             llm_model: str | None = None) -> tuple[LlaraModel, PromptEncoder, dict]:
-    """A trained run, ready for evaluation (eval mode, frozen)."""
+             llm_model: str | None = None, merge: bool = True) -> tuple[LlaraModel, PromptEncoder, dict]:
+    """A trained run, ready for evaluation (eval mode, frozen); ``merge`` folds the LoRA adapter into the base
+    weights (faster; scores differ by the rounding of the LLM's dtype)."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -80,6 +81,8 @@ def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, dev
     if not modules.is_file():
         raise InputError(modules, "missing (incomplete run)")
     model.load_module_state(load_file(modules))
+    if merge:
+        model.merge_lora()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -17,6 +17,8 @@ step's global batch and gradients are summed over the ranks: with dropout off, t
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import math
@@ -119,6 +121,24 @@ class LossScale:
         return cls(len(examples), sum(len(encoder.answer_ids(e.target)) for e in examples))
 
 
+def _libc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc). Without it the peak RSS of CPU fine-tuning grows step after
+    step with fragmentation (3 GiB after 3 steps, ~5.8 GiB after 60 in the default profile)."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Seed of the torch RNG (dropout) at an optimizer step on a rank: no RNG state to carry across resumes."""
     return int(np.random.SeedSequence([seed, 49979687, step, rank]).generate_state(1)[0])
@@ -177,8 +197,12 @@ def resume_step(ckpt_root: Path, key: str, log: Callable[[str], None]) -> int:
 
 
 def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cfg: TrainConfig, out_dir: Path,
-          run_info: dict, log: Callable[[str], None] = print) -> list[dict]:
+          run_info: dict, log: Callable[[str], None] = print,
+          on_step: Callable[[dict], bool] | None = None) -> list[dict]:
     """Train for ``cfg.steps`` optimizer steps, resuming from the newest matching checkpoint in ``out_dir``.
+
+    ``on_step(row)`` runs on rank 0 after each optimizer step (the model may be evaluated there: it is put back in
+    training mode afterwards); when it returns True training stops early and the run is saved at that step.
 
     Writes ``out_dir/{final/, checkpoints/, train_log.jsonl}`` (rank 0 only under a distributed launch); returns the
     per-step log rows (the losses averaged over the ranks).
@@ -239,6 +263,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
+        trim_heap()
         sums = distributed.all_reduce_sum(sums, d, model.device)
         seen += len(chosen)
         row = {"step": step, "loss": sums[0], "lr": lr, "examples": step * cfg.batch_size,
@@ -250,15 +275,22 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         progress.set_postfix(loss=f"{sums[0]:.3f}", ex_s=f"{seen / max(1e-9, time.time() - t0):.2f}")
         if d.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(ckpt_root, model, optimizer, step, {"fingerprint": key, "log": rows}, cfg.keep_checkpoints)
+        if on_step is not None:
+            stop = distributed.broadcast_int(int(bool(on_step(row))) if d.is_main else 0, d, model.device)
+            model.train()
+            if stop:
+                log(f"stopped early at step {step}/{cfg.steps}")
+                break
     model.eval()
     if cfg.gradient_checkpointing:
         model.set_gradient_checkpointing(False)
     if d.is_main:
         write_run(model, out_dir, {**run_info, "train": cfg.to_dict(), "model": model.config.to_dict(),
-                                   "fingerprint": key, "world_size": d.world_size}, rows)
+                                   "fingerprint": key, "world_size": d.world_size,
+                                   "steps_done": rows[-1]["step"] if rows else 0}, rows)
     distributed.teardown(d)
     elapsed = time.time() - t0
-    log(f"trained {cfg.steps} steps ({seen} examples this session in {elapsed:.0f}s) -> {out_dir}")
+    log(f"trained {rows[-1]['step'] if rows else 0} steps ({seen} examples this session in {elapsed:.0f}s) -> {out_dir}")
     return rows
 
 

@@ -1,0 +1,185 @@
+"""Fine-tuning throughput (benchmark 2): examples/s, real tokens/s and achieved FLOP/s against this machine's matmul
+rates measured in the same run, for our training path and a paper-style configuration.
+
+- our path: `llara.llm.training.train` as the pipeline runs it (params.yaml's default profile, every example hybrid):
+  bf16 weights + autocast, left-padded micro-batches, the LM head applied only at answer positions; measured with
+  the default recipe (`ours`: no LoRA dropout, score head + generative loss) and with the paper recipe;
+- paper-style path: the paper recipe with fp32 weights, right-padded micro-batches and logits at every position (the
+  HF `labels=` loss); same examples, LoRA and projector.
+
+FLOPs are counted from the real (unpadded) shapes: per token 2 x the frozen linear weights forward and once more for
+the activation gradients (no weight gradients); LoRA 3x (forward, input and weight gradients); causal attention
+2 * L^2 * d per layer forward, 3x in all; the LM head 2 * V * d per answer token, 2x in all; padding and logits nobody
+uses are not counted. MFU = counted FLOP/s / the best bf16 matmul rate measured here (several GEMM shapes).
+Floors: the default recipe on our path >= 50% MFU and >= 2x the examples/s of the paper-style path.
+Last line: mfu_bf16=<default recipe, our path>.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchlib import ROOT, add_clock_argument, machine, make_clock, record, right_padded
+from llara.llm.curriculum import template_draws
+from llara.llm.data import collate, read_examples, read_titles, step_indices
+from llara.llm.runs import LLMSettings, build, load_recommender_dir
+from llara.llm.training import make_optimizer, train
+from tasks.finetune import ITEMS, configs, recommender_dir
+from tasks.params import load_params
+
+GEMM_SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048)]
+CLOCK = {"fn": time.perf_counter}
+
+
+def clock() -> float:
+    """Seconds on the clock chosen by `--clock` (benchlib.make_clock)."""
+    return CLOCK["fn"]()
+
+
+def matmul_rate(dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """Best FLOP/s of a plain matmul over GEMM_SHAPES (the model's MLP shapes and a square one)."""
+    best = 0.0
+    for m, k, n in GEMM_SHAPES:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b
+        reps, t = 0, clock()
+        while clock() - t < seconds / len(GEMM_SHAPES):
+            a @ b
+            reps += 1
+        best = max(best, 2 * m * k * n * reps / (clock() - t))
+    return best
+
+
+def flop_counter(model):
+    """Training FLOPs of one example from its real prompt and answer lengths (see the module docstring)."""
+    decoder, cfg = model.decoder, model.causal_lm.config
+    base = sum(m.weight.numel() for name, m in decoder.named_modules()
+               if isinstance(m, nn.Linear) and "lora_" not in name)
+    lora = sum(p.numel() for name, p in decoder.named_parameters() if "lora_" in name)
+    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+
+    def count(length: int, answer: int) -> float:
+        return (2 * 2 * base * length + 3 * 2 * lora * length + 3 * 2 * layers * length ** 2 * d
+                + 2 * 2 * vocab * d * answer)
+    return count
+
+
+def setup(dtype: str, recipe: str | None = None):
+    """Model, encoder, train rows and train config of a recipe (default: params.yaml's), every example hybrid."""
+    params = load_params(ROOT / "params.yaml")
+    fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe})
+    cfg, model_cfg = configs(fparams, "hybrid-direct")
+    titles = read_titles(ROOT / ITEMS)
+    rec = load_recommender_dir(ROOT / recommender_dir(fparams))
+    torch.manual_seed(0)
+    model, enc = build(LLMSettings(str(ROOT / params.llm.base_dir), dtype, "cpu"), rec, titles, fparams.prompts,
+                       model_cfg)
+    examples = read_examples(ROOT / "data/split" / fparams.protocol / "train.parquet")
+    return model, enc, examples, cfg
+
+
+def step_work(enc, examples, cfg, step: int, count) -> tuple[list, list[int], int, float]:
+    """The step's examples, their templates, real tokens and counted FLOPs."""
+    chosen = [examples[i] for i in step_indices(len(examples), cfg.seed, step, cfg.batch_size)]
+    templates = template_draws(len(enc.templates), cfg.seed, step, len(chosen))
+    tokens = flops = 0
+    for e, t in zip(chosen, templates):
+        length = len(enc.encode(e.history, e.candidates, "hybrid", t).input_ids) + len(enc.answer_ids(e.target))
+        tokens += length
+        flops += count(length, len(enc.answer_ids(e.target)))
+    return chosen, templates, tokens, flops
+
+
+def run_ours(steps: int, micro: int, recipe: str | None) -> dict:
+    model, enc, examples, cfg = setup("bfloat16", recipe)
+    cfg = replace(cfg, steps=steps + 1, micro_batch=micro, checkpoint_every=10 ** 6)
+    count = flop_counter(model)
+    marks: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, enc, examples, cfg, Path(tmp), {}, lambda m: None,
+              on_step=lambda row: marks.append(clock()) and False)
+    work = [step_work(enc, examples, cfg, s, count) for s in range(2, steps + 2)]  # step 1 is the warm-up
+    name = f"{recipe or 'default'} recipe, our path"
+    return summarize(name, marks[-1] - marks[0], work, cfg.batch_size)
+
+
+def run_paper_style(steps: int, micro: int) -> dict:
+    model, enc, examples, cfg = setup("float32", "paper")
+    count = flop_counter(model)
+    optimizer = make_optimizer(model, cfg)
+    pad = model.loaded.pad_token_id
+    model.train()
+    elapsed, work = 0.0, []
+    for step in range(1, steps + 2):
+        chosen, templates, tokens, flops = step_work(enc, examples, cfg, step, count)
+        t = clock()
+        optimizer.zero_grad(set_to_none=True)
+        for a in range(0, len(chosen), micro):
+            batch = right_padded(collate(enc, chosen[a:a + micro], ["hybrid"] * len(chosen[a:a + micro]),
+                                         templates[a:a + micro], True, pad), pad)
+            embeds, _, _ = model.input_embeds(batch)
+            hidden = model.hidden_states(batch, embeds).last_hidden_state
+            logits = model.lm_head(hidden).float()  # every position, as LlamaForCausalLM(labels=...) does
+            loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(),
+                                               ignore_index=-100)
+            (loss * len(batch.examples) / len(chosen)).backward()
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.grad_clip)
+        optimizer.step()
+        if step > 1:
+            elapsed += clock() - t
+            work.append((chosen, templates, tokens, flops))
+    return summarize("paper recipe, paper-style path", elapsed, work, cfg.batch_size)
+
+
+def summarize(name: str, seconds: float, work: list, batch_size: int) -> dict:
+    tokens = sum(w[2] for w in work)
+    flops = sum(w[3] for w in work)
+    n = len(work) * batch_size
+    return {"name": name, "s_per_step": seconds / len(work), "examples_s": n / seconds, "tokens_s": tokens / seconds,
+            "flop_s": flops / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 measured steps per configuration (default 6)")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--micro-batch", type=int, default=None, help="default: the profile's micro_batch")
+    add_clock_argument(parser)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    CLOCK["fn"] = make_clock(args.clock, args.threads)
+    steps = 2 if args.quick else args.steps
+    micro = args.micro_batch or load_params(ROOT / "params.yaml").finetune.profiles["default"].micro_batch
+    rates = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
+    results = [run_ours(steps, micro, None), run_ours(steps, micro, "paper"), run_paper_style(steps, micro)]
+    rates_after = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
+    rates = {k: max(v, rates_after[k]) for k, v in rates.items()}  # best of before/after: conservative MFU
+    print(f"matmul rates: bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s, fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s "
+          f"({machine()}, {steps} measured steps of 8 examples, micro-batch {micro}, {args.clock} clock)")
+    print(f"{'configuration':32s} {'s/step':>7s} {'ex/s':>6s} {'tok/s':>7s} {'GFLOP/s':>8s} {'MFU bf16':>9s} {'MFU fp32':>9s}")
+    for r in results:
+        print(f"{r['name']:32s} {r['s_per_step']:7.2f} {r['examples_s']:6.2f} {r['tokens_s']:7.0f} "
+              f"{r['flop_s'] / 1e9:8.1f} {r['flop_s'] / rates['bf16']:9.1%} {r['flop_s'] / rates['fp32']:9.1%}")
+    ours, paper = results[0], results[-1]
+    speedup = ours["examples_s"] / paper["examples_s"]
+    mfu = ours["flop_s"] / rates["bf16"]
+    print(f"default recipe (our path) vs paper-style: {speedup:.2f}x examples/s (floor 2x); MFU {mfu:.1%} of bf16 matmul (floor 50%)")
+    record(f"bench_finetune ({steps} steps, micro-batch {micro}, {args.clock} clock, load {os.getloadavg()[0]:.1f}): matmul bf16 {rates['bf16'] / 1e9:.0f} / fp32 "
+           f"{rates['fp32'] / 1e9:.0f} GFLOP/s; " + "; ".join(
+               f"{r['name']}: {r['s_per_step']:.2f} s/step, {r['examples_s']:.2f} ex/s, {r['tokens_s']:.0f} tok/s, "
+               f"{r['flop_s'] / 1e9:.1f} GFLOP/s" for r in results)
+           + f"; speedup_vs_paper_style={speedup:.2f}, mfu_bf16={mfu:.3f}")
+    print(f"mfu_bf16={mfu:.3f}")
+
+
+if __name__ == "__main__":
+    main()

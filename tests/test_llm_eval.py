@@ -1,0 +1,86 @@
+"""Evaluation batching (length order, one prompt pass for both modes), LoRA merging and early stopping of training,
+on a tiny random Llama whose adapter and score head are not at their zero initialization."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llara.llm.data import collate
+from llara.llm.evaluation import evaluate, eval_templates, length_order
+from llara.llm.model import ModelConfig
+from llara.llm.scoring import rank_scores
+from llara.llm.training import TrainConfig, train
+from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
+
+
+def perturbed(tiny_llm_dir):
+    """A tiny hybrid model with non-zero LoRA B matrices and score head (as after training)."""
+    torch.manual_seed(1)
+    model, enc, _, _ = build_tiny(tiny_llm_dir, config=ModelConfig(lora_r=4, lora_dropout=0.0, score_head=True,
+                                                                   candidate_features="affinity"))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or name.startswith("head."):
+                p.normal_(0, 0.5)
+    model.eval()
+    return model, enc
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llm_dir):
+    return perturbed(tiny_llm_dir)
+
+
+def scores(pred) -> np.ndarray:
+    return np.array(pred["scores"].to_list())
+
+
+def test_length_ordered_batches_report_in_input_order(tiny):
+    model, enc = tiny
+    ex = fake_examples(7, 30)
+    assert length_order(enc, ex, "hybrid", eval_templates(enc, ex, 0)) != list(range(7))  # batches are reordered
+    m3, p3 = evaluate(model, enc, ex, batch_size=3, max_new_tokens=4)
+    m1, p1 = evaluate(model, enc, ex, batch_size=1, max_new_tokens=4)
+    assert p3["row"].to_list() == [e.row for e in ex]
+    assert p3["generated"].to_list() == p1["generated"].to_list()
+    assert np.allclose(scores(p3), scores(p1), atol=1e-4)
+    assert m3["rank"]["hr@1"]["value"] == m1["rank"]["hr@1"]["value"]
+
+
+def test_both_modes_read_the_head_off_the_generation_pass(tiny):
+    model, enc = tiny
+    ex = fake_examples(5, 30)
+    _, both = evaluate(model, enc, ex, modes=["generate", "rank"], batch_size=2, max_new_tokens=3)
+    _, rank_only = evaluate(model, enc, ex, modes=["rank"], batch_size=2)
+    assert np.allclose(scores(both), scores(rank_only), atol=1e-5)
+    assert np.ptp(scores(both)) > 0.1  # the head is not at its zero start: the test compares real scores
+
+
+def test_merged_lora_scores_like_the_adapter(tiny_llm_dir):
+    model, enc = perturbed(tiny_llm_dir)
+    ex = fake_examples(3, 30)
+    batch = collate(enc, ex, ["hybrid", "text", "id"], [0, 1, 2], False, model.loaded.pad_token_id)
+    with_adapter = rank_scores(model, enc, batch, use_head=False)
+    model.merge_lora()
+    assert not any("lora_" in name for name, _ in model.named_parameters())
+    assert torch.allclose(rank_scores(model, enc, batch, use_head=False), with_adapter, atol=1e-4)
+    model.merge_lora()  # no adapter left: a no-op
+
+
+def test_on_step_stops_training_early(tmp_path, tiny_llm_dir):
+    model, enc, _, _ = build_tiny(tiny_llm_dir)
+    seen = []
+    cfg = TrainConfig(steps=6, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100)
+    rows = train(model, enc, fake_examples(8, 30), cfg, tmp_path, {}, lambda m: None,
+                 on_step=lambda row: seen.append(row["step"]) or row["step"] == 2)
+    assert seen == [1, 2] and [r["step"] for r in rows] == [1, 2]
+    assert json.loads((tmp_path / "final" / "run.json").read_text())["steps_done"] == 2
+    assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 2
+    assert model.training is False
+    adapter = load_file(tmp_path / "final" / "adapter" / "adapter_model.safetensors")
+    assert adapter and all("lora_" in key for key in adapter)  # no frozen embedding matrices in the adapter

@@ -206,6 +206,7 @@ class FinetuneProfile(Strict):
     llm: str | None = None  # override llm.base_dir (e.g. meta-llama/Llama-2-7b-hf for the paper profile)
     autocast: bool = True
     gradient_checkpointing: bool = False  # recompute activations in backward (7B on one GPU); same results
+    attention: Literal["auto", "eager", "sdpa"] = "auto"  # attention kernel while training (auto: eager on CPU)
 
 
 class FinetuneParams(Strict):

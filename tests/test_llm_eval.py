@@ -1,5 +1,5 @@
-"""Evaluation batching (length order, one prompt pass for both modes), LoRA merging and early stopping of training,
-on a tiny random Llama whose adapter and score head are not at their zero initialization."""
+"""Evaluation batching (length order, one prompt pass for both modes), LoRA merging, early stopping of training and
+the attention kernel while training, on a tiny random Llama (adapter and score head moved off their zero start)."""
 
 from __future__ import annotations
 
@@ -74,11 +74,17 @@ def test_merged_lora_scores_like_the_adapter(tiny_llm_dir):
 
 def test_on_step_stops_training_early(tmp_path, tiny_llm_dir):
     model, enc, _, _ = build_tiny(tiny_llm_dir)
-    seen = []
+    seen, kernels, own = [], set(), model.attention
     cfg = TrainConfig(steps=6, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100)
-    rows = train(model, enc, fake_examples(8, 30), cfg, tmp_path, {}, lambda m: None,
-                 on_step=lambda row: seen.append(row["step"]) or row["step"] == 2)
+
+    def on_step(row):
+        seen.append(row["step"])
+        kernels.add(model.attention)
+        return row["step"] == 2
+
+    rows = train(model, enc, fake_examples(8, 30), cfg, tmp_path, {}, lambda m: None, on_step=on_step)
     assert seen == [1, 2] and [r["step"] for r in rows] == [1, 2]
+    assert kernels == {"eager"} and model.attention == own == "sdpa"  # eager while training on CPU, then restored
     assert json.loads((tmp_path / "final" / "run.json").read_text())["steps_done"] == 2
     assert len((tmp_path / "train_log.jsonl").read_text().splitlines()) == 2
     assert model.training is False

@@ -152,6 +152,14 @@ class LlaraModel(nn.Module):
         logits = self.lm_head(hidden[:, :-1][sel]).float()
         return nn.functional.cross_entropy(logits, target[sel], reduction=reduction)
 
+    @property
+    def attention(self) -> str:
+        """The LLM's attention implementation (eager, sdpa, ...)."""
+        return self.causal_lm.config._attn_implementation
+
+    def set_attention(self, implementation: str) -> None:
+        self.causal_lm.set_attn_implementation(implementation)
+
     def merge_lora(self) -> None:
         """Fold the LoRA adapter into the base weights for inference (no adapter matmuls or dtype casts per layer:
         ~30% faster prefill on CPU). The merged weights keep the LLM's dtype, so scores move by its rounding."""

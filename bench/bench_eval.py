@@ -2,9 +2,10 @@
 
 (a) the authors' procedure: greedy, 64 new tokens, no early stop, batch 8, RIGHT padding;
 (b) our generate mode: left padding, max new tokens from the longest candidate answer, stop at the end marker;
-(c) our rank mode: prompt once, KV cache shared by the 20 continuations;
+(c) our rank mode by answer log-likelihood: prompt once, KV cache shared by the 20 continuations;
 (d) naive ranking: 20 full sequences per user, one by one;
-(e) our default evaluation: both modes in one pass over the prompts (`evaluate`'s default).
+(e) our default evaluation: both modes in one pass over the prompts (`evaluate`'s default);
+(f) our rank mode with the run's score head (when it has one): the prompt pass alone.
 Floors: (b) >= 3x (a), (c) >= 5x (d). Last line: eval_speedup_vs_authors=<(b)/(a)>.
 Each procedure also reports the quality it gives on the same users (HR@1; ValidRatio for the generating ones, the
 authors' parser for (a), ours for (b)). Evaluates the pipeline's trained hybrid-curriculum run when present (--run),
@@ -26,6 +27,7 @@ from llara.llm.generation import greedy_generate, match_answer_authors  # noqa: 
 from llara.llm.model import ModelConfig  # noqa: E402
 from llara.llm.runs import LLMSettings, build, load_recommender_dir, load_run, read_run_info  # noqa: E402
 from llara.llm.scoring import naive_scores  # noqa: E402
+from tasks.params import load_params  # noqa: E402
 
 DEFAULT_RUN = ROOT / "data/runs/paper/hybrid-curriculum"
 
@@ -80,9 +82,10 @@ def load_model(run: Path | None, merge: bool = True):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16 users (4 for naive ranking)")
-    parser.add_argument("--users", type=int, default=48)
+    parser.add_argument("--users", type=int, default=48, help="first N test users (default 48; naive ranking: N/4)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8, help="our generate / rank batch (evaluate.batch_size)")
+    parser.add_argument("--batch-size", type=int, default=load_params(ROOT / "params.yaml").evaluate.batch_size,
+                        help="our generate / rank batch (default: params.yaml's evaluate.batch_size)")
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN,
                         help="trained run to evaluate (default: the pipeline's hybrid-curriculum run when present)")
     add_clock_argument(parser)
@@ -98,9 +101,10 @@ def main() -> None:
     pad = model.loaded.pad_token_id
     results, quality = {}, {}
 
-    def ours(mode: str):
+    def ours(mode: str, use_head: bool = True):
         modes = ["generate", "rank"] if mode == "both" else [mode]
-        metrics, _ = evaluate(model, enc, examples, modes=modes, batch_size=args.batch_size, length_norm=length_norm)
+        metrics, _ = evaluate(model, enc, examples, modes=modes, batch_size=args.batch_size, length_norm=length_norm,
+                              use_head=use_head)
         return metrics if mode == "both" else metrics[mode]
 
     def naive():
@@ -118,9 +122,14 @@ def main() -> None:
     results["(b) our generate"] = clock() - t
     quality["(b) our generate"] = f"HR@1 {m['hr@1']['value']:.3f}, VR {m['valid_ratio']['value']:.3f}"
     t = clock()
-    m = ours("rank")
-    results["(c) our rank (shared KV)"], quality["(c) our rank (shared KV)"] = (clock() - t,
-                                                                              f"HR@1 {m['hr@1']['value']:.3f}")
+    m = ours("rank", use_head=False)
+    results["(c) our rank (shared KV)"], quality["(c) our rank (shared KV)"] = (
+        clock() - t, f"HR@1 {m['hr@1']['value']:.3f} (log-likelihood)")
+    if model.head is not None:
+        t = clock()
+        m = ours("rank")
+        results["(f) our rank (score head)"], quality["(f) our rank (score head)"] = (
+            clock() - t, f"HR@1 {m['hr@1']['value']:.3f}")
     t = clock()
     m = ours("both")
     results["(e) our default (both modes)"] = clock() - t

@@ -32,6 +32,9 @@ def worker(steps: int | None, threads: int) -> None:
     from tasks.finetune import ITEMS, configs, recommender_dir
     from tasks.params import load_params
 
+    from llara.cli import apply_runtime_defaults
+
+    apply_runtime_defaults()  # as the `llara` CLI and the DVC stages do
     torch.set_num_threads(threads)
     phases = {"start": peak_gib()}
     params = load_params(ROOT / "params.yaml")
@@ -82,7 +85,7 @@ def main() -> None:
     peak = max(result["phases"].values())
     record(f"bench_memory ({result['variant']}, {result['recipe']} recipe, {result['steps']} steps, micro-batch "
            f"{result['micro_batch']}): " + ", ".join(f"{k} {v:.2f}" for k, v in result["phases"].items())
-           + f" GiB; finetune_peak_gib={peak:.2f}")
+           + f" GiB; finetune_peak_gib={peak:.2f}", threads=args.threads)
     print(f"finetune_peak_gib={peak:.2f}")
 
 

@@ -145,7 +145,8 @@ def main() -> None:
         + ", ".join(f"{p['budget_min']:g} min {fmt(p['hr@1'])} @{p['examples']} ex" for p in res["points"])
         for r, res in results.items())
     record(f"bench_quality ({args.threads} thread(s) per recipe, {'sequential' if args.sequential else 'together'}, "
-           f"n={users or 95}, wall {time.time() - t0:.0f} s): {summary}; hr1_ratio_vs_paper_recipe={ratio:.2f}")
+           f"n={users or 95}, wall {time.time() - t0:.0f} s): {summary}; hr1_ratio_vs_paper_recipe={ratio:.2f}",
+           threads=args.threads)
     print(f"hr1_ratio_vs_paper_recipe={ratio:.2f}")
 
 

@@ -33,14 +33,15 @@ def right_padded(batch: Batch, pad: int) -> Batch:
     return Batch(ids, mask, positions, batch.anchors, batch.target_index, labels, batch.prompts, batch.examples)
 
 
-def machine() -> str:
-    return f"{platform.node()} ({os.cpu_count()} cpus, {torch.get_num_threads()} torch threads)"
+def machine(threads: int | None = None) -> str:
+    """Host, cores and the torch threads the measurement used (default: this process's)."""
+    return f"{platform.node()} ({os.cpu_count()} cpus, {threads or torch.get_num_threads()} torch threads)"
 
 
-def record(line: str) -> None:
-    """Append one result line (dated) to bench/RESULTS.md."""
+def record(line: str, threads: int | None = None) -> None:
+    """Append one result line (dated) to bench/RESULTS.md; ``threads``: those of the measured (child) process."""
     with open(ROOT / "bench" / "RESULTS.md", "a") as fh:
-        fh.write(f"- {datetime.date.today()} {machine()}: {line}\n")
+        fh.write(f"- {datetime.date.today()} {machine(threads)}: {line}\n")
 
 
 def make_clock(kind: str, threads: int):

@@ -232,7 +232,7 @@ class FinetuneParams(Strict):
 class EvaluateParams(Strict):
     splits: list[Literal["test", "val"]] = Field(["test"], min_length=1)
     modes: list[Literal["generate", "rank"]] = Field(["generate", "rank"], min_length=1)
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
     max_rows: int | None = Field(None, ge=1)  # evaluate only the first N rows of each split (quick checks)
 
 

@@ -90,3 +90,16 @@ def test_on_step_stops_training_early(tmp_path, tiny_llm_dir):
     assert model.training is False
     adapter = load_file(tmp_path / "final" / "adapter" / "adapter_model.safetensors")
     assert adapter and all("lora_" in key for key in adapter)  # no frozen embedding matrices in the adapter
+
+
+def test_entry_points_cap_the_onednn_kernel_cache(monkeypatch):
+    import os
+
+    from llara.cli import run_reporting_errors
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    assert run_reporting_errors(lambda: None) == 0
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "128"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")  # the user's environment wins
+    run_reporting_errors(lambda: None)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"

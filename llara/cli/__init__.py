@@ -51,8 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     return run_reporting_errors(lambda: args.func(args), verbose)
 
 
+RUNTIME_DEFAULTS = {
+    # oneDNN (CPU bf16 matmuls) keeps a compiled kernel per matmul shape, up to 1024; fine-tuning's varying sequence
+    # lengths fill it, +1-2 GiB RSS over 60 steps (bench/bench_memory.py). 128 keeps the recent shapes.
+    "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "128",
+}
+
+
+def apply_runtime_defaults() -> None:
+    """Process settings of the entry points (the ``llara`` CLI and the DVC stages); the environment wins."""
+    for key, value in RUNTIME_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def run_reporting_errors(fn, verbose: bool = False) -> int:
-    """Run ``fn``; map :class:`LlaraError` to its exit code with a one-line message on stderr."""
+    """Run ``fn`` (after :func:`apply_runtime_defaults`); map :class:`LlaraError` to its exit code with a one-line
+    message on stderr."""
+    apply_runtime_defaults()
     try:
         result = fn()
     except LlaraError as exc:

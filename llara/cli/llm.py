@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("run", help="run directory (data/runs/<protocol>/<variant>)")
     e.add_argument("--split", required=True, help="split parquet (user, history, target, candidates)")
     e.add_argument("--modes", default="generate,rank", help="comma-separated: generate,rank (default: both)")
-    e.add_argument("--batch-size", type=int, default=8, help="examples per batch (default: 8)")
+    e.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16, as evaluate.batch_size)")
     e.add_argument("--max-rows", type=int, default=None, help="only the first N rows")
     e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")

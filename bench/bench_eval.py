@@ -22,7 +22,7 @@ import torch
 
 from benchlib import ROOT, add_clock_argument, make_clock, record, right_padded
 from llara.llm.data import collate, read_examples, read_titles  # noqa: E402
-from llara.llm.evaluation import eval_templates, evaluate  # noqa: E402
+from llara.llm.evaluation import eval_templates, evaluate, parse_answers  # noqa: E402
 from llara.llm.generation import greedy_generate, match_answer_authors  # noqa: E402
 from llara.llm.model import ModelConfig  # noqa: E402
 from llara.llm.runs import LLMSettings, build, load_recommender_dir, load_run, read_run_info  # noqa: E402
@@ -51,17 +51,15 @@ class RandomRecommender:
 def authors_generate(model, enc, examples, templates, pad: int) -> tuple[float, float]:
     """The authors' procedure: batches of 8, right padding, 64 new tokens, no early stop, their answer parser.
     Returns (HR@1, ValidRatio)."""
-    hits = valid = 0
+    answers = []
     for lo in range(0, len(examples), 8):
         chunk = examples[lo:lo + 8]
         batch = collate(enc, chunk, ["hybrid"] * len(chunk), templates[lo:lo + 8], False, pad)
         out = greedy_generate(model, right_padded(batch, pad), 64, [model.loaded.eos_token_id], early_stop=False)
-        for e, ids in zip(chunk, out):
-            k = match_answer_authors(enc.tokenizer.decode(ids, skip_special_tokens=True),
-                                     [enc.title(c) for c in e.candidates])
-            valid += k is not None
-            hits += k is not None and e.candidates[k] == e.target
-    return hits / len(examples), valid / len(examples)
+        answers += [enc.tokenizer.decode(ids, skip_special_tokens=True) for ids in out]
+    names = [[enc.title(c) for c in e.candidates] for e in examples]
+    _, valid, correct = parse_answers(match_answer_authors, examples, answers, names)
+    return float(correct.mean()), float(valid.mean())
 
 
 def load_model(run: Path | None, merge: bool = True):

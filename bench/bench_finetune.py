@@ -27,12 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import ROOT, add_clock_argument, machine, make_clock, record, right_padded
+from benchlib import ROOT, add_clock_argument, finetune_setup, machine, make_clock, record, right_padded
 from llara.llm.curriculum import template_draws
-from llara.llm.data import collate, read_examples, read_titles, step_indices
-from llara.llm.runs import LLMSettings, build, load_recommender_dir
+from llara.llm.data import collate, step_indices
 from llara.llm.training import make_optimizer, train
-from tasks.finetune import ITEMS, configs, recommender_dir
 from tasks.params import load_params
 
 GEMM_SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048)]
@@ -74,16 +72,9 @@ def flop_counter(model):
 
 def setup(dtype: str, recipe: str | None = None):
     """Model, encoder, train rows and train config of a recipe (default: params.yaml's), every example hybrid."""
-    params = load_params(ROOT / "params.yaml")
-    fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe})
-    cfg, model_cfg = configs(fparams, "hybrid-direct")
-    titles = read_titles(ROOT / ITEMS)
-    rec = load_recommender_dir(ROOT / recommender_dir(fparams))
-    torch.manual_seed(0)
-    model, enc = build(LLMSettings(str(ROOT / params.llm.base_dir), dtype, "cpu"), rec, titles, fparams.prompts,
-                       model_cfg)
-    examples = read_examples(ROOT / "data/split" / fparams.protocol / "train.parquet")
-    return model, enc, examples, cfg
+    inputs = finetune_setup("hybrid-direct", recipe, dtype)
+    model, enc = inputs.build()
+    return model, enc, inputs.examples(), inputs.train_cfg
 
 
 def step_work(enc, examples, cfg, step: int, count) -> tuple[list, list[int], int, float]:

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from benchlib import ROOT, record
+from benchlib import ROOT, finetune_setup, record
 
 
 def peak_gib() -> float:
@@ -26,28 +26,18 @@ def peak_gib() -> float:
 def worker(steps: int | None, threads: int) -> None:
     import torch
 
-    from llara.llm.data import read_examples, read_titles
-    from llara.llm.runs import LLMSettings, build, load_recommender_dir
-    from llara.llm.training import train
-    from tasks.finetune import ITEMS, configs, recommender_dir
-    from tasks.params import load_params
-
     from llara.cli import apply_runtime_defaults
+    from llara.llm.training import train
 
     apply_runtime_defaults()  # as the `llara` CLI and the DVC stages do
     torch.set_num_threads(threads)
     phases = {"start": peak_gib()}
-    params = load_params(ROOT / "params.yaml")
-    fparams = params.finetune
-    variant = fparams.variants[0]
-    cfg, model_cfg = configs(fparams, variant)
-    cfg = replace(cfg, steps=steps or cfg.steps)
-    recommender = load_recommender_dir(ROOT / recommender_dir(fparams))
-    titles = read_titles(ROOT / ITEMS)
-    examples = read_examples(ROOT / "data/split" / fparams.protocol / "train.parquet")
+    inputs = finetune_setup()
+    fparams, variant = inputs.fparams, inputs.fparams.variants[0]
+    cfg = replace(inputs.train_cfg, steps=steps or inputs.train_cfg.steps)
+    examples = inputs.examples()
     phases["data loaded"] = peak_gib()
-    model, encoder = build(LLMSettings(str(ROOT / params.llm.base_dir), params.llm.dtype, "cpu"), recommender, titles,
-                           fparams.prompts, model_cfg)
+    model, encoder = inputs.build()
     phases["model built"] = peak_gib()
 
     def on_step(row: dict) -> bool:

@@ -22,30 +22,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchlib import ROOT, record
+from benchlib import ROOT, finetune_setup, record
 
 CALIBRATION_STEPS = 3
-
-
-def build_model(recipe: str):
-    """Model, encoder, train rows and train config of the hybrid-curriculum variant with params.yaml's settings."""
-    import torch
-
-    from llara.llm.data import read_examples, read_titles
-    from llara.llm.runs import LLMSettings, build, load_recommender_dir
-    from tasks.finetune import ITEMS, configs, recommender_dir
-    from tasks.params import load_params
-
-    params = load_params(ROOT / "params.yaml")
-    fparams = params.finetune.model_copy(update={"recipe": recipe})
-    train_cfg, model_cfg = configs(fparams, "hybrid-curriculum")
-    settings = LLMSettings(str(ROOT / params.llm.base_dir), params.llm.dtype, "cpu")
-    titles = read_titles(ROOT / ITEMS)
-    recommender = load_recommender_dir(ROOT / recommender_dir(fparams))
-    torch.manual_seed(fparams.seed)
-    model, encoder = build(settings, recommender, titles, fparams.prompts, model_cfg)
-    protocol = ROOT / "data/split" / fparams.protocol
-    return model, encoder, read_examples(protocol / "train.parquet"), read_examples(protocol / "test.parquet"), train_cfg
 
 
 def snapshot(model, encoder, test, cfg, seed: int) -> dict:
@@ -62,7 +41,9 @@ def worker(recipe: str, budgets: list[float], threads: int, users: int | None, o
 
     torch.set_num_threads(threads)
     quiet = lambda message: None  # noqa: E731
-    model, encoder, examples, test, cfg = build_model(recipe)
+    inputs = finetune_setup("hybrid-curriculum", recipe)
+    model, encoder = inputs.build()
+    examples, test, cfg = inputs.examples("train"), inputs.examples("test"), inputs.train_cfg
     test = test[:users] if users else test
     with tempfile.TemporaryDirectory() as tmp:  # calibration: CPU seconds per optimizer step (first step excluded)
         marks: list[float] = []
@@ -70,7 +51,7 @@ def worker(recipe: str, budgets: list[float], threads: int, users: int | None, o
               {}, quiet, on_step=lambda row: marks.append(time.process_time()) and False)
     per_step = (marks[-1] - marks[0]) / (len(marks) - 1)
     del model
-    model, encoder, examples, _, cfg = build_model(recipe)  # fresh weights for the measured run
+    model, encoder = inputs.build()  # fresh weights for the measured run
     steps = max(cfg.warmup_steps + 1, math.ceil(max(budgets) * 60 / per_step))
     cfg = replace(cfg, steps=steps, checkpoint_every=10**6)
     points: list[dict] = []

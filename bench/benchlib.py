@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from llara.llm.data import Batch  # noqa: E402
+from llara.llm.data import Batch, read_examples, read_titles  # noqa: E402
 
 
 def right_padded(batch: Batch, pad: int) -> Batch:
@@ -55,3 +56,39 @@ def make_clock(kind: str, threads: int):
 def add_clock_argument(parser) -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: process CPU seconds / threads, for a machine other jobs share")
+
+
+@dataclass
+class FinetuneSetup:
+    """params.yaml's fine-tuning inputs for one variant and recipe, as the `finetune` stage reads them."""
+
+    fparams: object  # tasks.params.FinetuneParams, with the chosen recipe
+    train_cfg: object  # llara.llm.training.TrainConfig
+    model_cfg: object  # llara.llm.model.ModelConfig
+    settings: object  # llara.llm.runs.LLMSettings (on CPU)
+    recommender: object
+    titles: dict
+
+    def examples(self, part: str = "train") -> list:
+        return read_examples(ROOT / "data/split" / self.fparams.protocol / f"{part}.parquet")
+
+    def build(self):
+        """A fresh (model, prompt encoder), seeded by finetune.seed."""
+        from llara.llm.runs import build
+
+        torch.manual_seed(self.fparams.seed)
+        return build(self.settings, self.recommender, self.titles, self.fparams.prompts, self.model_cfg)
+
+
+def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype: str | None = None) -> FinetuneSetup:
+    """Defaults: the first of finetune.variants, finetune.recipe, llm.dtype."""
+    from llara.llm.runs import LLMSettings, load_recommender_dir
+    from tasks.finetune import ITEMS, configs, recommender_dir
+    from tasks.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe})
+    train_cfg, model_cfg = configs(fparams, variant or fparams.variants[0])
+    settings = LLMSettings(str(ROOT / params.llm.base_dir), dtype or params.llm.dtype, "cpu")
+    return FinetuneSetup(fparams, train_cfg, model_cfg, settings, load_recommender_dir(ROOT / recommender_dir(fparams)),
+                         read_titles(ROOT / ITEMS))

@@ -21,7 +21,7 @@ import polars as pl
 
 from llara.atomic import atomic_dir, write_json
 from llara.data.heldout import read_heldout, read_paper_files
-from llara.data.ingest import Dataset
+from llara.data.ingest import Dataset, check_references
 from llara.data.schema import SPLIT_SCHEMA, check_schema, read_parquet_checked
 from llara.errors import InputError, require, require_config
 
@@ -244,7 +244,7 @@ def data_location(dataset: Dataset) -> str:
 
 def _check_rows(parts: dict[str, pl.DataFrame], index: HistoryIndex, where: str) -> None:
     """Rows read from files: every row's user has interactions and every history item and target is in the item
-    table. (Rows derived from the interactions need only :func:`_check_interaction_items`.)"""
+    table. (Rows derived from the interactions need only ingest's ``check_references``.)"""
     for part, df in parts.items():
         no_user = df.filter(~pl.col("user").is_in(index.users))
         require(no_user.height == 0, where, f"{part} user {no_user['user'][0] if no_user.height else ''} has no interactions in the dataset")
@@ -252,13 +252,6 @@ def _check_rows(parts: dict[str, pl.DataFrame], index: HistoryIndex, where: str)
         unknown = items.filter(~pl.col("item").is_in(index.pool))
         if unknown.height:
             raise InputError(where, f"{part} row of user {unknown['user'][0]}: item {unknown['item'][0]} is not in the item table")
-
-
-def _check_interaction_items(interactions: pl.DataFrame, pool: np.ndarray, where: str) -> None:
-    """Every interaction's item is in the item table (so is every item of a row derived from them)."""
-    unknown = interactions.filter(~pl.col("item").is_in(pool))
-    if unknown.height:
-        raise InputError(where, f"user {unknown['user'][0]}: item {unknown['item'][0]} is not in the item table")
 
 
 def make_split(dataset: Dataset, config: SplitConfig) -> Split:
@@ -289,7 +282,7 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
         )
     pool = np.unique(dataset.items["item"].to_numpy()).astype(np.int64)
     index = HistoryIndex(dataset.interactions, pool)
-    _check_interaction_items(dataset.interactions, pool, where)
+    check_references(dataset.interactions, dataset.items, where)  # then every row derived from them is valid too
     if config.protocol == "paper-files":
         _check_rows({p: parts[p] for p in ("val", "test")}, index, str(config.paper_files_dir))
     frames = {}

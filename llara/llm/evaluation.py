@@ -84,19 +84,24 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     return metrics, pl.DataFrame(pred, strict=False)
 
 
-def generate_metrics(encoder: PromptEncoder, examples: Sequence[Example], answers: Sequence[str], seed: int,
-                     pred: dict) -> dict:
-    """HR@1 and ValidRatio of the answers under our parser and the authors'; adds the prediction columns."""
-    picked, authors = [], []
-    for e, text in zip(examples, answers):
-        names = [encoder.title(c) for c in e.candidates]
-        k, a = match_answer(text, names), match_answer_authors(text, names)
+def parse_answers(parser, examples: Sequence[Example], answers: Sequence[str], names: Sequence[Sequence[str]]
+                  ) -> tuple[list, np.ndarray, np.ndarray]:
+    """(item each answer names or None, valid 0/1, correct 0/1) under an answer parser."""
+    picked = []
+    for e, text, titles in zip(examples, answers, names):
+        k = parser(text, titles)
         picked.append(None if k is None else e.candidates[k])
-        authors.append(None if a is None else e.candidates[a])
     valid = np.array([p is not None for p in picked], dtype=float)
     correct = np.array([p == e.target for p, e in zip(picked, examples)], dtype=float)
-    a_valid = np.array([p is not None for p in authors], dtype=float)
-    a_correct = np.array([p == e.target for p, e in zip(authors, examples)], dtype=float)
+    return picked, valid, correct
+
+
+def generate_metrics(encoder: PromptEncoder, examples: Sequence[Example], answers: Sequence[str], seed: int,
+                     pred: dict) -> dict:
+    """HR@1 and ValidRatio of the answers under our parser and the authors'; adds the prediction columns (ours)."""
+    names = [[encoder.title(c) for c in e.candidates] for e in examples]
+    picked, valid, correct = parse_answers(match_answer, examples, answers, names)
+    _, a_valid, a_correct = parse_answers(match_answer_authors, examples, answers, names)
     pred.update(generated=list(answers), generated_item=picked, valid=valid.astype(bool), correct=correct.astype(bool))
     return {"hr@1": summarize(correct, seed=seed), "valid_ratio": summarize(valid, seed=seed),
             "hr@1_authors_parser": summarize(a_correct, seed=seed),

@@ -101,7 +101,8 @@ def test_serve_trigger_and_artifact(tmp_path: Path):
             nightly = _wait_for("the nightly deployment", lambda: deployment("llara-retrain/nightly"), 30, procs, logs)
             schedule = nightly["schedules"][0]["schedule"]
             assert (schedule["cron"], schedule["timezone"]) == ("30 2 * * *", "Europe/Berlin")
-            assert deployment("llara-experiments/experiments") is not None
+            # serve() registers the deployments one after another: wait for each, do not assume an order.
+            _wait_for("the experiments deployment", lambda: deployment("llara-experiments/experiments"), 30, procs, logs)
 
             run = http.post(f"/deployments/{manual['id']}/create_flow_run",
                             json={"parameters": {"targets": ["ingest"]}}).json()

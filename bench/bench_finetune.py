@@ -2,7 +2,8 @@
 rates measured in the same run, for our training path and a paper-style configuration.
 
 - our path: `llara.llm.training.train` as the pipeline runs it (params.yaml's default profile, every example hybrid):
-  bf16 weights + autocast, left-padded micro-batches, the LM head applied only at answer positions; measured with
+  bf16 weights + autocast, left-padded micro-batches, the LM head applied only at answer positions, decoder layers
+  compiled when the profile's `compile` resolves to on (the first step, which compiles, is timed apart); measured with
   the default recipe (`ours`: no LoRA dropout, score head + generative loss) and with the paper recipe;
 - paper-style path: the paper recipe with fp32 weights, right-padded micro-batches and logits at every position (the
   HF `labels=` loss); same examples, LoRA and projector.
@@ -30,7 +31,7 @@ from torch import nn
 from benchlib import ROOT, add_clock_argument, finetune_setup, machine, make_clock, record, right_padded
 from llara.llm.curriculum import template_draws
 from llara.llm.data import collate, step_indices
-from llara.llm.training import make_optimizer, train
+from llara.llm.training import make_optimizer, train, training_compile
 from tasks.params import load_params
 
 GEMM_SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048)]
@@ -89,17 +90,20 @@ def step_work(enc, examples, cfg, step: int, count) -> tuple[list, list[int], in
     return chosen, templates, tokens, flops
 
 
-def run_ours(steps: int, micro: int, recipe: str | None) -> dict:
+def run_ours(steps: int, micro: int, recipe: str | None, compile_layers: bool | None = None) -> dict:
     model, enc, examples, cfg = setup("bfloat16", recipe)
     cfg = replace(cfg, steps=steps + 1, micro_batch=micro, checkpoint_every=10 ** 6)
+    if compile_layers is not None:
+        cfg = replace(cfg, compile=compile_layers)
     count = flop_counter(model)
-    marks: list[float] = []
+    marks: list[float] = [clock()]
     with tempfile.TemporaryDirectory() as tmp:
         train(model, enc, examples, cfg, Path(tmp), {}, lambda m: None,
               on_step=lambda row: marks.append(clock()) and False)
     work = [step_work(enc, examples, cfg, s, count) for s in range(2, steps + 2)]  # step 1 is the warm-up
     name = f"{recipe or 'default'} recipe, our path"
-    return summarize(name, marks[-1] - marks[0], work, cfg.batch_size)
+    return {**summarize(name, marks[-1] - marks[1], work, cfg.batch_size), "first_step_s": marks[1] - marks[0],
+            "compiled": training_compile(cfg, model)}
 
 
 def run_paper_style(steps: int, micro: int) -> dict:
@@ -127,7 +131,7 @@ def run_paper_style(steps: int, micro: int) -> dict:
         if step > 1:
             elapsed += clock() - t
             work.append((chosen, templates, tokens, flops))
-    return summarize("paper recipe, paper-style path", elapsed, work, cfg.batch_size)
+    return {**summarize("paper recipe, paper-style path", elapsed, work, cfg.batch_size), "compiled": False}
 
 
 def summarize(name: str, seconds: float, work: list, batch_size: int) -> dict:
@@ -144,6 +148,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--micro-batch", type=int, default=None, help="default: the profile's micro_batch")
+    parser.add_argument("--compile", choices=["profile", "true", "false"], default="profile",
+                        help="compile the decoder layers on our path (default: as the profile's `compile` says)")
     add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -151,7 +157,9 @@ def main() -> None:
     steps = 2 if args.quick else args.steps
     micro = args.micro_batch or load_params(ROOT / "params.yaml").finetune.profiles["default"].micro_batch
     rates = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
-    results = [run_ours(steps, micro, None), run_ours(steps, micro, "paper"), run_paper_style(steps, micro)]
+    compile_layers = {"true": True, "false": False}.get(args.compile)
+    results = [run_ours(steps, micro, None, compile_layers), run_ours(steps, micro, "paper", compile_layers),
+               run_paper_style(steps, micro)]
     rates_after = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
     rates = {k: max(v, rates_after[k]) for k, v in rates.items()}  # best of before/after: conservative MFU
     print(f"matmul rates: bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s, fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s "
@@ -160,14 +168,19 @@ def main() -> None:
     for r in results:
         print(f"{r['name']:32s} {r['s_per_step']:7.2f} {r['examples_s']:6.2f} {r['tokens_s']:7.0f} "
               f"{r['flop_s'] / 1e9:8.1f} {r['flop_s'] / rates['bf16']:9.1%} {r['flop_s'] / rates['fp32']:9.1%}")
+    for r in results:
+        if "first_step_s" in r:
+            print(f"{r['name']}: layers {'compiled' if r['compiled'] else 'eager'}, first step (not measured above, "
+                  f"includes any compilation) {r['first_step_s']:.1f} s")
     ours, paper = results[0], results[-1]
     speedup = ours["examples_s"] / paper["examples_s"]
     mfu = ours["flop_s"] / rates["bf16"]
     print(f"default recipe (our path) vs paper-style: {speedup:.2f}x examples/s (floor 2x); MFU {mfu:.1%} of bf16 matmul (floor 50%)")
     record(f"bench_finetune ({steps} steps, micro-batch {micro}, {args.clock} clock, load {os.getloadavg()[0]:.1f}): matmul bf16 {rates['bf16'] / 1e9:.0f} / fp32 "
            f"{rates['fp32'] / 1e9:.0f} GFLOP/s; " + "; ".join(
-               f"{r['name']}: {r['s_per_step']:.2f} s/step, {r['examples_s']:.2f} ex/s, {r['tokens_s']:.0f} tok/s, "
-               f"{r['flop_s'] / 1e9:.1f} GFLOP/s" for r in results)
+               f"{r['name']}{' (compiled)' if r['compiled'] else ''}: {r['s_per_step']:.2f} s/step, "
+               f"{r['examples_s']:.2f} ex/s, {r['tokens_s']:.0f} tok/s, {r['flop_s'] / 1e9:.1f} GFLOP/s"
+               + (f", first step {r['first_step_s']:.0f} s" if "first_step_s" in r else "") for r in results)
            + f"; speedup_vs_paper_style={speedup:.2f}, mfu_bf16={mfu:.3f}")
     print(f"mfu_bf16={mfu:.3f}")
 

@@ -207,6 +207,7 @@ class FinetuneProfile(Strict):
     autocast: bool = True
     gradient_checkpointing: bool = False  # recompute activations in backward (7B on one GPU); same results
     attention: Literal["auto", "eager", "sdpa"] = "auto"  # attention kernel while training (auto: eager on CPU)
+    compile: bool | Literal["auto"] = "auto"  # torch.compile the decoder layers while training (auto: CPU + C++ compiler)
 
 
 class FinetuneParams(Strict):

@@ -1,6 +1,7 @@
 """Data-parallel fine-tuning: a real 2-process ``torch.distributed.run`` launch (gloo, CPU) sees the same examples and
 curriculum draws at every step as a single process, sums its gradients to the full-batch gradient and ends with the
-same weights; only rank 0 writes. Gradient checkpointing changes neither the loss nor the gradients."""
+same weights; only rank 0 writes. Gradient checkpointing and compiled layers change neither the loss nor the
+gradients."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from llara.errors import InputError
+from llara.llm.training import cpp_compiler_found
 from llara.llm.distributed import Dist, shard
 from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
 
@@ -33,7 +37,8 @@ tiny_run(Path({llm!r}), Path(sys.argv[1]), Path(sys.argv[2]) / f"rank{{os.enviro
 def tiny_run(llm_dir: Path, out: Path, record: Path, **overrides) -> list[dict]:
     """Train the tiny model 3 steps (batch 4, curriculum, score noise, dropout off); record under ``record``: the
     (step, row, mode, template) of every example this process trained on (``calls.json``), the step-1 gradients
-    (``grads.safetensors``) and whether the LLM's layers were checkpointing (``checkpointing.json``)."""
+    (``grads.safetensors``), whether the LLM's layers were checkpointing (``checkpointing.json``) and compiled
+    (``compiled.json``: while training, and after)."""
     import llara.llm.training as training
     from llara.llm.model import ModelConfig
 
@@ -41,6 +46,7 @@ def tiny_run(llm_dir: Path, out: Path, record: Path, **overrides) -> list[dict]:
     grads: dict[str, torch.Tensor] = {}
     current: dict[str, int] = {}
     checkpointing: set[bool] = set()
+    compiled: set[bool] = set()
     originals = training.step_indices, training.batch_loss, training.make_optimizer
 
     def step_indices(n, seed, step, batch_size):
@@ -51,6 +57,7 @@ def tiny_run(llm_dir: Path, out: Path, record: Path, **overrides) -> list[dict]:
         calls.extend([current["step"], e.row, m, t] for e, m, t in zip(examples, modes, templates))
         checkpointing.add(model.training and any(getattr(m, "gradient_checkpointing", False) is True
                                                  for m in model.modules()))
+        compiled.add(any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()))
         return originals[1](model, encoder, examples, modes, templates, *args)
 
     def make_optimizer(model, cfg):
@@ -81,6 +88,8 @@ def tiny_run(llm_dir: Path, out: Path, record: Path, **overrides) -> list[dict]:
     record.mkdir(parents=True, exist_ok=True)
     (record / "calls.json").write_text(json.dumps(calls))
     (record / "checkpointing.json").write_text(json.dumps(sorted(checkpointing)))
+    (record / "compiled.json").write_text(json.dumps({"during": sorted(compiled), "after": any(
+        getattr(m, "_compiled_call_impl", None) is not None for m in model.modules())}))
     save_file(grads, record / "grads.safetensors")
     return rows
 
@@ -181,6 +190,33 @@ def test_gradient_checkpointing_changes_nothing(tmp_path, tiny_llm_dir, single):
     assert_close(load_file(tmp_path / "record" / "grads.safetensors"),
                  load_file(ref / "record" / "grads.safetensors"), atol=1e-5)
     assert_close(final_tensors(tmp_path / "out"), final_tensors(ref / "out"), atol=1e-5)
+
+
+@pytest.mark.skipif(not cpp_compiler_found(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_layers_train_like_eager(tmp_path, tiny_llm_dir, single):
+    ref, ref_rows = single
+    rows = tiny_run(tiny_llm_dir, tmp_path / "out", tmp_path / "record", compile=True)
+    assert json.loads((tmp_path / "record" / "compiled.json").read_text()) == {"during": [True], "after": False}
+    assert json.loads((ref / "record" / "compiled.json").read_text()) == {"during": [False], "after": False}
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in ref_rows], rel=1e-4)
+    assert_close(load_file(tmp_path / "record" / "grads.safetensors"),
+                 load_file(ref / "record" / "grads.safetensors"), atol=1e-5)
+    assert_close(final_tensors(tmp_path / "out"), final_tensors(ref / "out"), atol=1e-5)
+
+
+def test_compile_auto_needs_cpu_and_a_compiler(monkeypatch):
+    import llara.llm.training as training
+
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    auto = training.TrainConfig(compile="auto")
+    monkeypatch.setattr(training.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert training.training_compile(auto, cpu)
+    assert not training.training_compile(replace(auto, gradient_checkpointing=True), cpu)
+    assert not training.training_compile(auto, SimpleNamespace(device=torch.device("cuda")))
+    assert training.training_compile(replace(auto, compile=True), SimpleNamespace(device=torch.device("cuda")))
+    monkeypatch.setattr(training.shutil, "which", lambda name: None)
+    assert not training.training_compile(auto, cpu)
+    assert not training.training_compile(replace(auto, compile=False), cpu)
 
 
 def test_micro_batch_does_not_change_the_gradient(tmp_path, tiny_llm_dir, single):

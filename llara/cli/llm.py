@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--dtype", default="bfloat16", help="bfloat16 | float32")
     f.add_argument("--device", default="auto", help="auto | cpu | cuda")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
+                   help="torch.compile the decoder layers while training (auto: on CPU when a C++ compiler is found; "
+                        "~20%% faster steps after a one-off compile of about a minute)")
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser("evaluate", help="evaluate trained LLaRA runs (generate + rank modes)",
@@ -56,7 +59,8 @@ def _finetune(args: argparse.Namespace) -> int:
     from llara.llm.training import train
 
     train_cfg, model_cfg = variant_configs(args.variant, {**RECIPES[args.recipe], "steps": args.steps,
-                                                          "batch_size": args.batch_size, "seed": args.seed})
+                                                          "batch_size": args.batch_size, "seed": args.seed,
+                                                          "compile": {"true": True, "false": False}.get(args.compile, "auto")})
     titles = read_titles(args.items)
     recommender = load_recommender_dir(args.recommender)
     check_embedding_rows(recommender, titles, args.recommender)

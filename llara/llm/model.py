@@ -160,6 +160,20 @@ class LlaraModel(nn.Module):
     def set_attention(self, implementation: str) -> None:
         self.causal_lm.set_attn_implementation(implementation)
 
+    def set_compiled(self, enabled: bool) -> bool:
+        """``torch.compile`` every decoder layer (dynamic shapes: one graph serves all sequence lengths and all layers;
+        Inductor fuses the norms, rotary, activation and dtype casts around the matmuls), or back to eager. Returns
+        False, changing nothing, when the LLM has no ``layers`` list to compile. State-dict keys stay the same."""
+        layers = getattr(self.causal_lm.get_decoder(), "layers", None)
+        if not isinstance(layers, nn.ModuleList):
+            return False
+        for layer in layers:
+            if enabled:
+                layer.compile(dynamic=True)
+            else:
+                layer._compiled_call_impl = None  # what nn.Module.compile set
+        return True
+
     def merge_lora(self) -> None:
         """Fold the LoRA adapter into the base weights for inference (no adapter matmuls or dtype casts per layer:
         ~30% faster prefill on CPU). The merged weights keep the LLM's dtype, so scores move by its rounding."""

@@ -22,6 +22,7 @@ import ctypes.util
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     autocast: bool = True  # bf16 autocast (CPU, and CUDA where bf16 is supported)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same results
     attention: str = "auto"  # attention kernel while training: auto (eager on CPU: ~14% faster steps), eager, sdpa
+    compile: bool | str = False  # torch.compile the decoder layers while training: True, False or "auto" (see below)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,7 +96,7 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-NEUTRAL_SETTINGS = ("gradient_checkpointing", "attention")  # memory/speed only: a run may resume with them changed
+NEUTRAL_SETTINGS = ("gradient_checkpointing", "attention", "compile")  # memory/speed only: a run may resume with them changed
 LOSS_NORMALIZATION = "per-step"  # fingerprinted: checkpoints of the earlier per-micro-batch means are not resumed
 
 
@@ -109,6 +111,25 @@ def training_attention(cfg: TrainConfig, model: LlaraModel) -> str | None:
     if cfg.attention != "auto":
         return cfg.attention
     return "eager" if model.device.type == "cpu" else None
+
+
+def training_compile(cfg: TrainConfig, model: LlaraModel) -> bool:
+    """Whether to train with compiled decoder layers. ``auto``: on CPU when Inductor finds a C++ compiler and
+    activations are not recomputed (measured with SmolLM2 on 2 cores: ~20% less time per step after a one-off
+    compile of about a minute; bench_finetune); off on GPU (not measured here) and without a compiler."""
+    if cfg.compile != "auto":
+        return bool(cfg.compile)
+    return model.device.type == "cpu" and not cfg.gradient_checkpointing and cpp_compiler_found()
+
+
+def cpp_compiler_found() -> bool:
+    """A C++ compiler Inductor would use ($CXX, else its configured names) is on PATH."""
+    try:
+        from torch._inductor import config as inductor_config
+        names = [os.environ.get("CXX"), *inductor_config.cpp.cxx]
+    except Exception:  # noqa: BLE001 - a torch without Inductor: no compiling
+        return False
+    return any(name and shutil.which(name) for name in names)
 
 
 def autocast_context(model: LlaraModel, enabled: bool):
@@ -245,6 +266,10 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
     attention, eval_attention = training_attention(cfg, model), model.attention
     if attention:
         model.set_attention(attention)
+    compiled = training_compile(cfg, model) and model.set_compiled(True)
+    if compiled:
+        torch._dynamo.config.suppress_errors = cfg.compile == "auto"  # auto: fall back to eager if compiling fails
+        log("decoder layers compiled (torch.compile): the first step includes the compilation")
     model.train()
     n_templates = len(encoder.templates)
     parts = [k for k in ("generative", "listwise", "head") if getattr(cfg, f"{k}_weight") > 0]
@@ -288,12 +313,18 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         if d.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(ckpt_root, model, optimizer, step, {"fingerprint": key, "log": rows}, cfg.keep_checkpoints)
         if on_step is not None:
+            if compiled:  # the callback may evaluate: eagerly, as evaluation runs
+                model.set_compiled(False)
             stop = distributed.broadcast_int(int(bool(on_step(row))) if d.is_main else 0, d, model.device)
+            if compiled:
+                model.set_compiled(True)
             model.train()
             if stop:
                 log(f"stopped early at step {step}/{cfg.steps}")
                 break
     model.eval()
+    if compiled:
+        model.set_compiled(False)
     if attention:
         model.set_attention(eval_attention)
     if cfg.gradient_checkpointing:

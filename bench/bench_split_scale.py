@@ -30,10 +30,9 @@ if phase == "ingest":
     rows = ds.interactions.height
 else:
     from llara.data.ingest import read_dataset
-    from llara.data.split import SplitConfig, make_split, write_split
-    split = make_split(read_dataset(work / "ingested"), SplitConfig(protocol=phase, heldout_users=None))
-    write_split(split, work / phase)
-    rows = sum(split.meta["rows"].values())
+    from llara.data.split import SplitConfig, split_to_dir
+    meta = split_to_dir(read_dataset(work / "ingested"), SplitConfig(protocol=phase, heldout_users=None), work / phase)
+    rows = sum(meta["rows"].values())
 print(json.dumps({"phase": phase, "seconds": time.perf_counter() - start, "rows": rows,
                   "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """

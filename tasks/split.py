@@ -6,7 +6,7 @@ from pathlib import Path
 
 from llara.data.ingest import read_dataset
 from llara.cli import OneLineParser
-from llara.data.split import PROTOCOLS, Split, SplitConfig, make_split, write_split
+from llara.data.split import PROTOCOLS, SplitConfig, split_to_dir
 from tasks.common import get_logger, stage_main
 from tasks.ingest import OUT_DIR as INGESTED
 from tasks.params import SplitParams, load_params, reported_as_params
@@ -30,12 +30,12 @@ def split_config(params: SplitParams, protocol: str) -> SplitConfig:
     )
 
 
-def split(params: SplitParams, protocol: str, data_dir: Path = INGESTED, out_root: Path = SPLIT_ROOT) -> Split:
+def split(params: SplitParams, protocol: str, data_dir: Path = INGESTED, out_root: Path = SPLIT_ROOT) -> dict:
+    """Split and write one protocol (built and written in chunks); returns the split's meta."""
     log = get_logger("llara.split")
-    result = make_split(read_dataset(data_dir), split_config(params, protocol))
-    write_split(result, out_root / protocol)
-    log.info("split %s: rows %s, users %s -> %s", protocol, result.meta["rows"], result.meta["users"], out_root / protocol)
-    return result
+    meta = split_to_dir(read_dataset(data_dir), split_config(params, protocol), out_root / protocol)
+    log.info("split %s: rows %s, users %s -> %s", protocol, meta["rows"], meta["users"], out_root / protocol)
+    return meta
 
 
 def main() -> None:

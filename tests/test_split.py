@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from llara.data.ingest import Dataset, read_movielens
 from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, SPLIT_SCHEMA
-from llara.data.split import SplitConfig, make_split, read_split, sequence_positions, write_split
+from llara.data.split import SplitConfig, make_split, read_split, sequence_positions, split_to_dir, write_split
 from llara.errors import InputError
 
 from conftest import synthetic_tables, write_csv
@@ -192,6 +193,25 @@ def test_write_read_round_trip(tmp_path, synthetic):
     assert json.loads((out / "meta.json").read_text()) == back.meta
     assert back.meta["rows"]["train"] == split.train.height
     assert sorted(p.name for p in tmp_path.iterdir()) == ["split"]
+
+
+@pytest.mark.parametrize("protocol", ["paper", "leave-one-out"])
+def test_streamed_split_equals_one_pass(tmp_path, synthetic, monkeypatch, protocol):
+    """split_to_dir builds and writes STREAM_ROWS rows at a time: the files hold exactly the in-memory split."""
+    import llara.data.split as split_module
+
+    config = SplitConfig(protocol=protocol, heldout_users=None, min_rating=None)
+    monkeypatch.setattr(split_module, "DRAW_CHUNK", 7)
+    monkeypatch.setattr(split_module, "STREAM_ROWS", 10 ** 9)
+    one_pass = make_split(synthetic, config)
+    monkeypatch.setattr(split_module, "STREAM_ROWS", 14)
+    meta = split_to_dir(synthetic, config, tmp_path / "split")
+    assert one_pass.train.height > 3 * 14
+    back = read_split(tmp_path / "split")
+    for part in ("train", "val", "test"):
+        assert back.part(part).equals(one_pass.part(part)), part
+    assert meta == one_pass.meta == back.meta
+    assert pq.ParquetFile(tmp_path / "split" / "train.parquet").num_row_groups == -(-one_pass.train.height // 14)
 
 
 def test_too_few_unseen_items_for_candidates_names_the_user():

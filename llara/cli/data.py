@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llara.atomic import require_replaceable
 from llara.data.ingest import DATASET_FILES, Columns, read_dataset, read_generic, read_movielens, write_dataset
-from llara.data.split import PROTOCOLS, SPLIT_FILES, SplitConfig, make_split, write_split
+from llara.data.split import PROTOCOLS, SPLIT_FILES, SplitConfig, split_to_dir
 from llara.errors import ConfigError, InputError
 
 
@@ -93,9 +93,8 @@ def _split(args: argparse.Namespace) -> int:
         paper_files_dir=args.paper_files,
     )
     try:
-        split = make_split(read_dataset(args.data), config)
+        meta = split_to_dir(read_dataset(args.data), config, Path(args.out))
     except ConfigError as exc:
         raise _as_option(exc) from None
-    out = write_split(split, Path(args.out))
-    print(f"split {split.meta['rows']} -> {out}")
+    print(f"split {meta['rows']} -> {args.out}")
     return 0

@@ -9,15 +9,22 @@ Protocols:
 
 Every row stores ``candidates``: the target plus ``n_candidates - 1`` items drawn uniformly from items outside the
 user's full interaction history, in a seeded shuffled order.
+
+Memory: rows are planned from a light table (user, position, index into one array of all items in sequence order);
+histories and candidates are built and written ``STREAM_ROWS`` rows at a time (:func:`split_to_dir`), so the derived
+rows (~400 bytes each) never sit in memory together. The output does not depend on the chunk size.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from llara.atomic import atomic_dir, write_json
 from llara.data.heldout import read_heldout, read_paper_files
@@ -61,22 +68,48 @@ class Split:
 
 
 ROW_COLUMNS = ["user", "history", "target"]
+PLAN_COLUMNS = ["user", "g", "pos", "target"]  # a planned row: its target is items[g], its history items[g-k:g]
 DRAW_CHUNK = 100_000  # rows per vectorized candidate draw (bounds memory; fixed so results never depend on it)
+STREAM_ROWS = 5 * DRAW_CHUNK  # rows built and written at a time (a multiple of DRAW_CHUNK: same draws as one pass)
 
 
-def sequence_positions(interactions: pl.DataFrame, min_rating: float | None, history_len: int) -> pl.DataFrame:
-    """One row per position of each user's time-ordered sequence (ties keep the source order):
-    user, pos (0-based), n (sequence length), history (up to ``history_len`` previous items) and target."""
+@dataclass(frozen=True)
+class Sequences:
+    """Every user's time-ordered items in one array, and one row per position: user, pos (0-based), n (sequence
+    length), g (the position's index into ``items``) and target (``items[g]``)."""
+
+    items: np.ndarray
+    positions: pl.DataFrame
+
+    def histories(self, rows: pl.DataFrame, history_len: int) -> pl.Series:
+        """The up to ``history_len`` items before each planned row's target, oldest first."""
+        g, pos = rows["g"].to_numpy(), rows["pos"].to_numpy()
+        k = np.minimum(pos, history_len)
+        offsets = np.zeros(len(k) + 1, dtype=np.int64)
+        np.cumsum(k, out=offsets[1:])
+        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], k)
+        values = self.items[np.repeat(g - k, k) + within]
+        lists = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int64()))
+        return pl.Series("history", lists, dtype=pl.List(pl.Int64))
+
+
+def user_sequences(interactions: pl.DataFrame, min_rating: float | None) -> Sequences:
+    """Keep rating >= ``min_rating``; order each user's items by time (ties keep the source order)."""
     lf = interactions.lazy().with_row_index("_row")
     if min_rating is not None:
         lf = lf.filter(pl.col("rating") >= min_rating)
-    history = pl.concat_list([pl.col("item").shift(k).over("user") for k in range(history_len, 0, -1)])
-    return (
-        lf.sort(["user", "timestamp", "_row"])
-        .with_columns(pos=pl.int_range(pl.len()).over("user"), n=pl.len().over("user"), history=history.list.drop_nulls())
-        .select("user", "pos", "n", "history", pl.col("item").alias("target"))
-        .collect()
-    )
+    ordered = lf.sort(["user", "timestamp", "_row"]).select("user", "item").collect()
+    positions = ordered.with_columns(
+        g=pl.int_range(pl.len(), dtype=pl.Int64), pos=pl.int_range(pl.len()).over("user"), n=pl.len().over("user")
+    ).select("user", "pos", "n", "g", pl.col("item").alias("target"))
+    return Sequences(ordered["item"].to_numpy(), positions)
+
+
+def sequence_positions(interactions: pl.DataFrame, min_rating: float | None, history_len: int) -> pl.DataFrame:
+    """One row per position of each user's sequence with its history (all in memory: for inspection and tests)."""
+    seqs = user_sequences(interactions, min_rating)
+    return seqs.positions.with_columns(seqs.histories(seqs.positions, history_len)).select(
+        "user", "pos", "n", "history", "target")
 
 
 def seeded_user_split(users: list[int], config: SplitConfig, where: str = "split") -> dict[int, str]:
@@ -95,7 +128,7 @@ def _train_rows(positions: pl.DataFrame, heldout: list[int], config: SplitConfig
     """Rows of every non-held-out user with >= min_history history items, and how many such users have none."""
     candidates = positions.filter(~pl.col("user").is_in(heldout))
     train = candidates.filter(pl.col("pos") >= config.min_history)
-    return train.select(ROW_COLUMNS), candidates["user"].n_unique() - train["user"].n_unique()
+    return train.select(PLAN_COLUMNS), candidates["user"].n_unique() - train["user"].n_unique()
 
 
 def split_paper(positions: pl.DataFrame, config: SplitConfig, where: str = "split") -> tuple[dict[str, pl.DataFrame], dict]:
@@ -115,7 +148,7 @@ def split_paper(positions: pl.DataFrame, config: SplitConfig, where: str = "spli
     short = held.filter(pl.col("n") < 2)
     require(short.height == 0, source, f"held-out user {short['user'][0] if short.height else ''} has fewer than 2 interactions")
     last = positions.filter(pl.col("pos") == pl.col("n") - 1).join(held.select("user", "part"), on="user").sort("user")
-    parts = {p: last.filter(pl.col("part") == p).select(ROW_COLUMNS) for p in ("val", "test")}
+    parts = {p: last.filter(pl.col("part") == p).select(PLAN_COLUMNS) for p in ("val", "test")}
     parts["train"], without = _train_rows(positions, list(heldout), config)
     return parts, {"heldout": how, "train_users_without_rows": without}
 
@@ -146,7 +179,7 @@ def split_leave_one_out(
         "test": eligible.filter(pl.col("pos") == pl.col("n") - 1),
     }
     dropped = positions["user"].n_unique() - eligible["user"].n_unique()
-    return {p: df.select(ROW_COLUMNS) for p, df in parts.items()}, {"users_dropped_fewer_than_3": dropped}
+    return {p: df.select(PLAN_COLUMNS) for p, df in parts.items()}, {"users_dropped_fewer_than_3": dropped}
 
 
 class HistoryIndex:
@@ -254,8 +287,30 @@ def _check_rows(parts: dict[str, pl.DataFrame], index: HistoryIndex, where: str)
             raise InputError(where, f"{part} row of user {unknown['user'][0]}: item {unknown['item'][0]} is not in the item table")
 
 
-def make_split(dataset: Dataset, config: SplitConfig) -> Split:
-    """Split a normalized dataset by ``config.protocol`` and draw the stored candidate sets."""
+@dataclass(frozen=True)
+class SplitPlan:
+    """Each part's planned rows (``PLAN_COLUMNS``; rows read from files: ``ROW_COLUMNS``), ready to be built."""
+
+    config: SplitConfig
+    sequences: Sequences
+    parts: dict[str, pl.DataFrame]
+    index: HistoryIndex
+    meta: dict
+    where: str
+
+    def frames(self, part: str) -> Iterator[pl.DataFrame]:
+        """The part's finished rows (with history and candidates) in order, ``STREAM_ROWS`` at a time."""
+        rows = self.parts[part]
+        rng = np.random.default_rng([self.config.seed, PARTS.index(part)])
+        for start in range(0, max(rows.height, 1), STREAM_ROWS):
+            chunk = rows.slice(start, STREAM_ROWS)
+            if "history" not in chunk.columns:
+                chunk = chunk.with_columns(self.sequences.histories(chunk, self.config.history_len))
+            yield _frame(chunk, draw_candidates(chunk, self.index, self.config.n_candidates, rng, self.where))
+
+
+def plan_split(dataset: Dataset, config: SplitConfig) -> SplitPlan:
+    """Validate, split ``dataset`` by ``config.protocol`` and plan every part's rows (nothing built yet)."""
     validate_config(config)
     where = data_location(dataset)
     n_items = dataset.items.height
@@ -269,7 +324,8 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
             dataset.interactions["rating"].null_count() < dataset.interactions.height, "split.min_rating",
             f"is {config.min_rating} but {where} has no ratings; unset it to keep every interaction",
         )
-    positions = sequence_positions(dataset.interactions, config.min_rating, config.history_len)
+    sequences = user_sequences(dataset.interactions, config.min_rating)
+    positions = sequences.positions
     n_users = positions["user"].n_unique()
     require(n_users >= 3, where, f"only {n_users} users left after filtering (min_rating {config.min_rating}): too few to split")
     splitter = {"paper": split_paper, "paper-files": split_paper_files, "leave-one-out": split_leave_one_out}
@@ -285,28 +341,54 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
     check_references(dataset.interactions, dataset.items, where)  # then every row derived from them is valid too
     if config.protocol == "paper-files":
         _check_rows({p: parts[p] for p in ("val", "test")}, index, str(config.paper_files_dir))
-    frames = {}
-    for part_index, part in enumerate(PARTS):
-        rng = np.random.default_rng([config.seed, part_index])
-        frames[part] = _frame(parts[part], draw_candidates(parts[part], index, config.n_candidates, rng, where))
     meta = {
         "protocol": config.protocol,
         "config": {k: v for k, v in config.__dict__.items()},
-        "rows": {p: frames[p].height for p in PARTS},
-        "users": {p: frames[p]["user"].n_unique() for p in PARTS},
+        "rows": {p: parts[p].height for p in PARTS},
+        "users": {p: parts[p]["user"].n_unique() for p in PARTS},
         "n_items": n_items,
         **info,
     }
-    return Split(frames["train"], frames["val"], frames["test"], meta)
+    return SplitPlan(config, sequences, parts, index, meta, where)
+
+
+def make_split(dataset: Dataset, config: SplitConfig) -> Split:
+    """Split a normalized dataset by ``config.protocol`` and draw the stored candidate sets, all in memory."""
+    plan = plan_split(dataset, config)
+    frames = {part: pl.concat(list(plan.frames(part))) for part in PARTS}
+    return Split(frames["train"], frames["val"], frames["test"], plan.meta)
+
+
+def split_to_dir(dataset: Dataset, config: SplitConfig, out_dir: str | Path) -> dict:
+    """:func:`make_split` + :func:`write_split` in bounded memory: each part built and written chunk by chunk.
+    Returns the split's meta."""
+    plan = plan_split(dataset, config)
+    write_parts({part: plan.frames(part) for part in PARTS}, plan.meta, out_dir)
+    return plan.meta
+
+
+def write_parts(frames: dict[str, Iterator[pl.DataFrame]], meta: dict, out_dir: str | Path) -> Path:
+    """Write each part's frames (in order) as one parquet file, and meta.json, atomically."""
+    with atomic_dir(out_dir) as tmp:
+        for part in PARTS:
+            writer = None
+            try:
+                for frame in frames[part]:
+                    table = frame.to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp / f"{part}.parquet", table.schema, compression="zstd",
+                                                  write_statistics=False)
+                    writer.write_table(table)
+            finally:
+                if writer is not None:
+                    writer.close()
+        write_json(meta, tmp / "meta.json")
+    return Path(out_dir)
 
 
 def write_split(split: Split, out_dir: str | Path) -> Path:
     """Write train/val/test parquet and meta.json atomically."""
-    with atomic_dir(out_dir) as tmp:
-        for part in PARTS:
-            split.part(part).write_parquet(tmp / f"{part}.parquet", compression="zstd", statistics=False)
-        write_json(split.meta, tmp / "meta.json")
-    return Path(out_dir)
+    return write_parts({part: iter([split.part(part)]) for part in PARTS}, split.meta, out_dir)
 
 
 def read_split(directory: str | Path) -> Split:

@@ -207,13 +207,20 @@ def test_compiled_layers_train_like_eager(tmp_path, tiny_llm_dir, single):
 def test_compile_auto_needs_cpu_and_a_compiler(monkeypatch):
     import llara.llm.training as training
 
-    cpu = SimpleNamespace(device=torch.device("cpu"))
+    from llara.llm.model import ModelConfig
+
+    def model(device: str = "cpu", **config) -> SimpleNamespace:
+        return SimpleNamespace(device=torch.device(device), config=ModelConfig(**{"lora_dropout": 0.0, **config}))
+
+    cpu = model()
     auto = training.TrainConfig(compile="auto")
     monkeypatch.setattr(training.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert training.training_compile(auto, cpu)
+    assert training.training_compile(auto, model(lora=False, lora_dropout=0.1))
+    assert not training.training_compile(auto, model(lora_dropout=0.1))  # compiled dropout is slower on CPU
     assert not training.training_compile(replace(auto, gradient_checkpointing=True), cpu)
-    assert not training.training_compile(auto, SimpleNamespace(device=torch.device("cuda")))
-    assert training.training_compile(replace(auto, compile=True), SimpleNamespace(device=torch.device("cuda")))
+    assert not training.training_compile(auto, model("cuda"))
+    assert training.training_compile(replace(auto, compile=True), model("cuda", lora_dropout=0.1))
     monkeypatch.setattr(training.shutil, "which", lambda name: None)
     assert not training.training_compile(auto, cpu)
     assert not training.training_compile(replace(auto, compile=False), cpu)

@@ -104,19 +104,26 @@ def test_serve_trigger_and_artifact(tmp_path: Path):
             # serve() registers the deployments one after another: wait for each, do not assume an order.
             _wait_for("the experiments deployment", lambda: deployment("llara-experiments/experiments"), 30, procs, logs)
 
-            run = http.post(f"/deployments/{manual['id']}/create_flow_run",
-                            json={"parameters": {"targets": ["ingest"]}}).json()
+            def ok_json(response: httpx.Response):
+                """The reply's JSON when it succeeded; None for a transient error (e.g. SQLite busy under load)."""
+                return response.json() if response.status_code in (200, 201) else None
+
+            run = _wait_for("the flow run to be created", lambda: ok_json(http.post(
+                f"/deployments/{manual['id']}/create_flow_run", json={"parameters": {"targets": ["ingest"]}})),
+                60, procs, logs)
 
             def finished():
-                state = http.get(f"/flow_runs/{run['id']}").json()["state"]
-                return state if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+                state = (ok_json(http.get(f"/flow_runs/{run['id']}")) or {}).get("state")
+                return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
             state = _wait_for("the flow run", finished, RUN_TIMEOUT_S, procs, logs)
             assert state["type"] == "COMPLETED", state.get("message")
 
-            task_runs = http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
+            task_runs = _wait_for("the task runs", lambda: ok_json(http.post(
+                "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})), 30, procs, logs)
             assert sorted(t["name"] for t in task_runs) == ["fetch", "ingest"]
-            artifacts = http.post("/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}}).json()
+            artifacts = _wait_for("the artifacts", lambda: ok_json(http.post(
+                "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})), 30, procs, logs)
             metrics = [a for a in artifacts if a["key"] == "pipeline-metrics"]
             assert metrics and "0.3444 [0.2500, 0.4400] n=95" in metrics[0]["data"]
         assert (ws / "data/ingested/items.parquet").is_file()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sys
-from typing import Callable
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
 from llara.cli import run_reporting_errors
 
@@ -28,6 +33,35 @@ def get_logger(name: str) -> logging.Logger:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return logger
+
+
+def cpu_slot_path(name: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"llara-{name}-{os.getuid()}.lock"
+
+
+@contextmanager
+def cpu_slot(name: str, device: str, log: Callable[[str], None], path: Path | None = None) -> Iterator[bool]:
+    """Run the block as the only ``name`` job on this machine's CPU (an OS file lock; released even on a crash).
+
+    Two LLM fine-tunings on the same cores each run 4-6x slower (their OpenMP threads wait on each other), and the
+    pipeline's flow starts the ``finetune@`` stages side by side: on CPU the second one waits for the first. No lock
+    on CUDA or inside a multi-process (torchrun) launch. Yields whether the slot was taken."""
+    if device != "cpu" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        yield False
+        return
+    path = path or cpu_slot_path(name)
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another {name} on this machine's CPU to finish (lock {path})")
+            start = time.monotonic()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            log(f"{name}: got the CPU after {time.monotonic() - start:.0f} s")
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def stage_main(fn: Callable[[], object]) -> None:

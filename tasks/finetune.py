@@ -18,11 +18,12 @@ import torch
 from llara.atomic import atomic_path
 from llara.llm.data import read_examples, read_titles
 from llara.llm.distributed import is_main_process
+from llara.llm.loading import resolve_device
 from llara.llm.model import ModelConfig
 from llara.llm.runs import LLMSettings, build, check_embedding_rows, load_recommender_dir
 from llara.llm.recipes import VARIANT_SCHEDULES, variant_configs
 from llara.llm.training import LOG_FIELDS, TrainConfig, train
-from tasks.common import get_logger, stage_main
+from tasks.common import cpu_slot, get_logger, stage_main
 from tasks.params import FinetuneParams, LLMParams, load_params
 
 ITEMS = Path("data/ingested/items.parquet")
@@ -64,7 +65,6 @@ def finetune(params: FinetuneParams, llm_params: LLMParams, variant: str, items:
              out: Path | None = None) -> Path:
     log = get_logger("llara.finetune")
     out = out or run_dir(params.protocol, variant)
-    train_cfg, model_cfg = configs(params, variant)
     profile = params.profiles[params.profile]
     settings = LLMSettings(profile.llm or llm_params.base_dir, llm_params.dtype, llm_params.device,
                            llm_params.trust_remote_code)
@@ -73,16 +73,18 @@ def finetune(params: FinetuneParams, llm_params: LLMParams, variant: str, items:
     recommender = load_recommender_dir(rec_dir)
     check_embedding_rows(recommender, titles, rec_dir)
     examples = read_examples(Path("data/split") / params.protocol / "train.parquet")
-    torch.manual_seed(params.seed)
-    model, encoder = build(settings, recommender, titles, params.prompts, model_cfg)
+    train_cfg, model_cfg = configs(params, variant)
     info = {"llm": {"model": settings.model, "dtype": settings.dtype, "trust_remote_code": settings.trust_remote_code},
             "recommender": str(rec_dir), "items": str(items), "prompts": params.prompts, "variant": variant,
             "protocol": params.protocol, "profile": params.profile, "recipe": params.recipe}
     main_process = is_main_process()  # under torchrun / accelerate launch only rank 0 logs and writes
-    if main_process:
-        log.info("finetune %s on %s: %d steps x %d examples (%s recipe, %s profile)", variant, params.protocol,
-                 train_cfg.steps, train_cfg.batch_size, params.recipe, params.profile)
-    rows = train(model, encoder, examples, train_cfg, out, info, log=log.info)
+    with cpu_slot("cpu-finetune", resolve_device(settings.device).type, log.info):
+        torch.manual_seed(params.seed)
+        model, encoder = build(settings, recommender, titles, params.prompts, model_cfg)
+        if main_process:
+            log.info("finetune %s on %s: %d steps x %d examples (%s recipe, %s profile)", variant, params.protocol,
+                     train_cfg.steps, train_cfg.batch_size, params.recipe, params.profile)
+        rows = train(model, encoder, examples, train_cfg, out, info, log=log.info)
     if main_process:
         write_plots(rows, plot_dir(params.protocol, variant))
     return out

@@ -264,3 +264,34 @@ def test_two_dvc_repro_at_once_serialize_or_fail_cleanly(tmp_path, repo_root, mo
     assert [code for code, _ in results] == [0, 0], results
     assert outputs(root) == expected
     assert_no_temps(root)
+
+
+def test_cpu_slot_runs_cpu_jobs_one_at_a_time(tmp_path, monkeypatch):
+    """A second CPU fine-tuning waits for the first (the flow starts finetune@ stages side by side); none on CUDA or
+    inside a torchrun launch."""
+    import threading
+
+    from tasks.common import cpu_slot
+
+    lock, events, messages = tmp_path / "slot.lock", [], []
+
+    def second():
+        with cpu_slot("cpu-finetune", "cpu", messages.append, path=lock) as taken:
+            events.append(("second", taken))
+
+    with cpu_slot("cpu-finetune", "cpu", messages.append, path=lock) as taken:
+        assert taken
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive() and events == []  # blocked while the first holds the CPU
+        events.append(("first done", True))
+    thread.join(10)
+    assert events == [("first done", True), ("second", True)]
+    assert "waiting for another cpu-finetune" in messages[0] and str(lock) in messages[0]
+    with cpu_slot("cpu-finetune", "cpu", messages.append, path=lock):
+        with cpu_slot("cpu-finetune", "cuda", messages.append, path=lock) as taken:
+            assert not taken  # a GPU job does not wait for the CPU
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with cpu_slot("cpu-finetune", "cpu", messages.append, path=lock) as taken:
+            assert not taken  # ranks of one launch must not lock each other out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchlib import ROOT, add_clock_argument, make_clock, record, right_padded
+from benchlib import ROOT, add_clock_argument, bench_device, make_clock, record, right_padded
 from llara.llm.data import collate, read_examples, read_titles  # noqa: E402
 from llara.llm.evaluation import eval_templates, evaluate, parse_answers  # noqa: E402
 from llara.llm.generation import greedy_generate, match_answer_authors  # noqa: E402
@@ -62,16 +62,16 @@ def authors_generate(model, enc, examples, templates, pad: int) -> tuple[float, 
     return float(correct.mean()), float(valid.mean())
 
 
-def load_model(run: Path | None, merge: bool = True):
+def load_model(run: Path | None, merge: bool = True, device: str = "cpu"):
     """The trained run when given (LoRA merged into the weights or not), else SmolLM2 with the SASRec tokens (or
     random stand-ins) and no training."""
     if run is not None:
-        model, enc, _ = load_run(run, device="cpu", merge=merge)
+        model, enc, _ = load_run(run, device=device, merge=merge)
         return model, enc, f"run {run.relative_to(ROOT) if run.is_relative_to(ROOT) else run}"
     titles = read_titles(ROOT / "data/ingested/items.parquet")
     rec_dir = ROOT / "data/recommenders/paper/sasrec"
     rec = load_recommender_dir(rec_dir) if rec_dir.is_dir() else RandomRecommender(max(titles))
-    model, enc = build(LLMSettings(str(ROOT / "data/llm/base"), "bfloat16", "cpu"), rec, titles, "movie",
+    model, enc = build(LLMSettings(str(ROOT / "data/llm/base"), "bfloat16", device), rec, titles, "movie",
                        ModelConfig(lora=False))
     model.eval()
     return model, enc, f"untrained, recommender {rec.name}"
@@ -89,10 +89,11 @@ def main() -> None:
     add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    clock = make_clock(args.clock, args.threads)
+    device = bench_device(args.device)
+    clock = make_clock(args.clock, args.threads, device)
     n_users = 16 if args.quick else args.users
     run = args.run if args.run is not None and (args.run / "final" / "run.json").is_file() else None
-    model, enc, what = load_model(run)
+    model, enc, what = load_model(run, device=device.type)
     length_norm = True if run is None else read_run_info(run)["train"]["length_norm"]
     examples = read_examples(ROOT / "data/split/paper/test.parquet")[:n_users]
     templates = eval_templates(enc, examples, 0)
@@ -111,7 +112,7 @@ def main() -> None:
         scores = naive_scores(model, enc, batch, length_norm=length_norm)
         return n, float((scores.argmax(1) == batch.target_index).float().mean())
 
-    authors_model = load_model(run, merge=False)[0] if run is not None else model  # they run the PEFT model as is
+    authors_model = load_model(run, merge=False, device=device.type)[0] if run is not None else model  # they run the PEFT model as is
     t = clock()
     hr, vr = authors_generate(authors_model, enc, examples, templates, pad)
     results["(a) authors generate"], quality["(a) authors generate"] = clock() - t, f"HR@1 {hr:.3f}, VR {vr:.3f}"

@@ -28,14 +28,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import ROOT, add_clock_argument, finetune_setup, machine, make_clock, record, right_padded
+from benchlib import (ROOT, add_clock_argument, bench_device, finetune_setup, machine, make_clock, record,
+                      right_padded)
 from llara.llm.curriculum import template_draws
 from llara.llm.data import collate, step_indices
 from llara.llm.training import make_optimizer, train, training_compile
 from tasks.params import load_params
 
 GEMM_SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048)]
+CUDA_GEMM_SHAPES = [(8192, 8192, 8192)]  # a GPU's peak needs a large square GEMM besides the model's shapes
 CLOCK = {"fn": time.perf_counter}
+DEVICE = {"name": "cpu"}
 
 
 def clock() -> float:
@@ -44,13 +47,15 @@ def clock() -> float:
 
 
 def matmul_rate(dtype: torch.dtype, seconds: float = 1.0) -> float:
-    """Best FLOP/s of a plain matmul over GEMM_SHAPES (the model's MLP shapes and a square one)."""
-    best = 0.0
-    for m, k, n in GEMM_SHAPES:
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    """Best FLOP/s of a plain matmul over GEMM_SHAPES (the model's MLP shapes and a square one; on CUDA also a large
+    square one), on the benchmark's device."""
+    best, device = 0.0, torch.device(DEVICE["name"])
+    shapes = GEMM_SHAPES + (CUDA_GEMM_SHAPES if device.type == "cuda" else [])
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
         a @ b
         reps, t = 0, clock()
-        while clock() - t < seconds / len(GEMM_SHAPES):
+        while clock() - t < seconds / len(shapes):
             a @ b
             reps += 1
         best = max(best, 2 * m * k * n * reps / (clock() - t))
@@ -73,7 +78,7 @@ def flop_counter(model):
 
 def setup(dtype: str, recipe: str | None = None):
     """Model, encoder, train rows and train config of a recipe (default: params.yaml's), every example hybrid."""
-    inputs = finetune_setup("hybrid-direct", recipe, dtype)
+    inputs = finetune_setup("hybrid-direct", recipe, dtype, DEVICE["name"])
     model, enc = inputs.build()
     return model, enc, inputs.examples(), inputs.train_cfg
 
@@ -123,8 +128,8 @@ def run_paper_style(steps: int, micro: int) -> dict:
             embeds, _, _ = model.input_embeds(batch)
             hidden = model.hidden_states(batch, embeds).last_hidden_state
             logits = model.lm_head(hidden).float()  # every position, as LlamaForCausalLM(labels=...) does
-            loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch.labels[:, 1:].flatten(),
-                                               ignore_index=-100)
+            loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1),
+                                               batch.labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
             (loss * len(batch.examples) / len(chosen)).backward()
         torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), cfg.grad_clip)
         optimizer.step()
@@ -153,7 +158,9 @@ def main() -> None:
     add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    CLOCK["fn"] = make_clock(args.clock, args.threads)
+    device = bench_device(args.device)
+    DEVICE["name"] = device.type
+    CLOCK["fn"] = make_clock(args.clock, args.threads, device)
     steps = 2 if args.quick else args.steps
     micro = args.micro_batch or load_params(ROOT / "params.yaml").finetune.profiles["default"].micro_batch
     rates = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}

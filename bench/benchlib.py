@@ -35,8 +35,9 @@ def right_padded(batch: Batch, pad: int) -> Batch:
 
 
 def machine(threads: int | None = None) -> str:
-    """Host, cores and the torch threads the measurement used (default: this process's)."""
-    return f"{platform.node()} ({os.cpu_count()} cpus, {threads or torch.get_num_threads()} torch threads)"
+    """Host, cores, the torch threads the measurement used (default: this process's) and a GPU when present."""
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.node()} ({os.cpu_count()} cpus, {threads or torch.get_num_threads()} torch threads{gpu})"
 
 
 def record(line: str, threads: int | None = None) -> None:
@@ -45,9 +46,15 @@ def record(line: str, threads: int | None = None) -> None:
         fh.write(f"- {datetime.date.today()} {machine(threads)}: {line}\n")
 
 
-def make_clock(kind: str, threads: int):
+def make_clock(kind: str, threads: int, device: torch.device = torch.device("cpu")):
     """``wall``: time.perf_counter; ``cpu``: the process's CPU seconds / torch threads, which is what an idle
-    machine's wall time would be, and is robust to other jobs sharing the cores."""
+    machine's wall time would be, and is robust to other jobs sharing the cores. On CUDA: wall time after the
+    queued kernels finished (the CPU clock does not see GPU work)."""
+    if device.type == "cuda":
+        def cuda_clock() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+        return cuda_clock
     if kind == "cpu":
         return lambda: time.process_time() / threads
     return time.perf_counter
@@ -55,7 +62,14 @@ def make_clock(kind: str, threads: int):
 
 def add_clock_argument(parser) -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                        help="cpu: process CPU seconds / threads, for a machine other jobs share")
+                        help="cpu: process CPU seconds / threads, for a machine other jobs share (CUDA: always wall)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda")
+
+
+def bench_device(name: str) -> torch.device:
+    from llara.llm.loading import resolve_device
+
+    return resolve_device(name)
 
 
 @dataclass
@@ -65,7 +79,7 @@ class FinetuneSetup:
     fparams: object  # tasks.params.FinetuneParams, with the chosen recipe
     train_cfg: object  # llara.llm.training.TrainConfig
     model_cfg: object  # llara.llm.model.ModelConfig
-    settings: object  # llara.llm.runs.LLMSettings (on CPU)
+    settings: object  # llara.llm.runs.LLMSettings
     recommender: object
     titles: dict
 
@@ -80,8 +94,9 @@ class FinetuneSetup:
         return build(self.settings, self.recommender, self.titles, self.fparams.prompts, self.model_cfg)
 
 
-def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype: str | None = None) -> FinetuneSetup:
-    """Defaults: the first of finetune.variants, finetune.recipe, llm.dtype."""
+def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype: str | None = None,
+                   device: str = "cpu") -> FinetuneSetup:
+    """Defaults: the first of finetune.variants, finetune.recipe, llm.dtype; on CPU."""
     from llara.llm.runs import LLMSettings, load_recommender_dir
     from tasks.finetune import ITEMS, configs, recommender_dir
     from tasks.params import load_params
@@ -89,6 +104,6 @@ def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype:
     params = load_params(ROOT / "params.yaml")
     fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe})
     train_cfg, model_cfg = configs(fparams, variant or fparams.variants[0])
-    settings = LLMSettings(str(ROOT / params.llm.base_dir), dtype or params.llm.dtype, "cpu")
+    settings = LLMSettings(str(ROOT / params.llm.base_dir), dtype or params.llm.dtype, device)
     return FinetuneSetup(fparams, train_cfg, model_cfg, settings, load_recommender_dir(ROOT / recommender_dir(fparams)),
                          read_titles(ROOT / ITEMS))

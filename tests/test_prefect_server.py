@@ -65,6 +65,60 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def test_process_work_pool_worker_runs_a_deployment(tmp_path: Path):
+    """prefect.yaml as documented: create the process pool, `prefect deploy` from the workspace, trigger a run through
+    the API and let `prefect worker start --run-once` pick it up and run it in the recorded directory."""
+    ws = make_workspace(tmp_path / "ws")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = child_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
+                    PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2")
+    procs: list[subprocess.Popen] = []
+    logs = [tmp_path / "server.log", tmp_path / "cli.log", tmp_path / "worker.log"]
+
+    def start(cmd: list[str], log: Path) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        procs.append(proc)
+        return proc
+
+    def cli(*args: str) -> None:
+        proc = start([sys.executable, "-m", "prefect", "--no-prompt", *args], logs[1])
+        procs.remove(proc)
+        assert proc.wait(STARTUP_TIMEOUT_S) == 0, f"prefect {' '.join(args)} failed:\n" + _tails(logs)
+
+    try:
+        start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], logs[0])
+        with httpx.Client(base_url=api, timeout=10) as http:
+            _wait_for("the server", lambda: http.get("/health").status_code == 200, STARTUP_TIMEOUT_S, procs, logs)
+            cli("work-pool", "create", "llara-process", "--type", "process")
+            cli("deploy", "--name", "manual")
+            reply = http.get("/deployments/name/llara-pipeline/manual")
+            assert reply.status_code == 200, reply.text
+            deployment = reply.json()
+            assert deployment["work_pool_name"] == "llara-process"
+            assert str(ws.resolve()) in json.dumps(deployment["pull_steps"])  # runs where it was deployed
+            run = http.post(f"/deployments/{deployment['id']}/create_flow_run",
+                            json={"parameters": {"targets": ["ingest"]}})
+            assert run.status_code == 201, run.text
+            run_id = run.json()["id"]
+            worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "llara-process",
+                            "--run-once"], logs[2])
+
+            def finished():
+                reply = http.get(f"/flow_runs/{run_id}")
+                state = reply.json().get("state") if reply.status_code == 200 else None
+                return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+            state = _wait_for("the worker's flow run", finished, RUN_TIMEOUT_S, [p for p in procs if p is not worker],
+                              logs)
+            assert state["type"] == "COMPLETED", state.get("message", "") + _tails(logs)
+        assert (ws / "data/ingested/items.parquet").is_file()
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
 def test_serve_trigger_and_artifact(tmp_path: Path):
     ws = make_workspace(tmp_path / "ws")
     (ws / "metrics").mkdir()

@@ -1,6 +1,7 @@
 """End to end against a REAL Prefect server on 127.0.0.1 (random port, its own PREFECT_HOME): `python -m flows.serve`
-registers the deployments, a run is triggered through the REST API, and it publishes the metrics artifact.
-Everything started here is killed (process groups) in a finally, within a bounded time."""
+registers the deployments, a run is triggered through the REST API, and it publishes the metrics artifact; a process
+work pool's worker runs a `prefect deploy`ed deployment. Everything started here is killed (process groups) in a
+finally, within a bounded time."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -23,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 STARTUP_TIMEOUT_S = 150
 RUN_TIMEOUT_S = 240
+FINAL_STATES = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 
 def _free_port() -> int:
@@ -65,58 +70,86 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def _ok_json(response: httpx.Response):
+    """The reply's JSON when it succeeded; None for a transient error (e.g. SQLite busy under load)."""
+    return response.json() if response.status_code in (200, 201) else None
+
+
+def _final_state(http: httpx.Client, run_id: str):
+    """The flow run's state once it is final, else None."""
+    state = (_ok_json(http.get(f"/flow_runs/{run_id}")) or {}).get("state")
+    return state if state and state["type"] in FINAL_STATES else None
+
+
+@dataclass
+class Server:
+    """A running Prefect server: its API client, the environment its clients get, the processes started (stopped at
+    the end) and their logs (shown when something fails)."""
+
+    http: httpx.Client
+    env: dict
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+        if log not in self.logs:
+            self.logs.append(log)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def wait_for(self, what: str, check, timeout_s: float, procs: list[subprocess.Popen] | None = None):
+        return _wait_for(what, check, timeout_s, self.procs if procs is None else procs, self.logs)
+
+
+@contextmanager
+def prefect_server(tmp_path: Path, **env) -> Iterator[Server]:
+    """`prefect server start` on a free port with its own PREFECT_HOME, healthy; everything started is stopped after."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = child_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
+                    PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_UI_ENABLED="false", **env)
+    with httpx.Client(base_url=api, timeout=10) as http:
+        server = Server(http, env)
+        try:
+            server.start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                         tmp_path / "server.log", tmp_path)
+            server.wait_for("the server", lambda: http.get("/health").status_code == 200, STARTUP_TIMEOUT_S)
+            yield server
+        finally:
+            for proc in reversed(server.procs):
+                _stop(proc)
+
+
 def test_process_work_pool_worker_runs_a_deployment(tmp_path: Path):
     """prefect.yaml as documented: create the process pool, `prefect deploy` from the workspace, trigger a run through
     the API and let `prefect worker start --run-once` pick it up and run it in the recorded directory."""
     ws = make_workspace(tmp_path / "ws")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = child_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api,
-                    PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2")
-    procs: list[subprocess.Popen] = []
-    logs = [tmp_path / "server.log", tmp_path / "cli.log", tmp_path / "worker.log"]
+    with prefect_server(tmp_path, PREFECT_WORKER_QUERY_SECONDS="2") as server:
+        http = server.http
 
-    def start(cmd: list[str], log: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=ws, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        procs.append(proc)
-        return proc
+        def cli(*args: str) -> None:
+            proc = server.start([sys.executable, "-m", "prefect", "--no-prompt", *args], tmp_path / "cli.log", ws)
+            server.procs.remove(proc)
+            assert proc.wait(STARTUP_TIMEOUT_S) == 0, f"prefect {' '.join(args)} failed:\n" + _tails(server.logs)
 
-    def cli(*args: str) -> None:
-        proc = start([sys.executable, "-m", "prefect", "--no-prompt", *args], logs[1])
-        procs.remove(proc)
-        assert proc.wait(STARTUP_TIMEOUT_S) == 0, f"prefect {' '.join(args)} failed:\n" + _tails(logs)
-
-    try:
-        start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], logs[0])
-        with httpx.Client(base_url=api, timeout=10) as http:
-            _wait_for("the server", lambda: http.get("/health").status_code == 200, STARTUP_TIMEOUT_S, procs, logs)
-            cli("work-pool", "create", "llara-process", "--type", "process")
-            cli("deploy", "--name", "manual")
-            reply = http.get("/deployments/name/llara-pipeline/manual")
-            assert reply.status_code == 200, reply.text
-            deployment = reply.json()
-            assert deployment["work_pool_name"] == "llara-process"
-            assert str(ws.resolve()) in json.dumps(deployment["pull_steps"])  # runs where it was deployed
-            run = http.post(f"/deployments/{deployment['id']}/create_flow_run",
-                            json={"parameters": {"targets": ["ingest"]}})
-            assert run.status_code == 201, run.text
-            run_id = run.json()["id"]
-            worker = start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "llara-process",
-                            "--run-once"], logs[2])
-
-            def finished():
-                reply = http.get(f"/flow_runs/{run_id}")
-                state = reply.json().get("state") if reply.status_code == 200 else None
-                return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-            state = _wait_for("the worker's flow run", finished, RUN_TIMEOUT_S, [p for p in procs if p is not worker],
-                              logs)
-            assert state["type"] == "COMPLETED", state.get("message", "") + _tails(logs)
-        assert (ws / "data/ingested/items.parquet").is_file()
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        cli("work-pool", "create", "llara-process", "--type", "process")
+        cli("deploy", "--name", "manual")
+        reply = http.get("/deployments/name/llara-pipeline/manual")
+        assert reply.status_code == 200, reply.text
+        deployment = reply.json()
+        assert deployment["work_pool_name"] == "llara-process"
+        assert str(ws.resolve()) in json.dumps(deployment["pull_steps"])  # runs where it was deployed
+        run = http.post(f"/deployments/{deployment['id']}/create_flow_run", json={"parameters": {"targets": ["ingest"]}})
+        assert run.status_code == 201, run.text
+        run_id = run.json()["id"]
+        worker = server.start([sys.executable, "-m", "prefect", "worker", "start", "--pool", "llara-process",
+                               "--run-once"], tmp_path / "worker.log", ws)
+        state = server.wait_for("the worker's flow run", lambda: _final_state(http, run_id), RUN_TIMEOUT_S,
+                                [p for p in server.procs if p is not worker])  # --run-once: the worker exits
+        assert state["type"] == "COMPLETED", state.get("message", "") + _tails(server.logs)
+    assert (ws / "data/ingested/items.parquet").is_file()
 
 
 def test_serve_trigger_and_artifact(tmp_path: Path):
@@ -124,63 +157,32 @@ def test_serve_trigger_and_artifact(tmp_path: Path):
     (ws / "metrics").mkdir()
     (ws / "metrics/recommenders.json").write_text(json.dumps(
         {"paper": {"sasrec": {"hr@1": {"value": 0.3444, "ci95": [0.25, 0.44], "n": 95}}}}))
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = child_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api, PREFECT_RUNNER_POLL_FREQUENCY="2",
-                    PREFECT_SERVER_API_HOST="127.0.0.1", PREFECT_UI_ENABLED="false")
-    procs: list[subprocess.Popen] = []
-    logs = [tmp_path / "server.log", tmp_path / "serve.log"]
+    with prefect_server(tmp_path, PREFECT_RUNNER_POLL_FREQUENCY="2") as server:
+        http = server.http
+        server.start([sys.executable, "-m", "flows.serve", "--root", ".", "--timezone", "Europe/Berlin",
+                      "--cron", "30 2 * * *"], tmp_path / "serve.log", ws)
 
-    def start(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        procs.append(proc)
-        return proc
+        def deployment(name: str):
+            return _ok_json(http.get(f"/deployments/name/{name}"))
 
-    try:
-        start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-              logs[0], tmp_path)
-        with httpx.Client(base_url=api, timeout=10) as http:
-            _wait_for("the server", lambda: http.get("/health").status_code == 200, STARTUP_TIMEOUT_S, procs, logs)
-            start([sys.executable, "-m", "flows.serve", "--root", ".", "--timezone", "Europe/Berlin",
-                   "--cron", "30 2 * * *"], logs[1], ws)
+        manual = server.wait_for("the manual deployment", lambda: deployment("llara-pipeline/manual"), STARTUP_TIMEOUT_S)
+        assert manual["parameters"]["repo_root"] == str(ws.resolve())
+        nightly = server.wait_for("the nightly deployment", lambda: deployment("llara-retrain/nightly"), 30)
+        schedule = nightly["schedules"][0]["schedule"]
+        assert (schedule["cron"], schedule["timezone"]) == ("30 2 * * *", "Europe/Berlin")
+        # serve() registers the deployments one after another: wait for each, do not assume an order.
+        server.wait_for("the experiments deployment", lambda: deployment("llara-experiments/experiments"), 30)
 
-            def deployment(name: str):
-                response = http.get(f"/deployments/name/{name}")
-                return response.json() if response.status_code == 200 else None
+        run = server.wait_for("the flow run to be created", lambda: _ok_json(http.post(
+            f"/deployments/{manual['id']}/create_flow_run", json={"parameters": {"targets": ["ingest"]}})), 60)
+        state = server.wait_for("the flow run", lambda: _final_state(http, run["id"]), RUN_TIMEOUT_S)
+        assert state["type"] == "COMPLETED", state.get("message")
 
-            manual = _wait_for("the manual deployment", lambda: deployment("llara-pipeline/manual"), STARTUP_TIMEOUT_S,
-                               procs, logs)
-            assert manual["parameters"]["repo_root"] == str(ws.resolve())
-            nightly = _wait_for("the nightly deployment", lambda: deployment("llara-retrain/nightly"), 30, procs, logs)
-            schedule = nightly["schedules"][0]["schedule"]
-            assert (schedule["cron"], schedule["timezone"]) == ("30 2 * * *", "Europe/Berlin")
-            # serve() registers the deployments one after another: wait for each, do not assume an order.
-            _wait_for("the experiments deployment", lambda: deployment("llara-experiments/experiments"), 30, procs, logs)
-
-            def ok_json(response: httpx.Response):
-                """The reply's JSON when it succeeded; None for a transient error (e.g. SQLite busy under load)."""
-                return response.json() if response.status_code in (200, 201) else None
-
-            run = _wait_for("the flow run to be created", lambda: ok_json(http.post(
-                f"/deployments/{manual['id']}/create_flow_run", json={"parameters": {"targets": ["ingest"]}})),
-                60, procs, logs)
-
-            def finished():
-                state = (ok_json(http.get(f"/flow_runs/{run['id']}")) or {}).get("state")
-                return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-            state = _wait_for("the flow run", finished, RUN_TIMEOUT_S, procs, logs)
-            assert state["type"] == "COMPLETED", state.get("message")
-
-            task_runs = _wait_for("the task runs", lambda: ok_json(http.post(
-                "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})), 30, procs, logs)
-            assert sorted(t["name"] for t in task_runs) == ["fetch", "ingest"]
-            artifacts = _wait_for("the artifacts", lambda: ok_json(http.post(
-                "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})), 30, procs, logs)
-            metrics = [a for a in artifacts if a["key"] == "pipeline-metrics"]
-            assert metrics and "0.3444 [0.2500, 0.4400] n=95" in metrics[0]["data"]
-        assert (ws / "data/ingested/items.parquet").is_file()
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
+        task_runs = server.wait_for("the task runs", lambda: _ok_json(http.post(
+            "/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}})), 30)
+        assert sorted(t["name"] for t in task_runs) == ["fetch", "ingest"]
+        artifacts = server.wait_for("the artifacts", lambda: _ok_json(http.post(
+            "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run["id"]]}}})), 30)
+        metrics = [a for a in artifacts if a["key"] == "pipeline-metrics"]
+        assert metrics and "0.3444 [0.2500, 0.4400] n=95" in metrics[0]["data"]
+    assert (ws / "data/ingested/items.parquet").is_file()

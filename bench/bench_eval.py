@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from benchlib import ROOT, add_clock_argument, bench_device, make_clock, record, right_padded
+from benchlib import ROOT, add_clock_argument, make_clock, record, right_padded
 from llara.llm.data import collate, read_examples, read_titles  # noqa: E402
 from llara.llm.evaluation import eval_templates, evaluate, parse_answers  # noqa: E402
 from llara.llm.generation import greedy_generate, match_answer_authors  # noqa: E402
+from llara.llm.loading import resolve_device  # noqa: E402
 from llara.llm.model import ModelConfig  # noqa: E402
 from llara.llm.runs import LLMSettings, build, load_recommender_dir, load_run, read_run_info  # noqa: E402
 from llara.llm.scoring import naive_scores  # noqa: E402
@@ -89,7 +90,7 @@ def main() -> None:
     add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = bench_device(args.device)
+    device = resolve_device(args.device)
     clock = make_clock(args.clock, args.threads, device)
     n_users = 16 if args.quick else args.users
     run = args.run if args.run is not None and (args.run / "final" / "run.json").is_file() else None

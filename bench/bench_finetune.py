@@ -28,10 +28,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import (ROOT, add_clock_argument, bench_device, finetune_setup, machine, make_clock, record,
-                      right_padded)
+from benchlib import ROOT, add_clock_argument, finetune_setup, machine, make_clock, record, right_padded
 from llara.llm.curriculum import template_draws
 from llara.llm.data import collate, step_indices
+from llara.llm.loading import resolve_device
 from llara.llm.training import make_optimizer, train, training_compile
 from tasks.params import load_params
 
@@ -158,7 +158,7 @@ def main() -> None:
     add_clock_argument(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = bench_device(args.device)
+    device = resolve_device(args.device)
     DEVICE["name"] = device.type
     CLOCK["fn"] = make_clock(args.clock, args.threads, device)
     steps = 2 if args.quick else args.steps

@@ -66,12 +66,6 @@ def add_clock_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda")
 
 
-def bench_device(name: str) -> torch.device:
-    from llara.llm.loading import resolve_device
-
-    return resolve_device(name)
-
-
 @dataclass
 class FinetuneSetup:
     """params.yaml's fine-tuning inputs for one variant and recipe, as the `finetune` stage reads them."""

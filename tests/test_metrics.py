@@ -73,3 +73,26 @@ def test_summarize_and_ranking_metrics_format():
     assert out["hr@1"]["value"] == pytest.approx(1 / 3)
     assert out["hr@5"]["value"] == pytest.approx(2 / 3)
     assert out["ndcg@5"]["value"] == pytest.approx((1 + 0.5) / 3)
+
+
+def test_paired_difference_is_tighter_than_unpaired_and_names_both_means():
+    rng = np.random.default_rng(0)
+    base = (rng.random(400) < 0.5).astype(float)
+    model = base.copy()
+    model[np.flatnonzero(base == 0)[:30]] = 1.0  # the model wins on 30 users the baseline misses
+    model[np.flatnonzero(base == 1)[:10]] = 0.0  # and loses on 10 it hits
+    paired = metrics.paired_difference(model, base, seed=1)
+    assert paired["n"] == 400
+    assert paired["value"] == pytest.approx(model.mean() - base.mean())
+    assert paired["model"] == pytest.approx(model.mean()) and paired["baseline"] == pytest.approx(base.mean())
+    low, high = paired["ci95"]
+    assert low <= paired["value"] <= high
+    # the unpaired CIs of the two means overlap; the paired CI of their difference excludes 0
+    m_low, _ = metrics.bootstrap_ci(model, seed=1)
+    _, b_high = metrics.bootstrap_ci(base, seed=1)
+    assert m_low < b_high and low > 0
+    assert metrics.paired_difference(model, base, seed=1) == paired  # seeded
+    identical = metrics.paired_difference(base, base)
+    assert identical["value"] == 0.0 and identical["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same users"):
+        metrics.paired_difference(model, base[:-1])

@@ -26,7 +26,7 @@ def peak_gib() -> float:
 def worker(steps: int | None, threads: int) -> None:
     import torch
 
-    from llara.cli import apply_runtime_defaults
+    from llara.entrypoint import apply_runtime_defaults
     from llara.llm.training import train
 
     apply_runtime_defaults()  # as the `llara` CLI and the DVC stages do

@@ -1,4 +1,5 @@
-"""``python -m flows run|serve|retrain``: the command line behind ``llara run`` / ``llara serve``.
+"""``python -m flows run|serve|retrain``: the command line of the flows; ``llara run`` / ``llara serve`` forward their
+arguments here (as ``LLARA_PROG=llara``, so usage lines read ``llara run``).
 
 Prefect is imported only by the subcommands that need it (``run --no-prefect`` is plain ``dvc repro``). Errors are one
 line ``error: ...`` (exit 2 for bad input, 1 otherwise); ``--verbose`` (or LLARA_VERBOSE=1) shows tracebacks.
@@ -9,11 +10,36 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
+from flows.serve import DEFAULT_INBOX, NIGHTLY_CRON
 from flows.workspace import apply_env_defaults
-from llara.cli import OneLineParser
-from llara.cli.pipeline import add_run_arguments, add_serve_arguments
+from llara.entrypoint import OneLineParser, is_verbose, run_reporting_errors
+from llara.errors import InputError, LlaraError
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``run`` (``llara run``)."""
+    p.add_argument("stages", nargs="*", metavar="STAGE",
+                   help="stages to reproduce with what they depend on (default: all), e.g. ingest, split, split@paper")
+    p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param for this run only, `dvc exp run -S` syntax (repeatable); params.yaml is "
+                        "restored afterwards")
+    p.add_argument("--root", default=".", help="repository root (default: current directory)")
+    p.add_argument("--force", action="store_true", help="reproduce even stages that are up to date")
+    p.add_argument("--no-prefect", action="store_true", help="run plain `dvc repro` instead of the Prefect flow")
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``serve`` (``llara serve``)."""
+    p.add_argument("--root", default=".", help="repository root the runs use (default: current directory)")
+    p.add_argument("--cron", default=NIGHTLY_CRON,
+                   help=f"nightly retraining schedule, cron syntax (default: {NIGHTLY_CRON!r})")
+    p.add_argument("--timezone", default=os.environ.get("LLARA_TIMEZONE", "UTC"),
+                   help="IANA timezone of the cron schedule (default: $LLARA_TIMEZONE or UTC)")
+    p.add_argument("--inbox", default=DEFAULT_INBOX,
+                   help=f"folder whose new interaction files the nightly run merges (default: {DEFAULT_INBOX})")
+    p.add_argument("--paused", action="store_true", help="register the nightly schedule paused")
+    p.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -58,15 +84,23 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m flows", description="Run or serve the LLaRA pipeline's Prefect flows.")
+    prog = os.environ.pop("LLARA_PROG", "python -m flows")
+    parser = OneLineParser(prog=prog, description="Run or serve the LLaRA pipeline's Prefect flows.")
     parser.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    run = sub.add_parser("run", help="reproduce the pipeline (or some stages) through Prefect",
-                         description="Reproduce the DVC pipeline stage by stage as a Prefect flow.")
+    run = sub.add_parser(
+        "run", help="reproduce the pipeline (or some stages) through Prefect",
+        description="Reproduce the DVC pipeline stage by stage as a Prefect flow: one task run per stage, DVC skips "
+                    "what is up to date. Params can be overridden for this run only with -S (params.yaml is "
+                    "restored afterwards).",
+    )
     add_run_arguments(run)
     run.set_defaults(func=_run)
-    serve = sub.add_parser("serve", help="serve the deployments (manual pipeline + nightly retraining)",
-                           description="Register and serve the deployments until interrupted (Ctrl-C).")
+    serve = sub.add_parser(
+        "serve", help="serve the deployments (manual pipeline, nightly retraining, experiments)",
+        description="Register the deployments with the Prefect API (PREFECT_API_URL, e.g. a local `prefect server "
+                    "start`) and execute their runs in this workspace until interrupted (Ctrl-C).",
+    )
     add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
     retrain = sub.add_parser("retrain", help="merge new interactions and rerun what they affect",
@@ -98,7 +132,7 @@ def _quiet_prefect_tracebacks() -> None:
 def main(argv: list[str] | None = None) -> int:
     apply_env_defaults()
     args = build_parser().parse_args(argv)
-    verbose = args.verbose or os.environ.get("LLARA_VERBOSE") == "1"
+    verbose = is_verbose(args.verbose)
     if verbose:
         os.environ["LLARA_VERBOSE"] = "1"  # stages print tracebacks too
     elif not getattr(args, "no_prefect", False):
@@ -106,22 +140,14 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging()  # later calls are incremental and keep these handlers (and the filter added next)
         _quiet_prefect_tracebacks()
-    from llara.cli import run_reporting_errors
-
     from flows.dvc_stages import StageFailed
 
     def call() -> int:
         try:
             return args.func(args)
         except StageFailed as exc:
-            from llara.errors import InputError, LlaraError
-
             if exc.bad_input:
                 raise InputError(f"stage '{exc.stage}'", exc.error) from None
             raise LlaraError(str(exc)) from None
 
     return run_reporting_errors(call, verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

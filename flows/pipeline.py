@@ -138,11 +138,3 @@ def pipeline(
         statuses = run_graph(root, targets, force, retries, retry_delay_s)
     publish_metrics(root)
     return statuses
-
-
-if __name__ == "__main__":
-    import sys
-
-    from flows.cli import main
-
-    raise SystemExit(main(["run", *sys.argv[1:]]))

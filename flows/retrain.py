@@ -120,11 +120,3 @@ def retrain(
     with workspace_lock(root, get_run_logger().info):
         merge_new_interactions(str(root), list(new_interactions or []), inbox)
         return pipeline(repo_root=str(root), targets=targets)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from flows.cli import main
-
-    raise SystemExit(main(["retrain", *sys.argv[1:]]))

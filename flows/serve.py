@@ -1,4 +1,4 @@
-"""Deployments served by this process (``llara serve`` / ``python -m flows.serve``):
+"""Deployments served by this process (``llara serve`` / ``python -m flows serve``):
 
 - ``llara-pipeline/manual``: the pipeline, triggered by hand (UI "Run", ``prefect deployment run``, the API);
 - ``llara-retrain/nightly``: retraining on a cron schedule (timezone configurable), merging the inbox folder;
@@ -10,14 +10,15 @@ Runs execute in this process's machine and workspace (``--root``). For workers o
 
 from __future__ import annotations
 
-import sys
-
 from flows.workspace import apply_env_defaults, resolve_root
 
 apply_env_defaults()
 
+NIGHTLY_CRON = "0 3 * * *"  # the nightly retraining: 03:00 (in the deployment's timezone)
+DEFAULT_INBOX = "data/inbox"  # where new interaction files are dropped for the nightly run
 
-def build_deployments(root: str, cron: str = "0 3 * * *", timezone: str = "UTC", inbox: str | None = "data/inbox",
+
+def build_deployments(root: str, cron: str = NIGHTLY_CRON, timezone: str = "UTC", inbox: str | None = DEFAULT_INBOX,
                       paused: bool = False) -> list:
     """The three RunnerDeployments, parameterized with the absolute workspace path."""
     from prefect.schedules import Cron
@@ -49,16 +50,10 @@ def build_deployments(root: str, cron: str = "0 3 * * *", timezone: str = "UTC",
     ]
 
 
-def serve_all(root: str = ".", cron: str = "0 3 * * *", timezone: str = "UTC", inbox: str | None = "data/inbox",
+def serve_all(root: str = ".", cron: str = NIGHTLY_CRON, timezone: str = "UTC", inbox: str | None = DEFAULT_INBOX,
               paused: bool = False, limit: int | None = None) -> None:
     """Register the deployments and serve them until interrupted."""
     from prefect import serve
 
     deployments = build_deployments(root, cron, timezone, inbox, paused)
     serve(*deployments, limit=limit)
-
-
-if __name__ == "__main__":
-    from flows.cli import main
-
-    sys.exit(main(["serve", *sys.argv[1:]]))

@@ -1,4 +1,6 @@
-"""Shared plumbing for stage entry points: logging, error reporting, exit codes."""
+"""Shared by the stage adapters: logging (Prefect's run logger inside a flow) and the machine-wide CPU slot.
+
+Error reporting and exit codes are :mod:`llara.entrypoint`'s (``exit_with``), the same as the ``llara`` CLI's."""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from llara.cli import run_reporting_errors
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -62,9 +63,3 @@ def cpu_slot(name: str, device: str, log: Callable[[str], None], path: Path | No
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def stage_main(fn: Callable[[], object]) -> None:
-    """Run a stage's main and exit with the CLI's exit codes (2 bad input, 1 internal failure)."""
-    verbose = os.environ.get("LLARA_VERBOSE") == "1" or "--verbose" in sys.argv
-    sys.exit(run_reporting_errors(fn, verbose))

@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 from llara.atomic import atomic_path, write_json, write_parquet
+from llara.entrypoint import exit_with
 from llara.llm.data import read_examples
 from llara.llm.evaluation import evaluate
 from llara.llm.runs import eval_item_mode, load_run, read_run_info
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.finetune import run_dir
 from tasks.params import EvaluateParams, FinetuneParams, LLMParams, load_params
 
@@ -77,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

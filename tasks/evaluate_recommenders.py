@@ -10,8 +10,9 @@ import argparse
 from pathlib import Path
 
 from llara.atomic import write_json
+from llara.entrypoint import exit_with
 from llara.recommenders.workflow import evaluate_export
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.params import load_params
 
 EXPORT_ROOT = Path("data/recommenders")
@@ -40,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llara.entrypoint import exit_with
 from llara.recommenders.workflow import export as export_model
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.params import load_params
 
 PRETRAIN_ROOT = Path("data/pretrain")
@@ -33,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from llara.atomic import atomic_dir
 from llara.data.sources import MOVIELENS_100K_SHA256, fetch_movielens_100k, verify_checksums
+from llara.entrypoint import exit_with
 from llara.errors import require_config
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.params import IngestParams, load_params, reported_as_params
 
 
@@ -52,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

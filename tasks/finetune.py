@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from llara.atomic import atomic_path
+from llara.entrypoint import exit_with
 from llara.llm.data import read_examples, read_titles
 from llara.llm.distributed import is_main_process
 from llara.llm.loading import resolve_device
@@ -23,7 +24,7 @@ from llara.llm.model import ModelConfig
 from llara.llm.runs import LLMSettings, build, check_embedding_rows, load_recommender_dir
 from llara.llm.recipes import VARIANT_SCHEDULES, variant_configs
 from llara.llm.training import LOG_FIELDS, TrainConfig, train
-from tasks.common import cpu_slot, get_logger, stage_main
+from tasks.common import cpu_slot, get_logger
 from tasks.params import FinetuneParams, LLMParams, load_params
 
 ITEMS = Path("data/ingested/items.parquet")
@@ -99,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from llara.data.ingest import Columns, Dataset, read_generic, read_movielens, write_dataset
-from tasks.common import get_logger, stage_main
+from llara.entrypoint import exit_with
+from tasks.common import get_logger
 from tasks.params import IngestParams, load_params, reported_as_params
 
 OUT_DIR = Path("data/ingested")
@@ -41,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from llara.atomic import atomic_dir
+from llara.entrypoint import exit_with
 from llara.llm.loading import check_model_source, convert_gguf, find_smollm2_gguf
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.params import LLMParams, load_params
 
 
@@ -38,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

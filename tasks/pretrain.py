@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llara.entrypoint import exit_with
 from llara.errors import require
 from llara.recommenders.base import BackboneConfig
 from llara.recommenders.registry import config_from_dict
 from llara.recommenders.training import TrainConfig, TrainResult
 from llara.recommenders.workflow import pretrain as pretrain_model
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.params import BACKBONES, PretrainParams, load_params
 
 ITEMS = Path("data/ingested/items.parquet")
@@ -69,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

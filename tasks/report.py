@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from llara.entrypoint import exit_with
 from llara.report import ReportConfig, build_report, expand_globs
-from tasks.common import get_logger, stage_main
+from tasks.common import get_logger
 from tasks.params import ReportParams, load_params
 
 
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from llara.data.ingest import read_dataset
-from llara.cli import OneLineParser
 from llara.data.split import PROTOCOLS, SplitConfig, split_to_dir
-from tasks.common import get_logger, stage_main
+from llara.entrypoint import OneLineParser, exit_with
+from tasks.common import get_logger
 from tasks.ingest import OUT_DIR as INGESTED
 from tasks.params import SplitParams, load_params, reported_as_params
 
@@ -49,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    stage_main(main)
+    exit_with(main)

@@ -217,10 +217,29 @@ def test_cli_plain_dvc_and_one_line_errors(mini_repo: Path):
 
 
 def test_cli_help_lists_run_serve_report():
-    for command in ("run", "serve", "report"):
+    """`llara run|serve --help` show the options flows/cli.py defines (forwarded to `python -m flows`)."""
+    options = {"run": ["--no-prefect", "--set-param", "--force"], "serve": ["--cron", "--timezone", "--inbox"],
+               "report": ["--chart-metric"]}
+    for command, expected in options.items():
         result = subprocess.run([sys.executable, "-m", "llara", command, "--help"], capture_output=True, text=True,
                                 env=child_env(), timeout=60)
         assert result.returncode == 0 and f"usage: llara {command}" in result.stdout
+        assert all(option in result.stdout for option in expected), result.stdout
+    bad = subprocess.run([sys.executable, "-m", "llara", "run", "--no-such-option"], capture_output=True, text=True,
+                         env=child_env(), timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: llara: unrecognized arguments: --no-such-option"
+
+
+def test_serve_defaults_match_prefect_yaml():
+    """The nightly schedule is defined once (flows/serve.py); prefect.yaml's deployment must say the same."""
+    from flows.cli import build_parser
+    from flows.serve import DEFAULT_INBOX, NIGHTLY_CRON
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.cron, args.inbox) == (NIGHTLY_CRON, DEFAULT_INBOX)
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "prefect.yaml").read_text())
+    nightly = next(d for d in config["deployments"] if d["name"] == "nightly")
+    assert nightly["schedules"][0]["cron"] == NIGHTLY_CRON and nightly["parameters"]["inbox"] == DEFAULT_INBOX
 
 
 

@@ -95,7 +95,7 @@ def test_on_step_stops_training_early(tmp_path, tiny_llm_dir):
 def test_entry_points_cap_the_onednn_kernel_cache(monkeypatch):
     import os
 
-    from llara.cli import run_reporting_errors
+    from llara.entrypoint import run_reporting_errors
 
     monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
     assert run_reporting_errors(lambda: None) == 0

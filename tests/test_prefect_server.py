@@ -1,4 +1,4 @@
-"""End to end against a REAL Prefect server on 127.0.0.1 (random port, its own PREFECT_HOME): `python -m flows.serve`
+"""End to end against a REAL Prefect server on 127.0.0.1 (random port, its own PREFECT_HOME): `llara serve`
 registers the deployments, a run is triggered through the REST API, and it publishes the metrics artifact; a process
 work pool's worker runs a `prefect deploy`ed deployment. Everything started here is killed (process groups) in a
 finally, within a bounded time."""
@@ -159,7 +159,7 @@ def test_serve_trigger_and_artifact(tmp_path: Path):
         {"paper": {"sasrec": {"hr@1": {"value": 0.3444, "ci95": [0.25, 0.44], "n": 95}}}}))
     with prefect_server(tmp_path, PREFECT_RUNNER_POLL_FREQUENCY="2") as server:
         http = server.http
-        server.start([sys.executable, "-m", "flows.serve", "--root", ".", "--timezone", "Europe/Berlin",
+        server.start([sys.executable, "-m", "llara", "serve", "--root", ".", "--timezone", "Europe/Berlin",
                       "--cron", "30 2 * * *"], tmp_path / "serve.log", ws)
 
         def deployment(name: str):

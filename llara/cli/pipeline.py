@@ -1,5 +1,6 @@
-"""``llara run``, ``llara serve`` (the Prefect flows, started as ``python -m flows ...`` with this interpreter: the
-library never imports Prefect) and ``llara report`` (renders the HTML report directly)."""
+"""``llara run``, ``llara serve`` (the Prefect flows: their arguments are forwarded as they are to
+``python -m flows run|serve`` with this interpreter, which defines them; the library never imports Prefect or
+``flows``) and ``llara report`` (renders the HTML report directly)."""
 
 from __future__ import annotations
 
@@ -9,52 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+from llara.entrypoint import is_verbose
 from llara.errors import InputError
 
-_FLOWS_HINT = "the `flows` package is not importable here: run from the repository root or pass --root"
-
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``llara run`` (also ``python -m flows run``, which gets them forwarded)."""
-    p.add_argument("stages", nargs="*", metavar="STAGE",
-                   help="stages to reproduce with what they depend on (default: all), e.g. ingest, split, split@paper")
-    p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param for this run only, `dvc exp run -S` syntax (repeatable); params.yaml is "
-                        "restored afterwards")
-    p.add_argument("--root", default=".", help="repository root (default: current directory)")
-    p.add_argument("--force", action="store_true", help="reproduce even stages that are up to date")
-    p.add_argument("--no-prefect", action="store_true", help="run plain `dvc repro` instead of the Prefect flow")
-
-
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of ``llara serve`` (also ``python -m flows serve``)."""
-    p.add_argument("--root", default=".", help="repository root the runs use (default: current directory)")
-    p.add_argument("--cron", default="0 3 * * *", help="nightly retraining schedule, cron syntax (default: 03:00)")
-    p.add_argument("--timezone", default=os.environ.get("LLARA_TIMEZONE", "UTC"),
-                   help="IANA timezone of the cron schedule (default: $LLARA_TIMEZONE or UTC)")
-    p.add_argument("--inbox", default="data/inbox",
-                   help="folder whose new interaction files the nightly run merges (default: data/inbox)")
-    p.add_argument("--paused", action="store_true", help="register the nightly schedule paused")
-    p.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+FLOW_COMMANDS = {
+    "run": ("reproduce the pipeline through the Prefect flow (or plain dvc repro)",
+            "Reproduce the DVC pipeline stage by stage as a Prefect flow."),
+    "serve": ("serve the Prefect deployments (manual pipeline, nightly retraining, experiments)",
+              "Register the Prefect deployments and execute their runs in this workspace until interrupted."),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser(
-        "run", help="reproduce the pipeline through the Prefect flow (or plain dvc repro)",
-        description="Reproduce the DVC pipeline stage by stage as a Prefect flow: one task run per stage, DVC skips "
-                    "what is up to date. Params can be overridden for this run only with -S (params.yaml is "
-                    "restored afterwards).",
-    )
-    add_run_arguments(run)
-    run.set_defaults(func=_run)
-
-    serve = sub.add_parser(
-        "serve", help="serve the Prefect deployments (manual pipeline, nightly retraining, experiments)",
-        description="Register the deployments with the Prefect API (PREFECT_API_URL, e.g. a local `prefect server "
-                    "start`) and execute their runs in this workspace until interrupted.",
-    )
-    add_serve_arguments(serve)
-    serve.set_defaults(func=_serve)
+    for name, (summary, description) in FLOW_COMMANDS.items():
+        flow_command = sub.add_parser(
+            name, help=summary, add_help=False,
+            description=f"{description} Options are those of `python -m flows {name}` (`llara {name} --help`).",
+        )
+        flow_command.set_defaults(func=_flows, forwards_argv=True)
 
     from llara.report import DEFAULT_ITEMS, DEFAULT_METRICS, DEFAULT_PLOTS, DEFAULT_PREDICTIONS, DEFAULT_SPLIT_FILE
 
@@ -82,38 +55,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_report)
 
 
-def _flows(root: str, argv: list[str], verbose: bool) -> int:
-    """Run ``python -m flows <argv>`` in ``root`` with this interpreter (its bin dir first on PATH)."""
-    root_path = Path(root).resolve()
-    if not (root_path / "dvc.yaml").is_file():
-        raise InputError(root_path, "not a pipeline workspace (no dvc.yaml here); pass --root")
-    env = dict(os.environ)
+def _root(argv: list[str]) -> Path:
+    """The workspace named by ``--root`` in the forwarded arguments (default: the current directory)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--root", default=".")
+    root = Path(parser.parse_known_args(argv)[0].root).resolve()
+    if not (root / "dvc.yaml").is_file():
+        raise InputError(root, "not a pipeline workspace (no dvc.yaml here); pass --root")
+    return root
+
+
+def _flows(args: argparse.Namespace) -> int:
+    """Run ``python -m flows <command> <argv>`` in the workspace with this interpreter (its bin dir first on PATH;
+    the workspace on PYTHONPATH, where ``flows`` and ``tasks`` live)."""
+    root = _root(args.argv)
+    env = dict(os.environ, LLARA_PROG="llara")  # usage and errors read `llara run ...`
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root_path), env.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "flows"] + (["--verbose"] if verbose else []) + argv
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH", "")]))
+    verbose = ["--verbose"] if is_verbose(args.verbose) else []
+    cmd = [sys.executable, "-m", "flows", *verbose, args.command, *args.argv, "--root", str(root)]
     try:
-        return subprocess.run(cmd, cwd=root_path, env=env).returncode
+        return subprocess.run(cmd, cwd=root, env=env).returncode
     except KeyboardInterrupt:
         return 130
-
-
-def _verbose(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "verbose", False)) or os.environ.get("LLARA_VERBOSE") == "1"
-
-
-def _run(args: argparse.Namespace) -> int:
-    argv = ["run", "--root", ".", *args.stages]
-    for override in args.overrides:
-        argv += ["-S", override]
-    argv += (["--force"] if args.force else []) + (["--no-prefect"] if args.no_prefect else [])
-    return _flows(args.root, argv, _verbose(args))
-
-
-def _serve(args: argparse.Namespace) -> int:
-    argv = ["serve", "--root", ".", "--cron", args.cron, "--inbox", args.inbox, "--timezone", args.timezone]
-    argv += ["--paused"] if args.paused else []
-    argv += ["--limit", str(args.limit)] if args.limit else []
-    return _flows(args.root, argv, _verbose(args))
 
 
 def _report(args: argparse.Namespace) -> int:

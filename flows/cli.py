@@ -22,8 +22,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("stages", nargs="*", metavar="STAGE",
                    help="stages to reproduce with what they depend on (default: all), e.g. ingest, split, split@paper")
     p.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a param for this run only, `dvc exp run -S` syntax (repeatable); params.yaml is "
-                        "restored afterwards")
+                   help="override a param for this run only, `dvc exp run -S` syntax (repeatable; allow-listed keys, "
+                        "docs/operations.md); params.yaml is never written: the run happens in a scratch copy whose "
+                        "dvc.lock and outputs the workspace adopts when it succeeds")
     p.add_argument("--root", default=".", help="repository root (default: current directory)")
     p.add_argument("--force", action="store_true", help="reproduce even stages that are up to date")
     p.add_argument("--no-prefect", action="store_true", help="run plain `dvc repro` instead of the Prefect flow")
@@ -40,6 +41,9 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"folder whose new interaction files the nightly run merges (default: {DEFAULT_INBOX})")
     p.add_argument("--paused", action="store_true", help="register the nightly schedule paused")
     p.add_argument("--limit", type=int, default=None, help="at most this many concurrent flow runs")
+    p.add_argument("--notify", default=None, metavar="BLOCK",
+                   help="Prefect notification block (type/name, e.g. slack-webhook/ops) that an automation messages "
+                        "for every failed, crashed or timed-out run (default: none; docs/operations.md)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -53,11 +57,11 @@ def _run(args: argparse.Namespace) -> int:
         def say(line: str) -> None:
             print(line, flush=True)
 
-        with workspace_lock(root, say), params_overrides(root, args.overrides, say):
-            code, lines = run_dvc(root, ["--wait-for-lock", "repro", *args.stages] + (["--force"] if args.force else []), say)
-        if code != 0:
-            error, stage_code = failure_message(lines)
-            raise StageFailed(failed_stage(lines) or "dvc repro", stage_code if stage_code is not None else code, error)
+        with workspace_lock(root, say), params_overrides(root, args.overrides, say) as workdir:
+            code, lines = run_dvc(workdir, ["--wait-for-lock", "repro", *args.stages] + (["--force"] if args.force else []), say)
+            if code != 0:
+                error, stage_code = failure_message(lines)
+                raise StageFailed(failed_stage(lines) or "dvc repro", stage_code if stage_code is not None else code, error)
         return 0
     from flows.pipeline import pipeline
 
@@ -70,7 +74,8 @@ def _run(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from flows.serve import serve_all
 
-    serve_all(root=args.root, cron=args.cron, timezone=args.timezone, inbox=args.inbox, paused=args.paused, limit=args.limit)
+    serve_all(root=args.root, cron=args.cron, timezone=args.timezone, inbox=args.inbox, paused=args.paused,
+              limit=args.limit, notify=args.notify)
     return 0
 
 

@@ -3,24 +3,30 @@
 The graph comes from DVC itself (``Repo.index.graph``: the same stages, ``foreach`` expansions like ``split@paper``
 and dependency edges that ``dvc repro`` uses), so adding a stage to dvc.yaml adds it to every flow. Each stage runs as
 ``python -m dvc --wait-for-lock repro --single-item <stage>``: DVC decides whether it is up to date and skips it.
+DVC and the stage run in their own process group tied to the flow's life (:mod:`flows.guard`), with a timeout.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from flows.guard import PARENT_ENV
 from flows.workspace import subprocess_env
 from llara.errors import InputError
 
 BAD_INPUT_EXIT = 2
+TIMEOUT_EXIT = 124
 PROGRESS_LOG_INTERVAL_S = 10.0  # \r-terminated progress bars (tqdm) are logged at most this often
 _EXITED = re.compile(r"exited with (-?\d+)")
 _FAILED_STAGE = re.compile(r"failed to reproduce '([^']+)'")
@@ -50,11 +56,6 @@ class StageGraph:
 def stage_name(address: str) -> str:
     """``sub/dvc.yaml:split@paper`` -> ``split``: the stage's name in dvc.yaml without file or foreach key."""
     return address.rsplit(":", 1)[-1].split("@", 1)[0]
-
-
-def dvc_command(*args: str) -> list[str]:
-    """``dvc`` from this interpreter's environment."""
-    return [sys.executable, "-m", "dvc", *args]
 
 
 def stage_address(stage, root: Path) -> str:
@@ -204,33 +205,72 @@ def classify(stage: str, lines: Iterable[str]) -> str:
     return "skipped"
 
 
-def run_dvc(root: Path, args: list[str], log: Callable[[str], None], tail: int = 200) -> tuple[int, list[str]]:
-    """Run ``dvc <args>`` in ``root``, streaming every output line to ``log``; returns (exit code, last lines)."""
+def guarded_dvc_command(*args: str) -> list[str]:
+    """``dvc`` through :mod:`flows.guard`: killed with its stage commands when the flow process dies."""
+    return [sys.executable, "-m", "flows.guard", *args]
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop ``proc`` and everything in its process group (DVC and the stage it runs): SIGTERM, then SIGKILL."""
+    _signal_group(proc, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def run_dvc(root: Path, args: list[str], log: Callable[[str], None], tail: int = 200,
+            timeout_s: float | None = None) -> tuple[int, list[str]]:
+    """Run ``dvc <args>`` in ``root``, streaming every output line to ``log``; returns (exit code, last lines).
+
+    DVC runs in a process group of its own, tied to this process's life (:mod:`flows.guard`); after ``timeout_s``
+    the group is stopped and the exit code is :data:`TIMEOUT_EXIT`."""
     kept: collections.deque[str] = collections.deque(maxlen=tail)
+    env = subprocess_env({PARENT_ENV: str(os.getpid())})
+    flows_parent = str(Path(__file__).resolve().parents[1])  # flows.guard importable from any cwd
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [flows_parent, env.get("PYTHONPATH", "")]))
+    timed_out = threading.Event()
     with subprocess.Popen(
-        dvc_command(*args), cwd=root, env=subprocess_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        guarded_dvc_command(*args), cwd=root, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     ) as proc:
+        timer = None
+        if timeout_s:
+            timer = threading.Timer(timeout_s, lambda: (timed_out.set(), stop(proc)))
+            timer.daemon = True
+            timer.start()
         try:
             for line in iter_output(proc.stdout):
                 kept.append(line)
                 log(line)
-        except BaseException:  # interrupted: stop dvc (same process group as the stage, which a Prefect
-            proc.terminate()    # cancellation kills as a whole), and do not leave it running
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        except BaseException:  # interrupted or cancelled: do not leave DVC or its stage running
+            stop(proc)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         code = proc.wait()
+    if timed_out.is_set():
+        kept.append(f"error: timed out after {timeout_s:.0f} s (stopped)")
+        log(kept[-1])
+        return TIMEOUT_EXIT, list(kept)
     return code, list(kept)
 
 
-def run_stage(root: Path, stage: str, log: Callable[[str], None], *, force: bool = False) -> StageResult:
+def run_stage(root: Path, stage: str, log: Callable[[str], None], *, force: bool = False,
+              timeout_s: float | None = None) -> StageResult:
     """Reproduce one stage through DVC (which skips it when nothing changed). Raises :class:`StageFailed`."""
     started = time.monotonic()
     args = ["--wait-for-lock", "repro", "--single-item", stage] + (["--force"] if force else [])
-    code, lines = run_dvc(root, args, log)
+    code, lines = run_dvc(root, args, log, timeout_s=timeout_s)
+    if code == TIMEOUT_EXIT:
+        raise StageFailed(stage, code, f"timed out after {timeout_s:.0f} s (stopped with its processes)")
     if code != 0:
         error, stage_code = failure_message(lines)
         raise StageFailed(stage, stage_code if stage_code is not None else code, error)

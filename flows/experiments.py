@@ -1,15 +1,18 @@
-"""Experiment / ablation flow: each variant is a DVC experiment (``dvc exp run -S ... --name <variant>``), run one
-after the other in the workspace, so every variant is recorded by DVC (``dvc exp show``, ``dvc exp apply <name>``)
-and reuses the run cache for stages its overrides do not touch.
+"""Experiment / ablation flow: each variant is a DVC experiment run by DVC in a temporary directory
+(``dvc exp run --temp -S ... --name <variant>``), one after the other, so every variant is recorded by DVC
+(``dvc exp show``, ``dvc exp apply <name>``) and reuses the run cache for stages its overrides do not touch.
 
-The variants are flow parameters (a form in the Prefect UI). Every variant starts from the committed params.yaml
-(variants do not compound) and params.yaml is restored at the end; the workspace's outputs/dvc.lock are those of the
-last variant until the next ``llara run``. A comparison table of the variants' metrics is published as an artifact.
+The variants are flow parameters (a form in the Prefect UI), their overrides allow-listed like the pipeline's. The
+workspace is never written (params.yaml, outputs and dvc.lock stay as they are; DVC runs each variant from the last
+commit plus the uncommitted changes of tracked files). A comparison table of the variants' metrics, read from each
+experiment's commit, is published as an artifact.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from pathlib import Path
 
 from prefect import flow, task
@@ -21,7 +24,7 @@ from pydantic import BaseModel, Field
 from flows.dvc_stages import StageFailed, failure_message, run_dvc
 from flows.workspace import (
     PARAMS_FILE, apply_env_defaults, overridden_params, parse_override, resolve_root, restore_interrupted_override,
-    workspace_lock, write_atomic,
+    workspace_lock,
 )
 from llara.errors import InputError
 from llara.report import format_summary, load_metrics, metric_rows
@@ -55,21 +58,33 @@ def check_variants(root: Path, variants: list[Variant]) -> None:
         overridden_params(root / PARAMS_FILE, [parse_override(o) for o in v.overrides])
 
 
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout
+
+
+def experiment_metrics(root: Path, name: str) -> dict:
+    """The ``metrics/*.json`` files of experiment ``name`` (based on HEAD), read from the experiment's commit."""
+    head = _git(root, "rev-parse", "HEAD").strip()
+    ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+    commit = _git(root, "rev-parse", "--verify", "--quiet", ref).strip()
+    files = [f for f in _git(root, "ls-tree", "-r", "--name-only", commit, "metrics/").split() if f.endswith(".json")]
+    return {Path(f).stem: json.loads(_git(root, "show", f"{commit}:{f}")) for f in sorted(files)}
+
+
 @task(cache_policy=NO_CACHE)
-def run_variant(repo_root: str, variant: Variant, targets: list[str], original_params: bytes) -> dict:
-    """``dvc exp run`` one variant from the original params; return its metrics files' contents."""
+def run_variant(repo_root: str, variant: Variant, targets: list[str]) -> dict:
+    """``dvc exp run --temp`` one variant from the committed params; return its metrics files' contents."""
     log = get_run_logger()
     root = Path(repo_root)
-    write_atomic(root / PARAMS_FILE, original_params)
     run_dvc(root, ["exp", "remove", variant.name], lambda line: None)  # rerunning a variant replaces it
-    args = ["--wait-for-lock", "exp", "run", "--name", variant.name]
+    args = ["--wait-for-lock", "exp", "run", "--temp", "--name", variant.name]
     for override in variant.overrides:
         args += ["-S", override]
     code, lines = run_dvc(root, args + list(targets), log.info)
     if code != 0:
         error, stage_code = failure_message(lines)
         raise StageFailed(f"experiment {variant.name}", stage_code if stage_code is not None else code, error)
-    return {p.stem: load_metrics(p) for p in sorted((root / "metrics").glob("*.json"))}
+    return experiment_metrics(root, variant.name)
 
 
 def comparison_markdown(results: dict[str, dict], metric: str) -> str:
@@ -108,15 +123,11 @@ def experiments(
     with workspace_lock(root, log.info):
         restore_interrupted_override(root, log.info)
         check_variants(root, variants)
-        original = (root / PARAMS_FILE).read_bytes()
-        try:
-            for variant in variants:
-                future = run_variant.with_options(task_run_name=f"exp {variant.name}").submit(
-                    str(root), variant, list(targets or []), original)
-                results[variant.name] = future.result()
-        finally:
-            write_atomic(root / PARAMS_FILE, original)
-            log.info("params.yaml restored; `dvc exp show` lists the variants")
+        for variant in variants:
+            future = run_variant.with_options(task_run_name=f"exp {variant.name}").submit(
+                str(root), variant, list(targets or []))
+            results[variant.name] = future.result()
+        log.info("`dvc exp show` lists the variants; `dvc exp apply <name>` brings one into the workspace")
     create_markdown_artifact(markdown=comparison_markdown(results, metric), key="experiments-comparison",
                              description=f"{metric} of each variant")
     return results

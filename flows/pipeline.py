@@ -26,6 +26,9 @@ apply_env_defaults()
 
 DEFAULT_RETRIES = {"fetch": 2}  # network downloads; every other stage is deterministic compute
 RETRY_DELAY_S = 20
+# A stage still running after this long is stopped with its processes and fails the run (per stage name or address
+# in the flow's ``timeouts``; this default for the others). The long CPU profile trains ~8 h.
+STAGE_TIMEOUT_S = float(os.environ.get("LLARA_STAGE_TIMEOUT_S", str(12 * 3600)))
 MAX_PARALLEL_STAGES = int(os.environ.get("LLARA_MAX_PARALLEL_STAGES", "4"))
 DONE = ("ran", "skipped", "restored")
 METRICS_ARTIFACT_KEY = "pipeline-metrics"
@@ -43,14 +46,14 @@ def _retry_unless_bad_input(task, task_run, state) -> bool:
 
 
 @task(cache_policy=NO_CACHE, retry_condition_fn=_retry_unless_bad_input, log_prints=False)
-def dvc_stage(repo_root: str, stage: str, force: bool = False) -> StageResult:
+def dvc_stage(repo_root: str, stage: str, force: bool = False, timeout_s: float | None = None) -> StageResult:
     """Reproduce ONE DVC stage; its output is streamed into this task run's log."""
     log = get_run_logger()
 
     def emit(line: str) -> None:
         (log.error if line.startswith(("error: ", "ERROR: ")) else log.info)(line)
 
-    result = run_stage(Path(repo_root), stage, emit, force=force)
+    result = run_stage(Path(repo_root), stage, emit, force=force, timeout_s=timeout_s)
     log.info("stage %s: %s in %.1f s", stage, result.status, result.seconds)
     return result
 
@@ -65,7 +68,7 @@ def publish_metrics(root: Path, key: str = METRICS_ARTIFACT_KEY) -> str:
 
 
 def run_graph(root: Path, targets: list[str] | None, force: bool, retries: dict[str, int],
-              retry_delay_s: float = RETRY_DELAY_S) -> dict[str, str]:
+              retry_delay_s: float = RETRY_DELAY_S, timeouts: dict[str, float] | None = None) -> dict[str, str]:
     """Run one task per stage, each submitted as soon as its upstream stages completed (``wait_for`` records the
     edges for the UI; no worker slot is spent waiting). After a failure nothing new starts (like ``dvc repro``);
     running stages finish, then the first failure is raised. Returns {stage: ran|skipped|restored|failed|not run}."""
@@ -86,7 +89,8 @@ def run_graph(root: Path, targets: list[str] | None, force: bool, retries: dict[
                 retries=retries.get(stage, retries.get(stage_name(stage), 0)),
             )
             upstream = [futures[u] for u in graph.upstream[stage] if u in futures]
-            futures[stage] = runner.submit(str(root), stage, force, wait_for=upstream)
+            timeout_s = (timeouts or {}).get(stage, (timeouts or {}).get(stage_name(stage), STAGE_TIMEOUT_S))
+            futures[stage] = runner.submit(str(root), stage, force, timeout_s, wait_for=upstream)
             running[futures[stage].wrapped_future] = stage
         if not running:
             break  # what is left waits on a failed stage
@@ -120,21 +124,25 @@ def pipeline(
     force: bool = False,
     retries: dict[str, int] | None = None,
     retry_delay_s: float = RETRY_DELAY_S,
+    timeouts: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Reproduce the DVC pipeline (or ``targets`` and what they need) stage by stage.
 
     Args:
         repo_root: the repository (holds dvc.yaml and params.yaml).
         targets: stages to reproduce with their upstream stages (``split``, ``split@paper``); all when empty.
-        overrides: ``-S``-style ``key=value`` param overrides, applied to params.yaml for this run only.
+        overrides: ``-S``-style ``key=value`` param overrides for this run only (allow-listed keys, see
+            docs/operations.md; params.yaml is never written: the run happens in a scratch copy).
         force: reproduce even up-to-date stages (``dvc repro --force``).
         retries: retries per stage (name or address) on failures other than bad input (default: fetch 2).
         retry_delay_s: seconds between retries.
+        timeouts: seconds per stage (name or address) before it is stopped and fails the run (default 12 h,
+            ``$LLARA_STAGE_TIMEOUT_S``).
     """
     log = get_run_logger()
     root = resolve_root(repo_root)
     retries = DEFAULT_RETRIES if retries is None else retries
-    with workspace_lock(root, log.info), params_overrides(root, overrides, log.info):
-        statuses = run_graph(root, targets, force, retries, retry_delay_s)
+    with workspace_lock(root, log.info), params_overrides(root, overrides, log.info) as workdir:
+        statuses = run_graph(workdir, targets, force, retries, retry_delay_s, timeouts)
     publish_metrics(root)
     return statuses

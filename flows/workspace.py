@@ -1,20 +1,23 @@
-"""The workspace a flow runs in: subprocess environment, one-run-at-a-time lock, temporary ``-S`` param overrides.
+"""The workspace a flow runs in: subprocess environment, one-run-at-a-time lock, one-run ``-S`` param overrides.
 
 Prefect-free, so the plain ``dvc repro`` path (``llara run --no-prefect``) shares it.
 
-Override semantics (the documented choice): ``-S key=value`` uses exactly DVC's ``dvc exp run -S`` grammar (Hydra
-overrides, applied by DVC's own ``apply_overrides``), validated against ``tasks/params.py`` before anything runs,
-written to ``params.yaml`` atomically for the duration of the run and restored byte for byte afterwards (also after a
-failure; a crash leaves a backup that the next run restores first). ``dvc.lock`` and the outputs keep the overridden
-run's state, so ``dvc status`` afterwards shows the affected stages as changed and the next plain run reproduces the
-committed parameters (DVC's run cache makes that cheap for cached stages).
+Overrides (the documented choice): ``-S key=value`` uses exactly DVC's ``dvc exp run -S`` grammar (Hydra overrides,
+applied by DVC's own ``apply_overrides``), is checked against the allow-list :data:`OVERRIDABLE` (flow parameters come
+from the Prefect API, which has no authentication) and validated against ``tasks/params.py`` before anything runs.
+The user's ``params.yaml`` is never written: the run happens in a scratch copy of the workspace
+(:mod:`flows.scratch`) whose ``params.yaml`` carries the overrides and whose DVC cache is the workspace's; when the
+run succeeds its ``dvc.lock`` and outputs are adopted by the workspace, so ``dvc status`` afterwards shows the
+affected stages as changed and the next plain run reproduces the committed parameters. A killed run leaves the
+workspace as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import fnmatch
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -35,7 +38,30 @@ ENV_DEFAULTS = {
 }
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = Path(".dvc/tmp/llara-workspace.lock")
-BACKUP_FILE = Path(".dvc/tmp/llara-params.backup.yaml")
+BACKUP_FILE = Path(".dvc/tmp/llara-params.backup.yaml")  # written by older versions; restored if one was left
+SERVED_ROOT_ENV = "LLARA_SERVED_ROOT"
+LOCK_TIMEOUT_S = float(os.environ.get("LLARA_LOCK_TIMEOUT_S", str(6 * 3600)))
+
+# Params a run may override (dotted keys, fnmatch patterns). Everything else (input and output paths, the dataset's
+# source and URL, llm.trust_remote_code, the recommend stage's Dask scheduler, ...) is changed in params.yaml only.
+# Model locations are overridable only to a value params.yaml already configures or to a folder inside the
+# workspace (MODEL_KEYS), prompt templates only to a packaged name or a file inside the workspace.
+OVERRIDABLE = (
+    "split.protocols", "split.seed", "split.history_len", "split.min_history", "split.min_rating",
+    "split.n_candidates", "split.val_fraction", "split.test_fraction",
+    "pretrain.*",
+    "llm.model", "llm.dtype", "llm.device",
+    "finetune.protocol", "finetune.backbone", "finetune.variants", "finetune.prompts", "finetune.seed",
+    "finetune.profile", "finetune.recipe", "finetune.profiles.*", "finetune.recipes.*",
+    "evaluate.*",
+    "champion.margin", "champion.variant", "champion.modes", "champion.metric",
+    "recommend.k", "recommend.n_candidates", "recommend.users", "recommend.workers", "recommend.shard_size",
+    "recommend.rerank", "recommend.batch_size",
+    "report.chart_metric", "report.n_examples", "report.top_k",
+)
+MODEL_KEYS = ("llm.model", "finetune.profiles.*.llm")
+PACKAGED_MODELS = ("smollm2",)
+PACKAGED_PROMPTS = ("movie", "game", "artist", "item")
 
 
 def apply_env_defaults(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -58,8 +84,12 @@ def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def resolve_root(repo_root: str | Path) -> Path:
-    """The repository root as an absolute path; it must hold dvc.yaml."""
+    """The repository root as an absolute path; it must hold dvc.yaml, and be the served workspace under
+    ``llara serve`` (``$LLARA_SERVED_ROOT``): a run's parameters come from an unauthenticated API."""
     root = Path(repo_root).expanduser().resolve()
+    served = os.environ.get(SERVED_ROOT_ENV)
+    if served and root != Path(served).resolve():
+        raise InputError(f"repo_root {repo_root}", f"runs of these deployments use the served workspace {served}")
     if not (root / "dvc.yaml").is_file():
         raise InputError(root, "not a pipeline workspace (no dvc.yaml here); pass the repository root")
     return root
@@ -69,20 +99,27 @@ _held: dict[Path, int] = {}
 _held_guard = threading.Lock()
 
 
+def lock_holder(root: Path) -> str:
+    """Who holds the workspace lock, as its holder recorded it (host, pid, since); empty if unknown."""
+    note = root / LOCK_FILE.with_suffix(".holder")
+    return note.read_text().strip() if note.is_file() else ""
+
+
 @contextlib.contextmanager
-def workspace_lock(root: Path, log: Callable[[str], None] = print, poll_s: float = 2.0) -> Iterator[None]:
+def workspace_lock(root: Path, log: Callable[[str], None] = print, timeout_s: float | None = None) -> Iterator[None]:
     """Hold the workspace's run lock: one flow run at a time per workspace (re-entrant within a process).
 
-    DVC's own lock guards single commands; this one keeps a nightly retrain and a manual run (or two override runs)
-    from interleaving their params.yaml edits. Waits (logging once) while another process holds it.
+    DVC's own lock guards single commands; this one keeps a nightly retrain and a manual run from interleaving.
+    An OS file lock (the ``filelock`` package: released when the holder dies, even by SIGKILL); a run that cannot
+    get it within ``timeout_s`` (default ``$LLARA_LOCK_TIMEOUT_S``, 6 h) fails saying who holds it.
     """
+    from filelock import FileLock, Timeout
+
     root = root.resolve()
     with _held_guard:
-        if _held.get(root):
+        reentrant = bool(_held.get(root))
+        if reentrant:
             _held[root] += 1
-            reentrant = True
-        else:
-            reentrant = False
     if reentrant:
         try:
             yield
@@ -92,25 +129,29 @@ def workspace_lock(root: Path, log: Callable[[str], None] = print, poll_s: float
         return
     path = root / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        waited = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waited:
-                    log(f"another pipeline run holds {path}; waiting for it to finish")
-                    waited = True
-                time.sleep(poll_s)
-        with _held_guard:
-            _held[root] = 1
+    timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+    lock = FileLock(str(path), thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"another pipeline run holds {path} ({lock_holder(root) or 'holder unknown'}); waiting up to "
+            f"{timeout_s:.0f} s for it to finish")
         try:
-            yield
-        finally:
-            with _held_guard:
-                _held.pop(root, None)
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            lock.acquire(timeout=timeout_s, poll_interval=1.0)
+        except Timeout:
+            raise InputError(path, f"another pipeline run still holds this workspace after {timeout_s:.0f} s "
+                                   f"({lock_holder(root) or 'holder unknown'})") from None
+    note = root / LOCK_FILE.with_suffix(".holder")
+    note.write_text(f"host {socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    with _held_guard:
+        _held[root] = 1
+    try:
+        yield
+    finally:
+        with _held_guard:
+            _held.pop(root, None)
+        note.unlink(missing_ok=True)
+        lock.release()
 
 
 def parse_override(text: str) -> str:
@@ -124,25 +165,69 @@ def parse_override(text: str) -> str:
     return text
 
 
+def _leaves(data, prefix: str = "") -> dict[str, object]:
+    """``{"a.b.c": value}`` for every leaf of nested mappings (lists are leaves)."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _inside(root: Path, value: str) -> bool:
+    """Whether ``value`` names an existing path inside ``root`` (relative, no escape through ``..`` or links)."""
+    if not value or Path(value).is_absolute():
+        return False
+    target = (root / value).resolve()
+    return target.exists() and (target == root.resolve() or root.resolve() in target.parents)
+
+
+def override_violations(original: dict, new: dict, root: Path) -> list[str]:
+    """Why the change from ``original`` to ``new`` params is not allowed for a run (empty when it is)."""
+    before, after = _leaves(original), _leaves(new)
+    configured = {v for k, v in before.items() if any(fnmatch.fnmatchcase(k, p) for p in MODEL_KEYS) and v}
+    problems = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) == after.get(key) and (key in before) == (key in after):
+            continue
+        value = after.get(key)
+        if not any(fnmatch.fnmatchcase(key, p) for p in OVERRIDABLE):
+            problems.append(f"{key} may not be overridden for one run (edit params.yaml)")
+        elif any(fnmatch.fnmatchcase(key, p) for p in MODEL_KEYS) and value is not None and not (
+                value in configured or value in PACKAGED_MODELS or _inside(root, str(value))):
+            problems.append(f"{key}={value!r}: a model must be the configured one ({', '.join(map(str, sorted(configured)))}), "
+                            "a packaged one or a folder inside the workspace")
+        elif key == "finetune.prompts" and not (value in PACKAGED_PROMPTS or _inside(root, str(value))):
+            problems.append(f"{key}={value!r}: prompts must be {'|'.join(PACKAGED_PROMPTS)} or a file inside the workspace")
+    return problems
+
+
 def overridden_params(params_path: Path, overrides: list[str]) -> bytes:
-    """The bytes of ``params_path`` with ``overrides`` applied and validated (nothing is written)."""
+    """The bytes of ``params_path`` with ``overrides`` applied, allow-listed and validated (nothing is written)."""
     from dvc.utils.hydra import apply_overrides
 
     from tasks.params import parse_params
 
     overrides = [parse_override(o) for o in overrides]
+    where = "-S " + " ".join(overrides)
     fd, tmp = tempfile.mkstemp(prefix=".params.override.", suffix=".yaml", dir=params_path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        tmp_path.write_bytes(params_path.read_bytes())
+        original = params_path.read_bytes()
+        tmp_path.write_bytes(original)
         try:
             apply_overrides(tmp_path, overrides)
         except Exception as exc:  # DVC wraps Hydra's grammar errors; show the innermost cause
             cause = exc.__cause__ or exc
-            raise InputError("-S " + " ".join(overrides), str(cause).splitlines()[0]) from None
+            raise InputError(where, str(cause).splitlines()[0]) from None
         data = tmp_path.read_bytes()
-        parse_params(yaml.safe_load(data) or {}, where=f"params.yaml with -S {' '.join(overrides)}")
+        new = yaml.safe_load(data) or {}
+        problems = override_violations(yaml.safe_load(original) or {}, new, params_path.parent)
+        if problems:
+            raise InputError(where, "; ".join(problems))
+        parse_params(new, where=f"params.yaml with {where}")
         return data
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -154,7 +239,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def restore_interrupted_override(root: Path, log: Callable[[str], None] = print) -> bool:
-    """If a previous override run crashed, put its saved params.yaml back. Returns whether it did."""
+    """Put back a params.yaml that an older version's override run left behind when it crashed."""
     backup = root / BACKUP_FILE
     if not backup.is_file():
         return False
@@ -165,21 +250,16 @@ def restore_interrupted_override(root: Path, log: Callable[[str], None] = print)
 
 
 @contextlib.contextmanager
-def params_overrides(root: Path, overrides: list[str] | None, log: Callable[[str], None] = print) -> Iterator[None]:
-    """Apply ``-S`` overrides to ``root/params.yaml`` for the duration of the block, then restore it exactly."""
+def params_overrides(root: Path, overrides: list[str] | None, log: Callable[[str], None] = print) -> Iterator[Path]:
+    """Yield the directory a run with ``-S`` overrides happens in: ``root`` itself without overrides, else a scratch
+    copy carrying the overridden params.yaml, adopted by ``root`` when the block succeeds (see module doc)."""
+    from flows.scratch import scratch_workspace
+
     restore_interrupted_override(root, log)
     if not overrides:
-        yield
+        yield root
         return
-    params_path = root / PARAMS_FILE
-    original = params_path.read_bytes()
-    new = overridden_params(params_path, list(overrides))
-    write_atomic(root / BACKUP_FILE, original)
-    write_atomic(params_path, new)
-    log(f"params.yaml overridden for this run: {' '.join(overrides)}")
-    try:
-        yield
-    finally:
-        write_atomic(params_path, original)
-        (root / BACKUP_FILE).unlink(missing_ok=True)
-        log("params.yaml restored")
+    data = overridden_params(root / PARAMS_FILE, list(overrides))
+    with scratch_workspace(root, data, log) as scratch:
+        log(f"running with {' '.join(overrides)} in {scratch} (params.yaml stays as it is)")
+        yield scratch

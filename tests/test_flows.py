@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,9 @@ import pytest
 import yaml
 
 from flows.dvc_stages import StageFailed, classify, failed_stage, failure_message, iter_output, load_stage_graph, stage_name
-from flows.workspace import BACKUP_FILE, params_overrides, restore_interrupted_override, workspace_lock
+from flows.workspace import (
+    BACKUP_FILE, overridden_params, params_overrides, restore_interrupted_override, workspace_lock,
+)
 from llara.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,6 +43,10 @@ stages:
   bad:
     cmd: python scripts.py bad
     outs: [bad.txt]
+  slow:
+    cmd: python scripts.py slow
+    params: [split.seed]
+    outs: [slow.txt]
 """
 
 SCRIPTS = '''
@@ -69,6 +76,10 @@ elif what == "flaky":
         print("error: download interrupted", file=sys.stderr)
         sys.exit(1)
     Path("flaky.txt").write_text("ok")
+elif what == "slow":  # records its pid, then runs until stopped
+    Path(sys.argv[0]).resolve().parent.joinpath("slow.pid").write_text(str(__import__("os").getpid()))
+    time.sleep(300)
+    Path("slow.txt").write_text("done")
 elif what == "bad":
     attempt("bad")
     print("error: data.csv: row 3: column 'user' is not an integer", file=sys.stderr)
@@ -99,11 +110,11 @@ def test_graph_comes_from_dvc_yaml(mini_repo: Path):
     graph = load_stage_graph(mini_repo)
     assert graph.order.index("join") > max(graph.order.index("make@a"), graph.order.index("make@b"))
     assert graph.upstream["join"] == ["make@a", "make@b"]
-    assert graph.upstream["make@a"] == [] and set(graph.order) == {"make@a", "make@b", "join", "flaky", "bad"}
+    assert graph.upstream["make@a"] == [] and set(graph.order) == {"make@a", "make@b", "join", "flaky", "bad", "slow"}
     assert graph.downstream_of("make@b") == {"join"}
     assert load_stage_graph(mini_repo, ["join"]).order == ["make@a", "make@b", "join"]
     assert load_stage_graph(mini_repo, ["make"]).order == ["make@a", "make@b"]  # a foreach group
-    with pytest.raises(InputError, match=r"stage 'nope': not in the pipeline \(known stages: make, join, flaky, bad\)"):
+    with pytest.raises(InputError, match=r"stage 'nope': not in the pipeline \(known stages: make, join, flaky, bad, slow\)"):
         load_stage_graph(mini_repo, ["nope"])
 
 
@@ -124,29 +135,54 @@ def test_output_parsing():
     assert failed_stage(["ERROR: failed to reproduce 'split@paper': failed to run: x, exited with 1"]) == "split@paper"
 
 
-def test_overrides_applied_validated_and_restored(mini_repo: Path):
+def test_overrides_run_in_a_scratch_copy_and_params_yaml_is_never_written(mini_repo: Path):
     params = mini_repo / "params.yaml"
     original = params.read_bytes()
     with pytest.raises(RuntimeError):
-        with params_overrides(mini_repo, ["split.seed=7", "+report.top_k=3"], log=lambda m: None):
-            data = yaml.safe_load(params.read_text())
+        with params_overrides(mini_repo, ["split.seed=7", "+report.top_k=3"], log=lambda m: None) as workdir:
+            assert workdir != mini_repo and workdir.parent == mini_repo.parent
+            data = yaml.safe_load((workdir / "params.yaml").read_text())
             assert data["split"]["seed"] == 7 and data["report"]["top_k"] == 3
-            assert "# kept comment" in params.read_text()  # DVC's round-trip YAML keeps comments
+            assert "# kept comment" in (workdir / "params.yaml").read_text()  # DVC's round-trip YAML keeps comments
+            assert (workdir / "scripts.py").read_bytes() == (mini_repo / "scripts.py").read_bytes()
+            assert params.read_bytes() == original
             raise RuntimeError("stage crashed")
-    assert params.read_bytes() == original and not (mini_repo / BACKUP_FILE).exists()
-    with pytest.raises(InputError, match="split.seed"):
-        with params_overrides(mini_repo, ["split.seed=-1"], log=lambda m: None):
-            pass
-    with pytest.raises(InputError, match="expected key=value"):
-        with params_overrides(mini_repo, ["split.seed"], log=lambda m: None):
-            pass
-    with pytest.raises(InputError, match="nosuch"):
-        with params_overrides(mini_repo, ["split.nosuch=1"], log=lambda m: None):
-            pass
+    assert params.read_bytes() == original and not workdir.exists()
+    with params_overrides(mini_repo, [], log=lambda m: None) as workdir:
+        assert workdir == mini_repo
+    for bad, message in (("split.seed=-1", "split.seed"), ("split.seed", "expected key=value"),
+                         ("split.nosuch=1", "nosuch")):
+        with pytest.raises(InputError, match=message):
+            with params_overrides(mini_repo, [bad], log=lambda m: None):
+                pass
     assert params.read_bytes() == original
+    assert [p.name for p in mini_repo.parent.iterdir()] == [mini_repo.name]
 
 
-def test_interrupted_override_is_restored(mini_repo: Path):
+@pytest.mark.parametrize("override, reason", [
+    ("+llm.trust_remote_code=true", "llm.trust_remote_code may not be overridden"),
+    ("llm.model=/etc", "llm.model='/etc': a model must be the configured one"),
+    ("llm.model=someone/else", "a model must be the configured one"),
+    ("+finetune.profiles.default.llm=../../outside", "finetune.profiles.default.llm='../../outside'"),
+    ("+finetune.prompts=/etc/passwd", "prompts must be movie|game|artist|item or a file inside the workspace"),
+    ("+ingest.input_dir=/", "ingest.input_dir may not be overridden"),
+    ("+report.out=/tmp/elsewhere.html", "report.out may not be overridden"),
+    ("~split", "split.heldout_users may not be overridden"),  # deleting a section changes what it held
+])
+def test_forbidden_overrides_are_refused_naming_the_key(mini_repo: Path, override: str, reason: str):
+    (mini_repo / "params.yaml").write_text("split:\n  seed: 42\n  heldout_users: null\nllm:\n  model: smollm2\n")
+    with pytest.raises(InputError, match=re.escape(reason)):
+        overridden_params(mini_repo / "params.yaml", [override])
+
+
+def test_allowed_model_overrides(mini_repo: Path):
+    (mini_repo / "params.yaml").write_text("llm:\n  model: smollm2\nfinetune:\n  profiles:\n    default: {}\n    paper: {llm: org/model}\n")
+    (mini_repo / "models" / "mine").mkdir(parents=True)
+    for ok in ("llm.model=org/model", "llm.model=models/mine", "llm.model=smollm2", "finetune.profiles.paper.llm=null"):
+        overridden_params(mini_repo / "params.yaml", [ok])
+
+
+def test_interrupted_override_of_an_older_version_is_restored(mini_repo: Path):
     (mini_repo / BACKUP_FILE).parent.mkdir(parents=True, exist_ok=True)
     (mini_repo / BACKUP_FILE).write_text("split:\n  seed: 1\n")
     (mini_repo / "params.yaml").write_text("split:\n  seed: 999\n")
@@ -155,7 +191,7 @@ def test_interrupted_override_is_restored(mini_repo: Path):
     assert not (mini_repo / BACKUP_FILE).exists()
 
 
-def test_workspace_lock_is_reentrant_and_exclusive(mini_repo: Path):
+def test_workspace_lock_is_reentrant_exclusive_and_times_out(mini_repo: Path):
     probe = ("import fcntl,sys; f=open(sys.argv[1],'a+')\n"
              "try: fcntl.flock(f, fcntl.LOCK_EX|fcntl.LOCK_NB); print('free')\nexcept BlockingIOError: print('busy')")
     lock_file = mini_repo / ".dvc/tmp/llara-workspace.lock"
@@ -168,6 +204,22 @@ def test_workspace_lock_is_reentrant_and_exclusive(mini_repo: Path):
             assert other_process() == "busy"
         assert other_process() == "busy"
     assert other_process() == "free"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom flows.workspace import workspace_lock\n"
+                               "from pathlib import Path\nwith workspace_lock(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True); time.sleep(60)", str(mini_repo)],
+                              stdout=subprocess.PIPE, text=True, env=child_env())
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        messages = []
+        with pytest.raises(InputError, match=rf"still holds this workspace after 1 s \(host .* pid {holder.pid} since"):
+            with workspace_lock(mini_repo, messages.append, timeout_s=1):
+                pass
+        assert "waiting up to 1 s" in messages[0]
+    finally:
+        holder.kill()
+        holder.wait()
+    with workspace_lock(mini_repo, timeout_s=5):  # released by the holder's death (SIGKILL)
+        pass
 
 
 @pytest.mark.integration
@@ -196,6 +248,73 @@ def test_pipeline_flow_parallel_skip_retry_bad_input(mini_repo: Path, prefect_ap
         pipeline(repo_root=str(mini_repo), targets=["bad"], retries={"bad": 3}, retry_delay_s=0)
     assert failed.value.bad_input and failed.value.error == "data.csv: row 3: column 'user' is not an integer"
     assert (mini_repo / "attempts/bad").read_text() == "1", "bad input must not be retried"
+
+
+def _wait_for(path_glob, root: Path, timeout_s: float = 120) -> Path:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [p for p in root.glob(path_glob) if p.is_file() and p.read_text().strip()]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"nothing matched {path_glob} in {root} after {timeout_s} s")
+
+
+def _gone(pid: int, timeout_s: float = 20) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":  # a zombie waiting for its (new) parent
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.integration
+def test_sigkill_of_the_flow_stops_its_stages_and_leaves_params_yaml_alone(mini_repo: Path):
+    """The issue's reproduction: `run -S ... <stage>` killed with SIGKILL mid-stage. Nothing keeps running
+    unsupervised, params.yaml never carried the override, and the next run cleans up and works."""
+    import signal
+
+    original = (mini_repo / "params.yaml").read_bytes()
+    flow = subprocess.Popen([sys.executable, "-m", "flows", "run", "--root", str(mini_repo), "-S", "split.seed=5", "slow"],
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pid_file = _wait_for(".repo.llara-run-*/slow.pid", mini_repo.parent, timeout_s=180)
+        stage_pid = int(pid_file.read_text())
+        scratch_params = yaml.safe_load((pid_file.parent / "params.yaml").read_text())
+        assert scratch_params["split"]["seed"] == 5 and (mini_repo / "params.yaml").read_bytes() == original
+        os.kill(flow.pid, signal.SIGKILL)
+        flow.wait(30)
+        assert _gone(stage_pid), "the stage outlived the flow that started it"
+    finally:
+        flow.kill()
+    assert (mini_repo / "params.yaml").read_bytes() == original
+    leftover = list(mini_repo.parent.glob(".repo.llara-run-*"))
+    ok = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo),
+                         "-S", "split.seed=6", "make@a"], capture_output=True, text=True, env=child_env(), timeout=180)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert leftover and not any(p.exists() for p in leftover), "the killed run's scratch copy was not removed"
+    assert "removed" in ok.stdout and (mini_repo / "out/a.txt").read_text() == "a"  # adopted from the scratch run
+    assert (mini_repo / "params.yaml").read_bytes() == original
+
+
+@pytest.mark.integration
+def test_a_stage_past_its_timeout_is_stopped_and_fails_the_run(mini_repo: Path, prefect_api):
+    from flows.pipeline import pipeline
+
+    with pytest.raises(StageFailed, match=r"stage 'slow' failed \(exit 124\): timed out after 3 s") as failed:
+        pipeline(repo_root=str(mini_repo), targets=["slow"], timeouts={"slow": 3})
+    assert not failed.value.bad_input
+    assert _gone(int((mini_repo / "slow.pid").read_text())), "the timed-out stage kept running"
+    assert not (mini_repo / "slow.txt").exists()
 
 
 @pytest.mark.integration
@@ -309,3 +428,29 @@ def test_finetune_params_are_every_setting_but_the_variant_list(repo_root: Path)
     keys = {p.split(".", 1)[1] for p in stage["params"] if p.startswith("finetune.")}
     assert keys == set(FinetuneParams.model_fields) - {"variants"}
     assert "llm" in stage["params"]
+
+
+@pytest.mark.integration
+def test_serve_creates_the_failed_runs_automation_and_pins_the_workspace(mini_repo: Path, prefect_api, monkeypatch):
+    from prefect.blocks.notifications import SlackWebhook
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import AUTOMATION_NAME, FAILED_RUN_EVENTS, ensure_failure_automation
+    from flows.workspace import SERVED_ROOT_ENV, resolve_root
+
+    SlackWebhook(url="http://127.0.0.1:9/hook").save("llara-ops", overwrite=True)
+    first = ensure_failure_automation("slack-webhook/llara-ops")
+    ensure_failure_automation("slack-webhook/llara-ops")  # idempotent: updated, not duplicated
+    with get_client(sync_client=True) as client:
+        found = client.read_automations_by_name(AUTOMATION_NAME)
+    assert len(found) == 1 and found[0].id == first.id and found[0].enabled
+    assert set(found[0].trigger.expect) == set(FAILED_RUN_EVENTS)
+    assert found[0].trigger.match_related["prefect.resource.id"] in ("prefect.tag.llara", ["prefect.tag.llara"])
+    assert found[0].actions[0].type == "send-notification"
+    assert str(found[0].actions[0].block_document_id) == str(SlackWebhook.load("llara-ops")._block_document_id)
+    with pytest.raises(InputError, match="--notify: 'slack-webhook/nope'"):
+        ensure_failure_automation("slack-webhook/nope")
+    monkeypatch.setenv(SERVED_ROOT_ENV, str(mini_repo))
+    assert resolve_root(str(mini_repo)) == mini_repo.resolve()
+    with pytest.raises(InputError, match="runs of these deployments use the served workspace"):
+        resolve_root(str(mini_repo.parent))

@@ -111,17 +111,40 @@ def test_retrain_reruns_only_what_new_interactions_affect(tmp_path: Path, plain_
     assert interactions.read_bytes().endswith(b"31,4,2000300\n"), "a rejected file must not be half-merged"
 
 
+METRIC_STAGE = """
+  demo_metric:                           # a metric that depends on a param, as evaluate's does
+    cmd: python demo_metric.py
+    deps: [demo_metric.py]
+    params: [split.seed]
+    metrics:
+      - metrics/demo.json:
+          cache: false
+"""
+METRIC_SCRIPT = """
+import json, os, yaml
+seed = yaml.safe_load(open("params.yaml"))["split"]["seed"]
+os.makedirs("metrics", exist_ok=True)
+json.dump({"test": {"m": {"hr@1": {"value": seed / 10, "ci95": [0, 1], "n": 30}}}}, open("metrics/demo.json", "w"))
+"""
+
+
 def test_experiments_flow_records_each_variant(tmp_path: Path, plain_run, prefect_api):
     from flows.experiments import Variant, experiments
 
     root = _copy(plain_run[0], tmp_path / "ws")
-    params_before = (root / "params.yaml").read_bytes()
-    (root / "metrics").mkdir()
-    (root / "metrics/demo.json").write_text('{"test": {"m": {"hr@1": {"value": 0.5, "ci95": [0.4, 0.6], "n": 30}}}}')
+    with open(root / "dvc.yaml", "a") as f:
+        f.write(METRIC_STAGE)
+    (root / "demo_metric.py").write_text(METRIC_SCRIPT)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True, env=child_env())
+    subprocess.run(["git", "commit", "-qm", "metric stage"], cwd=root, check=True, env=child_env())
+    before = {p: p.read_bytes() for p in (root / "params.yaml", root / "dvc.lock")}
     results = experiments(variants=[Variant(name="seed-1", overrides=["split.seed=1"]),
                                     Variant(name="seed-2", overrides=["split.seed=2"])],
-                          targets=["split@leave-one-out"], repo_root=str(root))
-    assert list(results) == ["seed-1", "seed-2"] and results["seed-1"]["demo"]["test"]["m"]["hr@1"]["value"] == 0.5
-    assert (root / "params.yaml").read_bytes() == params_before
+                          targets=["demo_metric"], repo_root=str(root))
+    assert list(results) == ["seed-1", "seed-2"]
+    assert [results[v]["demo"]["test"]["m"]["hr@1"] for v in results] == [
+        {"value": 0.1, "ci95": [0, 1], "n": 30}, {"value": 0.2, "ci95": [0, 1], "n": 30}]
+    assert {p: p.read_bytes() for p in before} == before, "the workspace must not be written"
+    assert not (root / "metrics/demo.json").exists()
     listed = dvc(root, "exp", "list", "--name-only").stdout.split()
     assert sorted(listed) == ["seed-1", "seed-2"]

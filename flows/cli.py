@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="reproduce the pipeline (or some stages) through Prefect",
         description="Reproduce the DVC pipeline stage by stage as a Prefect flow: one task run per stage, DVC skips "
                     "what is up to date. Params can be overridden for this run only with -S (params.yaml is "
-                    "restored afterwards).",
+                    "never written).",
     )
     add_run_arguments(run)
     run.set_defaults(func=_run)

@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from llara.atomic import atomic_dir, atomic_path
+from llara.atomic import atomic_dir, atomic_path, pid_alive
 
 SKIP_DIRS = {".git", ".dvc/cache", ".dvc/tmp", ".venv", "__pycache__", ".pytest_cache"}
 
@@ -70,23 +70,13 @@ def source_files(root: Path) -> list[str]:
     return sorted(names)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale(root: Path, log: Callable[[str], None] = print) -> list[Path]:
     """Remove scratch copies of ``root`` left by dead processes of this host."""
     pattern = re.compile(rf"\.{re.escape(root.name)}\.llara-run-{re.escape(socket.gethostname())}-(\d+)-\w+")
     removed = []
     for sibling in root.parent.iterdir():
         match = pattern.fullmatch(sibling.name)
-        if match and sibling.is_dir() and not _alive(int(match.group(1))):
+        if match and sibling.is_dir() and not pid_alive(int(match.group(1))):
             shutil.rmtree(sibling, ignore_errors=True)
             log(f"removed {sibling}, left by an interrupted override run")
             removed.append(sibling)

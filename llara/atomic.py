@@ -36,7 +36,8 @@ def _owner() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still exists."""
     if pid == os.getpid():
         return True
     try:
@@ -59,7 +60,7 @@ def remove_stale_temps(target: str | Path) -> list[Path]:
     removed = []
     for sibling in target.parent.iterdir():
         match = pattern.fullmatch(sibling.name)
-        if match and not _alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             remove_path(sibling)
             removed.append(sibling)
     return removed

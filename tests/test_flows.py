@@ -318,6 +318,23 @@ def test_a_stage_past_its_timeout_is_stopped_and_fails_the_run(mini_repo: Path, 
 
 
 @pytest.mark.integration
+def test_a_forbidden_override_fails_the_flow_before_any_stage(mini_repo: Path, prefect_api):
+    from flows.pipeline import pipeline
+
+    original = (mini_repo / "params.yaml").read_bytes()
+    with pytest.raises(InputError, match=r"llm.trust_remote_code may not be overridden for one run"):
+        pipeline(repo_root=str(mini_repo), targets=["join"], overrides=["+llm.trust_remote_code=true"])
+    assert not (mini_repo / "out").exists() and not (mini_repo / "dvc.lock").exists(), "a stage ran"
+    assert (mini_repo / "params.yaml").read_bytes() == original
+    cli = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo),
+                          "-S", "+llm.model=/somewhere/else", "join"], capture_output=True, text=True, env=child_env(),
+                         timeout=120)
+    assert cli.returncode == 2 and not (mini_repo / "out").exists()
+    assert cli.stderr.strip().splitlines()[-1].startswith("error: -S +llm.model=/somewhere/else: llm.model='/some")
+    assert "a model must be the configured one" in cli.stderr
+
+
+@pytest.mark.integration
 def test_cli_plain_dvc_and_one_line_errors(mini_repo: Path):
     env = child_env()
     ok = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo), "make@a"],

@@ -95,3 +95,17 @@ def subprocess_env() -> dict[str, str]:
     env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
     env.pop("LLARA_VERBOSE", None)
     return env
+
+
+def sigkill_when(child, ready, timeout: float = 300) -> None:
+    """Wait until ``ready()`` (the child paused where the test wants it), then SIGKILL the child and reap it."""
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not ready():
+        assert child.poll() is None, child.stderr.read() if child.stderr else f"exit {child.returncode}"
+        assert time.time() < deadline, "the child never reached the kill point"
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)

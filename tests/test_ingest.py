@@ -94,9 +94,11 @@ def test_generic_ingest_normalizes_and_keeps_source_order(tmp_path):
     items = write_csv(tmp_path / "t.csv", [{"iid": 20, "name": " Twenty "}, {"iid": 10, "name": "Ten, The (1990)"}])
     ds = read_generic(inter, items, Columns("uid", "iid", "ts", "r", "name"))
     assert ds.interactions.schema == pl.Schema(INTERACTIONS_SCHEMA)
-    assert ds.interactions.rows() == [(3, 20, 1_000_000_000, 4.5), (1, 10, 1_000_000_000, 2.0), (3, 10, 1_000_000_001, 5.0)]
+    # dense internal ids in the order of the original ids (users 1, 3 -> 1, 2; items 10, 20 -> 1, 2)
+    assert ds.interactions.rows() == [(2, 2, 1_000_000_000, 4.5), (1, 1, 1_000_000_000, 2.0), (2, 1, 1_000_000_001, 5.0)]
+    assert ds.ids.users.frame.rows() == [(1, 1), (2, 3)] and ds.ids.items.frame.rows() == [(1, 10), (2, 20)]
     # generic titles are only stripped (MovieLens cleaning is for MovieLens) and items are sorted by id
-    assert ds.items.rows() == [(10, "Ten, The (1990)", "Ten, The (1990)"), (20, "Twenty", "Twenty")]
+    assert ds.items.rows() == [(1, "Ten, The (1990)", "Ten, The (1990)"), (2, "Twenty", "Twenty")]
 
 
 def test_generic_ingest_min_rating_tsv_and_parquet_inputs(tmp_path):
@@ -141,7 +143,9 @@ def test_write_and_read_back(tmp_path, synthetic_csv):
     assert back.interactions.equals(ds.interactions) and back.items.equals(ds.items)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["n_interactions"] == ds.interactions.height and meta["n_items"] == 15
-    assert sorted(p.name for p in out.iterdir()) == ["interactions.parquet", "items.parquet", "meta.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["interactions.parquet", "item_ids.parquet", "items.parquet",
+                                                      "meta.json", "user_ids.parquet"]
+    assert back.ids.users.frame.equals(ds.ids.users.frame) and back.ids.items.frame.equals(ds.ids.items.frame)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -168,6 +172,9 @@ def test_real_movielens_counts(shared_data):
     assert inter.filter(pl.col("rating") >= 3).height == 82_520
     assert inter["user"].n_unique() == 943
     assert items.height == 1682 and inter["item"].n_unique() == 1682
+    # GroupLens ids are already 1..N: the maps are the identity, so splits and metrics keep their ids
+    assert ds.ids.users.frame["original"].to_list() == ds.ids.users.frame["id"].to_list() == list(range(1, 944))
+    assert ds.ids.items.frame["original"].to_list() == list(range(1, 1683))
     titles = items["title"].to_list()
     assert len({t.casefold() for t in titles}) == len(titles)
     assert not any(t.endswith((", The", ", A", ", An")) for t in titles)
@@ -175,3 +182,55 @@ def test_real_movielens_counts(shared_data):
     moved = sum(t.startswith(("The ", "A ", "An ")) and not r.startswith(("The ", "A ", "An ")) for t, r in zip(titles, items["raw_title"]))
     assert moved > 100
     assert read_movielens(shared_data / "ml-100k", min_rating=3).interactions.height == 82_520
+
+
+def test_text_ids_map_to_dense_ids_and_back(tmp_path):
+    """String user ids, ASIN-like item ids, no rating column: dense internal ids in sorted order, maps beside the
+    tables, and every internal id translates back to the original."""
+    rows = [{"user": "u0042", "item": "B00X", "ts": 30}, {"user": "alice", "item": "A1", "ts": 10},
+            {"user": " u0042 ", "item": "A1", "ts": 40}, {"user": "alice", "item": "C9", "ts": 20}]
+    items = [{"item": "C9", "title": "Gamma"}, {"item": "A1", "title": "Alpha"}, {"item": "B00X", "title": "Beta"},
+             {"item": "Z0", "title": "Never played"}]
+    inter = write_csv(tmp_path / "raw" / "i.csv", rows)
+    ds = read_generic(inter, write_csv(tmp_path / "raw" / "t.csv", items), Columns(timestamp="ts"))
+    assert ds.ids.users.frame.rows() == [(1, "alice"), (2, "u0042")]  # surrounding whitespace is not part of an id
+    assert ds.ids.items.frame.rows() == [(1, "A1"), (2, "B00X"), (3, "C9"), (4, "Z0")]
+    assert ds.interactions.select("user", "item").rows() == [(2, 2), (1, 1), (2, 1), (1, 3)]
+    assert ds.items["title"].to_list() == ["Alpha", "Beta", "Gamma", "Never played"]
+    out = write_dataset(ds, tmp_path / "out")
+    back = read_dataset(out)
+    originals = back.ids.with_originals(back.interactions, {"user": "user", "item": "item"})
+    assert originals.select("original_user", "original_item").rows() == [
+        ("u0042", "B00X"), ("alice", "A1"), ("u0042", "A1"), ("alice", "C9")]
+    assert back.ids.users.lookup("u0042") == 2 and back.ids.items.lookup("nope") is None
+
+
+def test_integer_ids_in_a_parquet_item_table_match_text_interactions(tmp_path):
+    """Items as an int64 parquet column, interactions as CSV text: the same ids; sparse integers become 1..N."""
+    pl.DataFrame({"item": [700, 5, 31], "title": ["a", "b", "c"]}).write_parquet(tmp_path / "items.parquet")
+    inter = write_csv(tmp_path / "i.csv", [{"user": 9, "item": 31, "timestamp": 1}, {"user": -3, "item": 700, "timestamp": 2}])
+    ds = read_generic(inter, tmp_path / "items.parquet")
+    assert ds.ids.items.frame.rows() == [(1, 5), (2, 31), (3, 700)] and ds.ids.users.frame.rows() == [(1, -3), (2, 9)]
+    assert ds.interactions.select("user", "item").rows() == [(2, 2), (1, 3)]
+
+
+@pytest.mark.parametrize("users, fault", [
+    (["u1", "", "u2"], "row 3: column 'user' is empty"),
+    (["u1", "   ", "u2"], "row 3: column 'user' is whitespace only"),
+    (["u1", "NaN", "u2"], "row 3: column 'user' is null ('NaN')"),
+    (["u1", "7", "007"], "row 4: column 'user' mixes integer and text ids: '007' and '7' (row 3)"),
+    (["4", "4.0", "x"], "row 3: column 'user' mixes integer and text ids: '4.0' and '4' (row 2)"),
+])
+def test_bad_ids_name_the_file_row_and_fault(tmp_path, users, fault):
+    rows = [{"user": u, "item": 1, "timestamp": i} for i, u in enumerate(users)]
+    inter = write_csv(tmp_path / "i.csv", rows)
+    with pytest.raises(InputError) as err:
+        read_generic(inter, write_csv(tmp_path / "t.csv", [{"item": 1, "title": "One"}]))
+    assert str(err.value) == f"{inter}: {fault}" + ("" if "mixes" not in fault else
+                                                    " spell the same integer; use one spelling per id")
+
+
+def test_an_interaction_with_an_item_without_title_names_its_row(tmp_path):
+    inter = write_csv(tmp_path / "i.csv", [{"user": "a", "item": "x", "timestamp": 1}, {"user": "a", "item": "y", "timestamp": 2}])
+    with pytest.raises(InputError, match=r"i.csv: row 3: item 'y' has no title in .*t.csv"):
+        read_generic(inter, write_csv(tmp_path / "t.csv", [{"item": "x", "title": "X"}]))

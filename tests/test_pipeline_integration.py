@@ -9,11 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _flow_helpers import CHEAP_TARGETS, SYNTH_DIR, child_env, dvc, make_workspace  # noqa: E402
+from test_inbox import deliver, kill_merge_at  # noqa: E402
+
+from llara.data.inbox import GenericDataset  # noqa: E402
+from llara.data.ingest import read_dataset  # noqa: E402
+from llara.data.tables import Columns  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -87,28 +93,44 @@ def test_retrain_reruns_only_what_new_interactions_affect(tmp_path: Path, plain_
     dvc(root, "repro", *targets)
     assert "up to date" in dvc(root, "status", *targets).stdout
 
-    interactions = root / SYNTH_DIR / "interactions.csv"
-    before = interactions.read_bytes()
+    raw = root / SYNTH_DIR
+    before = {name: (raw / name).read_bytes() for name in ("interactions.csv", "items.csv")}
     inbox = root / "data/inbox"
-    inbox.mkdir(parents=True)
-    (inbox / "day1.csv").write_text("user,item,timestamp\n31,1,2000000\n31,2,2000100\n31,3,2000200\n31,4,2000300\n")
+    deliver(inbox, "day1.csv", [{"user": 31, "item": i, "timestamp": 2_000_000 + 100 * i} for i in range(1, 5)])
+    deliver(inbox, "items-new.csv", [{"item": 41, "title": "Synthetic item 41"}])
+    deliver(inbox, "day2.parquet", frame=pl.DataFrame({"user": [32, 32, 32], "item": [41, 2, 3],
+                                                       "timestamp": [2_100_000, 2_100_001, 2_100_002]}))
+    deliver(inbox, "bad.csv", [{"customer": 1, "item": 2, "timestamp": 3}])
+    deliver(inbox, "late.csv", [{"user": 33, "item": 1, "timestamp": 5}], marker=False)
 
     statuses = retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
     assert statuses == {"fetch": "skipped", "ingest": "ran", "split@paper": "ran", "split@leave-one-out": "ran",
                         "side_model": "skipped"}
-    assert interactions.read_bytes() == before + b"31,1,2000000\n31,2,2000100\n31,3,2000200\n31,4,2000300\n"
-    assert (inbox / "merged/day1.csv").is_file() and not (inbox / "day1.csv").exists()
+    assert {name: (raw / name).read_bytes() for name in before} == before, "merging never edits the raw files"
+    assert sorted(p.name for p in (inbox / "merged").iterdir()) == ["day1.csv", "day2.parquet", "items-new.csv"]
+    assert "missing column(s) ['user']" in (inbox / "quarantine" / "bad.csv.reason").read_text()
+    assert (inbox / "late.csv").is_file(), "no completion marker: not picked up"
+    ingested = read_dataset(root / "data/ingested")
+    rows = ingested.ids.with_originals(ingested.interactions, {"user": "user", "item": "item"})
+    assert rows.filter(pl.col("original_user") == 32)["original_item"].to_list() == [41, 2, 3]
+    assert rows.filter(pl.col("original_user") == 31).height == 4
     assert "up to date" in dvc(root, "status", *targets).stdout
 
+    shutil.copy(inbox / "merged" / "day1.csv", inbox / "day1-again.csv")  # delivered twice, renamed
+    (inbox / "day1-again.csv.done").touch()
     again = retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
     assert set(again.values()) == {"skipped"}
 
-    (inbox / "bad.csv").write_text("customer,item,timestamp\n1,2,3\n")
-    from llara.errors import InputError
-
-    with pytest.raises(InputError, match=r"bad\.csv: columns \['customer'"):
-        retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
-    assert interactions.read_bytes().endswith(b"31,4,2000300\n"), "a rejected file must not be half-merged"
+    # killed between writing the part and recording it in the ledger; the next night's flow adds the rows once
+    deliver(inbox, "day3.csv", [{"user": 34, "item": 5, "timestamp": 2_200_000}])
+    data = GenericDataset(raw, columns=Columns())
+    kill_merge_at("write_parquet", data, inbox, tmp_path)
+    third = retrain(repo_root=str(root), inbox="data/inbox", targets=targets)
+    assert third["ingest"] == "ran"
+    ingested = read_dataset(root / "data/ingested")
+    assert ingested.ids.users.lookup(34) is not None
+    assert ingested.interactions.filter(pl.col("user") == ingested.ids.users.lookup(34)).height == 1
+    assert "up to date" in dvc(root, "status", *targets).stdout
 
 
 METRIC_STAGE = """

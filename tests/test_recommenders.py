@@ -175,6 +175,26 @@ def test_stale_checkpoint_is_ignored(fixture_dir, tmp_path):
     assert other.resumed_from == 0 and other.history != first.history
 
 
+def test_same_count_changed_rows_discard_the_checkpoint_saying_why(fixture_dir, tmp_path, caplog):
+    """The key is the rows' content: as many train rows, other targets -> the checkpoint is discarded, with why."""
+    import dataclasses
+    import logging
+
+    _, train_data = load_data(*fixture_dir, "train")
+    _, val_data = load_data(*fixture_dir, "val")
+    model_config = build_model("sasrec", tiny_config("sasrec")).config
+    config, ckpt = TrainConfig(**{**FAST, "epochs": 2}), tmp_path / "ckpt"
+    first = train("sasrec", model_config, train_data, val_data, config, checkpoint_dir=ckpt, progress=False)
+    changed = dataclasses.replace(train_data, targets=train_data.targets.flip(0))
+    assert len(changed) == len(train_data) and not torch.equal(changed.targets, train_data.targets)
+    with caplog.at_level(logging.INFO, logger="llara.recommenders"):
+        again = train("sasrec", model_config, changed, val_data, config, checkpoint_dir=ckpt, progress=False)
+    assert again.resumed_from == 0 and again.history != first.history
+    assert "train rows changed; training from scratch" in caplog.text
+    fresh = train("sasrec", model_config, changed, val_data, config, progress=False)
+    assert fresh.history == again.history  # exactly a run without any checkpoint
+
+
 KILL_DRIVER = textwrap.dedent(
     """
     import json, sys, time

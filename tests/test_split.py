@@ -258,3 +258,32 @@ def test_real_paper_files_gives_the_authors_test_targets(movielens, repo_root, s
     by_user = dict(zip(split.test["user"].to_list(), split.test["target"].to_list()))
     assert [by_user[u] for u in _reference(repo_root)["test"]] == [t + 1 for t in authors["next_item"].to_list()]
     assert split.meta["users"] == {"train": 754, "val": 94, "test": 95}
+
+
+def test_text_ids_without_ratings_split_with_default_config(tmp_path):
+    """Implicit feedback with text ids: the default min_rating (3) does not apply to data without ratings, every
+    interaction is kept, held-out users are listed by their original ids, and rows translate back to them."""
+    from llara.data.ingest import read_generic
+
+    interactions, items = synthetic_tables(n_users=20, n_items=40, seed=3)
+    rows = [{"user": f"user-{r['user']:03d}", "item": f"sku{r['item']}", "timestamp": r["timestamp"]} for r in interactions]
+    titled = [{"item": f"sku{r['item']}", "title": r["title"]} for r in items]
+    ds = read_generic(write_csv(tmp_path / "i.csv", rows), write_csv(tmp_path / "t.csv", titled))
+    assert ds.interactions["rating"].null_count() == ds.interactions.height
+    loo = make_split(ds, SplitConfig(protocol="leave-one-out"))
+    assert loo.meta["min_rating_applied"] is False
+    assert loo.test.height + loo.val.height + loo.train.height > 0
+    last = {}
+    for r in rows:
+        last[r["user"]] = r["item"]  # timestamps increase per user: the last row is the test target
+    back = ds.ids.with_originals(loo.test, {"user": "user", "target": "item", "candidates": "item"})
+    assert {u: t for u, t in back.select("original_user", "original_target").rows()} == {u: last[u] for u in back["original_user"]}
+    assert all(t in c for t, c in back.select("original_target", "original_candidates").rows())
+    csv = str(write_csv(tmp_path / "h.csv", [{"user_id": "user-003", "split": "val"}, {"user_id": "user-007", "split": "test"}]))
+    paper = make_split(ds, SplitConfig(protocol="paper", heldout_users=csv))
+    assert ds.ids.users.to_original(paper.test["user"]).to_list() == ["user-007"]
+    assert ds.ids.users.to_original(paper.val["user"]).to_list() == ["user-003"]
+    assert paper.test["target"].to_list() == [ds.ids.items.lookup(last["user-007"])]
+    write_csv(tmp_path / "h.csv", [{"user_id": "user-999", "split": "val"}])
+    with pytest.raises(InputError, match=r"h.csv: row 2: user user-999 \(user_id\) is not in the dataset"):
+        make_split(ds, SplitConfig(protocol="paper", heldout_users=csv))

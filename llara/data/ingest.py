@@ -1,44 +1,42 @@
 """Ingest: raw MovieLens-100K or a generic interactions + items pair -> normalized parquet.
 
-Outputs (see :mod:`llara.data.schema`): ``interactions.parquet`` (user, item, timestamp, rating) in source order,
-``items.parquet`` (item, unique display title, raw title) and ``meta.json``.
+Outputs (see :mod:`llara.data.schema`): ``interactions.parquet`` (user, item, timestamp, rating; internal ids) in
+source order, ``items.parquet`` (item, unique display title, raw title), the id maps ``user_ids.parquet`` and
+``item_ids.parquet`` (internal id <-> original id, :mod:`llara.data.idmap`) and ``meta.json``. A generic dataset is
+its interactions and item files plus the parts the inbox merged into it (:mod:`llara.data.inbox`), in ledger order.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
-import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from llara.atomic import atomic_dir, write_json
-from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, MAX_TIMESTAMP, check_schema
+from llara.data.idmap import ITEM_IDS_FILE, USER_IDS_FILE, IdMap, IdMaps, check_unambiguous, common_dtype, integer_values, read_id_maps
+from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, check_schema
 from llara.data.sources import verify_checksums
-from llara.errors import ConfigError, InputError, require
+from llara.data.tables import Columns, check_known_items, check_one_title, read_table, validate_interactions, validate_items
+from llara.errors import InputError, require
+
+__all__ = ["Columns", "Dataset", "read_table", "read_generic", "read_movielens", "read_dataset", "write_dataset"]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Normalized interactions and items."""
+    """Normalized interactions and items (internal ids) and the maps back to the original ids."""
 
     interactions: pl.DataFrame
     items: pl.DataFrame
     source: str
+    ids: IdMaps | None = field(default=None, compare=False)
 
-
-@dataclass(frozen=True)
-class Columns:
-    """Column names of a generic dataset."""
-
-    user: str = "user"
-    item: str = "item"
-    timestamp: str = "timestamp"
-    rating: str | None = None
-    title: str = "title"
+    def __post_init__(self):
+        if self.ids is None:  # tables made without ingest: their ids are the original ids
+            object.__setattr__(self, "ids", IdMaps(IdMap.identity(self.interactions["user"].to_list()),
+                                                   IdMap.identity(self.items["item"].to_list())))
 
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
@@ -105,175 +103,42 @@ def _resolve_collisions(titles: list[str], ids: list[int]) -> list[str]:
     return out
 
 
-def _int_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: int, nonnegative: bool) -> pl.Series:
-    """Cast a column to Int64, naming the first row that is not a whole number."""
-    raw = df[column]
-    as_text = raw.cast(pl.String)
-    null_at = as_text.is_null() | (as_text.str.strip_chars() == "")
-    if null_at.any():
-        row = int(null_at.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: column '{column}' is empty")
-    numeric = as_text.str.strip_chars().cast(pl.Float64, strict=False)
-    bad = numeric.is_null() | numeric.is_nan() | (numeric != numeric.floor()) | (numeric.abs() > 2**62)
-    if bad.any():
-        row = int(bad.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: column '{column}' is not an integer: {as_text[row]!r}")
-    values = numeric.cast(pl.Int64)
-    if nonnegative and (values < 0).any():
-        row = int((values < 0).arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: column '{column}' is negative: {values[row]}")
-    return values
-
-
-def _timestamp_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: int) -> pl.Series:
-    """Unix seconds from integers or ISO-8601 datetimes, range-checked."""
-    raw = df[column]
-    if isinstance(raw.dtype, (pl.Date, pl.Datetime)):
-        values = raw.cast(pl.Datetime("us")).dt.epoch("s")
-    elif raw.dtype.is_temporal():
-        raise InputError(path, f"column '{column}' has type {raw.dtype}; expected unix seconds or datetimes")
-    else:
-        text = raw.cast(pl.String).str.strip_chars()
-        numeric = text.cast(pl.Float64, strict=False)
-        if numeric.is_not_null().any() or text.is_null().any() or (text == "").any():
-            # unix seconds (a non-number among numbers, or an empty cell, is reported by row)
-            values = _int_column(df, column, path, line_offset=line_offset, nonnegative=False)
-        else:
-            try:
-                parsed = text.str.to_datetime(strict=False, time_unit="us")
-            except Exception:  # polars cannot infer a datetime format from the values
-                raise InputError(
-                    path, f"row {line_offset}: column '{column}' is neither unix seconds nor ISO-8601: {text[0]!r}"
-                ) from None
-            bad = parsed.is_null()
-            if bad.any():
-                row = int(bad.arg_true()[0])
-                raise InputError(path, f"row {row + line_offset}: column '{column}' is not a timestamp: {text[row]!r}")
-            values = parsed.dt.epoch("s")
-    out_of_range = (values < 0) | (values > MAX_TIMESTAMP)
-    if out_of_range.any():
-        row = int(out_of_range.arg_true()[0])
-        raise InputError(
-            path, f"row {row + line_offset}: column '{column}' is out of range (0..{MAX_TIMESTAMP} unix seconds): {values[row]}"
-        )
-    return values.cast(pl.Int64)
-
-
-def read_table(path: str | Path, *, separator: str = ",", encoding: str = "utf8") -> tuple[pl.DataFrame, int]:
-    """Read CSV/TSV (all columns as text) or parquet by extension. Returns the frame and the line offset of row 0."""
-    path = Path(path)
-    require(path.exists(), path, "file not found")
-    require(path.is_file(), path, "not a file")
-    require(path.stat().st_size > 0, path, "file is empty")
-    suffix = path.suffix.lower()
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ConfigError("ingest.encoding", f"unknown text encoding {encoding!r}") from None
-    text = None
-    try:
-        if suffix in {".parquet", ".pq"}:
-            return pl.read_parquet(path), 0
-        if suffix in {".csv", ".tsv", ".txt"}:
-            sep = "\t" if suffix == ".tsv" else separator
-            text = path.read_bytes().decode(encoding)
-            return pl.read_csv(text.encode(), separator=sep, infer_schema=False), 2
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not valid {encoding} text (byte {exc.start}); set the encoding") from None
-    except Exception as exc:
-        detail = _first_ragged_row(text, sep) if text is not None else ""
-        raise InputError(path, detail or f"cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    raise InputError(path, f"unsupported file type '{suffix}' (use .csv, .tsv or .parquet)")
-
-
-def _first_ragged_row(text: str, separator: str) -> str:
-    """Name the first CSV row whose field count differs from the header's (polars' own error names no row)."""
-    reader = csv.reader(io.StringIO(text), delimiter=separator)
-    header = next(reader, [])
-    try:
-        for row in reader:
-            if row and len(row) != len(header):
-                return f"row {reader.line_num}: {len(row)} fields but the header has {len(header)}"
-    except csv.Error as exc:
-        return f"row {reader.line_num}: malformed CSV ({exc})"
-    return ""
-
-
-def _require_columns(df: pl.DataFrame, wanted: list[str], path: Path) -> None:
-    missing = [c for c in wanted if c not in df.columns]
-    require(not missing, path, f"missing column(s) {missing}; found {df.columns}")
-    require(df.height > 0, path, "no rows")
-    for column in wanted:
-        dtype = df.schema[column]
-        require(
-            not (dtype.is_nested() or dtype in (pl.Binary, pl.Object)),
-            path, f"column '{column}' has type {dtype}; expected plain numbers or text",
-        )
-
-
-def normalize_interactions(df: pl.DataFrame, columns: Columns, path: Path, line_offset: int) -> pl.DataFrame:
-    """Validate and cast raw interaction columns to the normalized schema."""
-    wanted = [columns.user, columns.item, columns.timestamp] + ([columns.rating] if columns.rating else [])
-    _require_columns(df, wanted, path)
-    rating = pl.Series("rating", [None] * df.height, dtype=pl.Float64)
-    if columns.rating:
-        text = df[columns.rating].cast(pl.String).str.strip_chars()
-        rating = text.cast(pl.Float64, strict=False)
-        bad = rating.is_null() | rating.is_nan()
-        if bad.any():
-            row = int(bad.arg_true()[0])
-            raise InputError(path, f"row {row + line_offset}: column '{columns.rating}' is not a number: {text[row]!r}")
-    out = pl.DataFrame(
-        {
-            "user": _int_column(df, columns.user, path, line_offset=line_offset, nonnegative=True),
-            "item": _int_column(df, columns.item, path, line_offset=line_offset, nonnegative=True),
-            "timestamp": _timestamp_column(df, columns.timestamp, path, line_offset=line_offset),
-            "rating": rating.alias("rating"),
-        }
-    )
-    return check_schema(out, INTERACTIONS_SCHEMA, path)
-
-
-def normalize_items(
-    df: pl.DataFrame,
-    columns: Columns,
-    path: Path,
-    line_offset: int,
-    years: list[str | None] | None = None,
-    raw_titles: list[str] | None = None,
-) -> pl.DataFrame:
-    """Validate the item table: integer ids, non-empty titles, no id with two different titles."""
-    _require_columns(df, [columns.item, columns.title], path)
-    ids = _int_column(df, columns.item, path, line_offset=line_offset, nonnegative=True)
-    titles = df[columns.title].cast(pl.String).str.strip_chars()
-    empty = titles.is_null() | (titles == "") | (titles.str.to_lowercase() == "nan")
-    if empty.any():
-        row = int(empty.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: item {ids[row]} has an empty title")
-    raw = pl.Series("raw_title", raw_titles, dtype=pl.String) if raw_titles is not None else titles
-    items = pl.DataFrame({"item": ids, "title": titles, "raw_title": raw})
+def unique_items(validated: pl.DataFrame, path: Path | str, years: list[str | None] | None = None) -> pl.DataFrame:
+    """One row per item (validated rows: item, title, raw_title, _row), sorted by original id, unique display
+    titles (suffixed with the year or the original id)."""
+    items = validated
     if years is not None:
         items = items.with_columns(pl.Series("_year", years, dtype=pl.String))
-    items = items.with_row_index("_row")
-    conflicts = items.group_by("item").agg(pl.col("title").n_unique().alias("n"), pl.col("_row").min()).filter(
-        pl.col("n") > 1
-    )
-    if conflicts.height:
-        first = conflicts.sort("_row").row(0, named=True)
-        raise InputError(path, f"row {first['_row'] + line_offset}: item {first['item']} appears with different titles")
     items = items.unique("item", keep="first", maintain_order=True).sort("item")
     year_list = items["_year"].to_list() if years is not None else None
     return make_titles_unique(items.select(list(ITEMS_SCHEMA)), year_list)
 
 
-def check_references(interactions: pl.DataFrame, items: pl.DataFrame, items_path: Path) -> None:
-    """Every interacted item must have a row in the item table."""
+def encode(interactions: pl.DataFrame, items: pl.DataFrame, where: str | Path) -> tuple[pl.DataFrame, pl.DataFrame, IdMaps]:
+    """Original ids -> dense internal ids (items from the item table, users from the interactions); the item
+    references must already be checked (:func:`~llara.data.tables.check_known_items`)."""
+    users = interactions["user"]
+    if users.dtype == pl.String:
+        check_unambiguous(users, integer_values(users), where, "user")
+    maps = IdMaps(IdMap.build(users), IdMap.build(items["item"]))
+    interactions = interactions.with_columns(maps.users.to_internal(users), maps.items.to_internal(interactions["item"]))
+    items = items.with_columns(maps.items.to_internal(items["item"]))
+    return (check_schema(interactions, INTERACTIONS_SCHEMA, where), check_schema(items, ITEMS_SCHEMA, where), maps)
+
+
+def _concat(frames: list[pl.DataFrame], id_columns: list[str]) -> pl.DataFrame:
+    """Frames stacked; each id column gets one type: text everywhere when any source has text ids."""
+    for column in id_columns:
+        dtype = common_dtype(*(f[column] for f in frames))
+        frames = [f.with_columns(pl.col(column).cast(dtype)) for f in frames]
+    return pl.concat(frames)
+
+
+def check_references(interactions: pl.DataFrame, items: pl.DataFrame, where: str | Path) -> None:
+    """Every interacted item (internal ids) has a row in the item table."""
     unknown = interactions.join(items.select("item"), on="item", how="anti")
-    require(
-        unknown.height == 0,
-        items_path,
-        f"{unknown['item'].n_unique()} item id(s) used by interactions have no title, e.g. {unknown['item'][0] if unknown.height else ''}",
-    )
+    require(unknown.height == 0, where, f"{unknown['item'].n_unique()} item id(s) used by interactions have no title, "
+                                        f"e.g. {unknown['item'][0] if unknown.height else ''}")
 
 
 def read_generic(
@@ -285,25 +150,36 @@ def read_generic(
     encoding: str = "utf8",
     min_rating: float | None = None,
 ) -> Dataset:
-    """Read a user-supplied interactions file and item table (CSV, TSV or parquet)."""
+    """Read a user-supplied interactions file and item table (CSV, TSV or parquet) plus the parts the inbox merged
+    beside them (:mod:`llara.data.inbox`). Ids may be integers or text (:mod:`llara.data.idmap`)."""
+    from llara.data.inbox import read_merged_parts
+
     interactions_path, items_path = Path(interactions_path), Path(items_path)
     raw, offset = read_table(interactions_path, separator=separator, encoding=encoding)
-    interactions = normalize_interactions(raw, columns, interactions_path, offset)
+    interactions = validate_interactions(raw, columns, interactions_path, offset)
     raw_items, item_offset = read_table(items_path, separator=separator, encoding=encoding)
-    items = normalize_items(raw_items, columns, items_path, item_offset)
-    check_references(interactions, items, items_path)
+    items = validate_items(raw_items, columns, items_path, item_offset)
+    parts = read_merged_parts(interactions_path.parent)
+    if parts.items is not None:
+        items = _concat([items, parts.items.select(items.columns)], ["item"])
+        check_one_title(items, items_path, item_offset)
+    check_known_items(interactions, items["item"], interactions_path, offset, str(items_path))
+    if parts.interactions is not None:
+        check_known_items(parts.interactions, items["item"], parts.where, 0, str(items_path))
+        interactions = _concat([interactions, parts.interactions.select(interactions.columns)], ["user", "item"])
+    interactions, items, maps = encode(interactions, unique_items(items, items_path), interactions_path)
     interactions = _filter_rating(interactions, min_rating, interactions_path)
-    return Dataset(interactions, items, source=f"generic:{interactions_path.name}+{items_path.name}")
+    return Dataset(interactions, items, source=f"generic:{interactions_path.name}+{items_path.name}", ids=maps)
 
 
 def _filter_rating(interactions: pl.DataFrame, min_rating: float | None, path: Path) -> pl.DataFrame:
+    """Keep ratings >= ``min_rating`` (asked for explicitly: an error when the data has no ratings)."""
     if min_rating is None:
         return interactions
     require(interactions["rating"].null_count() == 0, path, "min_rating is set but the data has no rating column")
     kept = interactions.filter(pl.col("rating") >= min_rating)
     require(kept.height > 0, path, f"no interaction has rating >= {min_rating}")
     return kept
-
 
 def read_movielens(directory: str | Path, *, verify: bool = True, min_rating: float | None = None) -> Dataset:
     """Read raw MovieLens-100K (``u.data`` tab-separated, ``u.item`` pipe-separated ISO-8859-1)."""
@@ -320,7 +196,7 @@ def read_movielens(directory: str | Path, *, verify: bool = True, min_rating: fl
         )
     except Exception as exc:
         raise InputError(data_path, f"cannot read ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    interactions = normalize_interactions(raw, Columns(rating="rating"), data_path, line_offset=1)
+    interactions = validate_interactions(raw, Columns(rating="rating"), data_path, line_offset=1)
     lines = item_path.read_bytes().decode("iso-8859-1").splitlines()
     ids, raw_titles = [], []
     for number, line in enumerate(lines, start=1):
@@ -332,15 +208,14 @@ def read_movielens(directory: str | Path, *, verify: bool = True, min_rating: fl
         raw_titles.append(fields[1])
     cleaned = [clean_movielens_title(t) for t in raw_titles]
     table = pl.DataFrame({"item": ids, "title": [c[0] for c in cleaned]})
-    items = normalize_items(
-        table, Columns(), item_path, line_offset=1, years=[c[1] for c in cleaned], raw_titles=[t.strip() for t in raw_titles]
-    )
-    check_references(interactions, items, item_path)
+    validated = validate_items(table, Columns(), item_path, line_offset=1, raw_titles=[t.strip() for t in raw_titles])
+    check_known_items(interactions, validated["item"], data_path, 1, str(item_path))
+    interactions, items, maps = encode(interactions, unique_items(validated, item_path, [c[1] for c in cleaned]), data_path)
     interactions = _filter_rating(interactions, min_rating, data_path)
-    return Dataset(interactions, items, source=f"movielens-100k:{directory}")
+    return Dataset(interactions, items, source=f"movielens-100k:{directory}", ids=maps)
 
 
-DATASET_FILES = ("interactions.parquet", "items.parquet", "meta.json")
+DATASET_FILES = ("interactions.parquet", "items.parquet", USER_IDS_FILE, ITEM_IDS_FILE, "meta.json")
 
 
 def write_dataset(dataset: Dataset, out_dir: str | Path) -> Path:
@@ -349,6 +224,7 @@ def write_dataset(dataset: Dataset, out_dir: str | Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         dataset.interactions.write_parquet(tmp / "interactions.parquet", compression="zstd", statistics=False)
         dataset.items.write_parquet(tmp / "items.parquet", compression="zstd", statistics=False)
+        dataset.ids.write(tmp)
         write_json(
             {
                 "source": dataset.source,
@@ -371,4 +247,4 @@ def read_dataset(directory: str | Path) -> Dataset:
     require(items["title"].n_unique() == items.height, directory / "items.parquet", "display titles are not unique")
     require(items["item"].n_unique() == items.height, directory / "items.parquet", "item ids are not unique")
     check_references(interactions, items, directory / "items.parquet")
-    return Dataset(interactions, items, source=str(directory))
+    return Dataset(interactions, items, source=str(directory), ids=read_id_maps(directory, interactions, items))

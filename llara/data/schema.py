@@ -31,12 +31,16 @@ def check_schema(df: pl.DataFrame, schema: dict[str, pl.DataType], where: str | 
     return df.select(list(schema))
 
 
-def read_parquet_checked(path: str | Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Read a parquet artifact, turning unreadable files into :class:`InputError`."""
+def read_parquet_file(path: str | Path, missing: str = "file not found") -> pl.DataFrame:
+    """Read a parquet file, turning a missing or unreadable file into :class:`InputError`."""
     path = Path(path)
-    require(path.is_file(), path, "file not found")
+    require(path.is_file(), path, missing)
     try:
-        df = pl.read_parquet(path)
+        return pl.read_parquet(path)
     except Exception as exc:  # polars raises several types for corrupt files
         raise InputError(path, f"cannot read parquet ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    return check_schema(df, schema, path)
+
+
+def read_parquet_checked(path: str | Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Read a parquet artifact, turning unreadable files into :class:`InputError`."""
+    return check_schema(read_parquet_file(path), schema, path)

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from llara.atomic import atomic_dir, write_json
 from llara.data.heldout import read_heldout, read_paper_files
+from llara.data.idmap import IdMaps
 from llara.data.ingest import Dataset, check_references
 from llara.data.schema import SPLIT_SCHEMA, check_schema, read_parquet_checked
 from llara.errors import InputError, require, require_config
@@ -131,10 +132,11 @@ def _train_rows(positions: pl.DataFrame, heldout: list[int], config: SplitConfig
     return train.select(PLAN_COLUMNS), candidates["user"].n_unique() - train["user"].n_unique()
 
 
-def split_paper(positions: pl.DataFrame, config: SplitConfig, where: str = "split") -> tuple[dict[str, pl.DataFrame], dict]:
+def split_paper(positions: pl.DataFrame, config: SplitConfig, where: str = "split", ids: IdMaps | None = None
+                ) -> tuple[dict[str, pl.DataFrame], dict]:
     lengths = positions.group_by("user").agg(pl.col("n").first())
     if config.heldout_users:
-        heldout = read_heldout(config.heldout_users)
+        heldout = read_heldout(config.heldout_users, ids.users if ids is not None else None)
         how = f"held-out users from {config.heldout_users}"
     else:
         eligible = lengths.filter(pl.col("n") >= 2)["user"].sort().to_list()  # a held-out row needs a history
@@ -158,10 +160,11 @@ def _rows_frame(rows: list[tuple]) -> pl.DataFrame:
 
 
 def split_paper_files(
-    positions: pl.DataFrame, config: SplitConfig, where: str = "split"
+    positions: pl.DataFrame, config: SplitConfig, where: str = "split", ids: IdMaps | None = None
 ) -> tuple[dict[str, pl.DataFrame], dict]:
     rows = read_paper_files(
-        config.paper_files_dir, config.heldout_users, history_len=config.history_len, id_offset=config.paper_files_id_offset
+        config.paper_files_dir, config.heldout_users, history_len=config.history_len,
+        id_offset=config.paper_files_id_offset, ids=ids,
     )
     parts = {part: _rows_frame(part_rows) for part, part_rows in rows.items()}
     heldout = [row[0] for part_rows in rows.values() for row in part_rows]
@@ -170,7 +173,7 @@ def split_paper_files(
 
 
 def split_leave_one_out(
-    positions: pl.DataFrame, config: SplitConfig, where: str = "split"
+    positions: pl.DataFrame, config: SplitConfig, where: str = "split", ids: IdMaps | None = None
 ) -> tuple[dict[str, pl.DataFrame], dict]:
     eligible = positions.filter(pl.col("n") >= 3)
     parts = {
@@ -319,17 +322,16 @@ def plan_split(dataset: Dataset, config: SplitConfig) -> SplitPlan:
         "split.n_candidates",
         f"{config.n_candidates} candidates but the item table has only {n_items} items",
     )
-    if config.min_rating is not None:
-        require_config(
-            dataset.interactions["rating"].null_count() < dataset.interactions.height, "split.min_rating",
-            f"is {config.min_rating} but {where} has no ratings; unset it to keep every interaction",
-        )
-    sequences = user_sequences(dataset.interactions, config.min_rating)
+    has_ratings = dataset.interactions["rating"].null_count() < dataset.interactions.height
+    min_rating = config.min_rating if has_ratings else None  # the rating filter applies only to data with ratings
+    sequences = user_sequences(dataset.interactions, min_rating)
     positions = sequences.positions
     n_users = positions["user"].n_unique()
-    require(n_users >= 3, where, f"only {n_users} users left after filtering (min_rating {config.min_rating}): too few to split")
+    require(n_users >= 3, where, f"only {n_users} users left after filtering (min_rating {min_rating}): too few to split")
     splitter = {"paper": split_paper, "paper-files": split_paper_files, "leave-one-out": split_leave_one_out}
-    parts, info = splitter[config.protocol](positions, config, where)
+    parts, info = splitter[config.protocol](positions, config, where, dataset.ids)
+    if not has_ratings and config.min_rating is not None:
+        info["min_rating_applied"] = False  # no ratings in the data: every interaction kept
     for part in PARTS:
         require(
             parts[part].height > 0, where,

@@ -2,15 +2,15 @@
 
 A checkpoint directory holds ``model.safetensors`` (current weights), ``best.safetensors`` (weights of the best
 epoch so far), ``optimizer.safetensors`` (per-parameter optimizer tensors) and ``state.json`` (epoch, early-stopping
-state, curve so far, optimizer hyper-parameters, and the fingerprint of model config + training config + data).
+state, curve so far, optimizer hyper-parameters, and the content key: digests of the model config, the training
+config and the train/validation rows, :class:`llara.fingerprint.ContentKey`).
 The RNG needs no saved state: every epoch re-seeds from ``(seed, epoch)``. The directory is replaced atomically, so a
 ``kill -9`` leaves the previous complete checkpoint.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import torch
 
 from llara.atomic import atomic_dir, remove_path, write_json
 from llara.errors import InputError
+from llara.fingerprint import ContentKey
 from llara.recommenders.io import load_state, load_tensors, read_json, save_tensors
 
 STATE_FILE = "state.json"
@@ -28,21 +29,13 @@ class TrainState:
     """What resuming needs besides tensors."""
 
     fingerprint: str
+    inputs: dict[str, str] = field(default_factory=dict)  # the content key's parts (which input changed)
     epoch: int = 0  # last completed epoch
     best_value: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
     finished: bool = False
     history: list[dict] = field(default_factory=list)
-
-
-def fingerprint(*parts: object, tensors: tuple[torch.Tensor, ...] = ()) -> str:
-    """sha256 over JSON-able parts and raw tensor bytes."""
-    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for t in tensors:
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -75,13 +68,18 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, expected_fingerprint: str
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, key: ContentKey,
+    log: logging.Logger | None = None,
 ) -> tuple[TrainState, dict[str, torch.Tensor]] | None:
-    """Restore model + optimizer; returns (state, best weights), or None when absent or made for other inputs."""
+    """Restore model + optimizer; returns (state, best weights), or None when absent. A checkpoint made for other
+    inputs (another key) is deleted, with a log line naming what changed."""
     if not (directory / STATE_FILE).is_file():
         return None
     raw = read_json(directory / STATE_FILE)
-    if raw.get("fingerprint") != expected_fingerprint:
+    if raw.get("fingerprint") != key.digest:
+        (log or logging.getLogger("llara.recommenders")).info(
+            "discarding the checkpoint in %s: %s; training from scratch", directory, key.explain(raw.get("inputs")))
+        clear_checkpoint(directory)
         return None
     try:
         param_groups = raw.pop("optimizer_param_groups")

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llara.recommenders.base import BackboneConfig, SequentialRecommender
-from llara.recommenders.checkpoint import TrainState, fingerprint, load_checkpoint, save_checkpoint
+from llara.fingerprint import ContentKey, array_digest
+from llara.recommenders.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from llara.recommenders.config import MONITORS, TrainConfig
 from llara.recommenders.evaluation import SequenceData, evaluate_rows, summary_values
 from llara.recommenders.registry import build_model
@@ -88,8 +89,10 @@ def train(
 ) -> TrainResult:
     """Train ``family`` on ``train_data``; keep the weights of the best validation epoch.
 
-    With ``checkpoint_dir`` a checkpoint is written every ``checkpoint_every`` epochs and a matching one (same
-    config and data) is resumed from; the caller deletes it once the result is safely stored.
+    With ``checkpoint_dir`` a checkpoint is written every ``checkpoint_every`` epochs and a matching one is resumed
+    from: same content key (model and training config, the train and validation rows as the model sees them:
+    content, not paths or counts); one of other inputs is discarded with a log line saying which changed. The caller
+    deletes the checkpoint once the result is safely stored.
     """
     config.validate()
     log = log or logging.getLogger("llara.recommenders")
@@ -98,11 +101,12 @@ def train(
         model = build_model(family, model_config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         train_cfg = {k: v for k, v in dataclasses.asdict(config).items() if k != "checkpoint_every"}
-        key = fingerprint(family, model_config.to_dict(), train_cfg,
-                          tensors=(train_data.seqs, train_data.targets, val_data.seqs, val_data.targets))
-        state, best = TrainState(key), copy.deepcopy(model.state_dict())
+        key = (ContentKey().value("model", [family, model_config.to_dict()]).value("settings", train_cfg)
+               .add("train rows", array_digest(train_data.seqs, train_data.targets))
+               .add("validation rows", array_digest(val_data.seqs, val_data.targets)))
+        state, best = TrainState(key.digest, key.parts), copy.deepcopy(model.state_dict())
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        restored = load_checkpoint(ckpt, model, optimizer, key) if ckpt is not None else None
+        restored = load_checkpoint(ckpt, model, optimizer, key, log) if ckpt is not None else None
         if restored is not None:
             state, best = restored
             log.info("%s: resuming from checkpoint %s after epoch %d", family, ckpt, state.epoch)

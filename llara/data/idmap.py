@@ -125,6 +125,14 @@ def common_dtype(*columns: pl.Series) -> pl.DataType:
     return pl.Int64 if all(c.dtype == pl.Int64 for c in columns) else pl.String
 
 
+def stack(frames: list[pl.DataFrame], id_columns: list[str]) -> pl.DataFrame:
+    """Frames stacked; each id column gets one type (:func:`common_dtype`)."""
+    for column in id_columns:
+        dtype = common_dtype(*(f[column] for f in frames))
+        frames = [f.with_columns(pl.col(column).cast(dtype)) for f in frames]
+    return pl.concat(frames)
+
+
 @dataclass(frozen=True)
 class IdMap:
     """One kind's map: ``frame`` has ``id`` (Int64, 1..N) and ``original`` (Int64 or String), sorted by both."""

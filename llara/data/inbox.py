@@ -34,21 +34,15 @@ from typing import Callable
 import polars as pl
 
 from llara.atomic import atomic_path, remove_path, write_parquet
-from llara.data.schema import read_parquet_file
+from llara.data.ingest import read_generic
+from llara.data.parts import KINDS, LEDGER_FILE, parts_root, read_ledger
 from llara.data.tables import (SUFFIXES, Columns, IdKinds, check_known_items, read_table, validate_interactions,
                                validate_items)
 from llara.errors import InputError, require
 from llara.fingerprint import file_digest
 
-PARTS_DIR = "parts"
-LEDGER_FILE = "ledger.jsonl"
 MARKER = ".done"
-KINDS = ("items", "interactions")
 KEY = ["user", "item", "timestamp", "rating"]  # an interaction; rows equal in all four are duplicates
-PART_SCHEMAS = {
-    "interactions": {"user": None, "item": None, "timestamp": pl.Int64, "rating": pl.Float64},
-    "items": {"item": None, "title": pl.String},
-}
 
 
 @dataclass(frozen=True)
@@ -61,15 +55,6 @@ class GenericDataset:
     columns: Columns = Columns()
     separator: str = ","
     encoding: str = "utf8"
-
-
-@dataclass(frozen=True)
-class MergedParts:
-    """The parts of the ledger, concatenated (None for a kind with none)."""
-
-    interactions: pl.DataFrame | None
-    items: pl.DataFrame | None
-    where: str
 
 
 @dataclass
@@ -90,56 +75,6 @@ class InboxReport:
         out += [f"quarantined {name}: {reason}" for name, reason in self.quarantined]
         out += [f"waiting for its completion marker {name}{MARKER}: {name}" for name in self.waiting]
         return out
-
-
-def parts_root(input_dir: str | Path) -> Path:
-    return Path(input_dir) / PARTS_DIR
-
-
-def read_ledger(input_dir: str | Path) -> list[dict]:
-    path = parts_root(input_dir) / LEDGER_FILE
-    if not path.is_file():
-        return []
-    entries = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(path, f"row {number}: not a JSON object") from None
-        require(isinstance(entry, dict) and {"sha256", "kind", "part"} <= set(entry), path,
-                f"row {number}: needs sha256, kind and part")
-        entries.append(entry)
-    return entries
-
-
-def _read_part(path: Path, kind: str) -> pl.DataFrame:
-    df = read_parquet_file(path, "part listed in the ledger is missing")
-    schema = PART_SCHEMAS[kind]
-    require(list(df.columns) == list(schema), path, f"columns must be {list(schema)}, got {df.columns}")
-    return df
-
-
-def _stack(frames: list[pl.DataFrame], id_columns: list[str]) -> pl.DataFrame:
-    for column in id_columns:
-        dtype = pl.String if any(f.schema[column] == pl.String for f in frames) else pl.Int64
-        frames = [f.with_columns(pl.col(column).cast(dtype)) for f in frames]
-    return pl.concat(frames)
-
-
-def read_merged_parts(input_dir: str | Path) -> MergedParts:
-    """Every part the ledger lists, per kind, in ledger order (items get ``raw_title`` and ``_row`` like
-    :func:`~llara.data.tables.validate_items`)."""
-    root = parts_root(input_dir)
-    frames: dict[str, list[pl.DataFrame]] = {kind: [] for kind in KINDS}
-    for entry in read_ledger(input_dir):
-        if entry["part"]:
-            frames[entry["kind"]].append(_read_part(root / entry["part"], entry["kind"]))
-    items = None
-    if frames["items"]:
-        items = _stack(frames["items"], ["item"]).select(
-            pl.lit(None, pl.UInt32).alias("_row"), "item", "title", pl.col("title").alias("raw_title"))
-    interactions = _stack(frames["interactions"], ["user", "item"]) if frames["interactions"] else None
-    return MergedParts(interactions, items, str(root / "interactions"))
 
 
 def ready_files(inbox: Path) -> tuple[list[Path], list[str]]:
@@ -163,8 +98,6 @@ class _Dataset:
     """The dataset as it grows during one merge: originals of users and items, titles and interaction keys."""
 
     def __init__(self, data: GenericDataset):
-        from llara.data.ingest import read_generic
-
         self.data = data
         dataset = read_generic(data.input_dir / data.interactions_file, data.input_dir / data.items_file, data.columns,
                                separator=data.separator, encoding=data.encoding)

@@ -15,7 +15,9 @@ from pathlib import Path
 import polars as pl
 
 from llara.atomic import atomic_dir, write_json
-from llara.data.idmap import ITEM_IDS_FILE, USER_IDS_FILE, IdMap, IdMaps, check_unambiguous, common_dtype, integer_values, read_id_maps
+from llara.data.idmap import (ITEM_IDS_FILE, USER_IDS_FILE, IdMap, IdMaps, check_unambiguous, integer_values,
+                              read_id_maps, stack)
+from llara.data.parts import read_merged_parts
 from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, check_schema
 from llara.data.sources import verify_checksums
 from llara.data.tables import Columns, check_known_items, check_one_title, read_table, validate_interactions, validate_items
@@ -126,14 +128,6 @@ def encode(interactions: pl.DataFrame, items: pl.DataFrame, where: str | Path) -
     return (check_schema(interactions, INTERACTIONS_SCHEMA, where), check_schema(items, ITEMS_SCHEMA, where), maps)
 
 
-def _concat(frames: list[pl.DataFrame], id_columns: list[str]) -> pl.DataFrame:
-    """Frames stacked; each id column gets one type: text everywhere when any source has text ids."""
-    for column in id_columns:
-        dtype = common_dtype(*(f[column] for f in frames))
-        frames = [f.with_columns(pl.col(column).cast(dtype)) for f in frames]
-    return pl.concat(frames)
-
-
 def check_references(interactions: pl.DataFrame, items: pl.DataFrame, where: str | Path) -> None:
     """Every interacted item (internal ids) has a row in the item table."""
     unknown = interactions.join(items.select("item"), on="item", how="anti")
@@ -152,8 +146,6 @@ def read_generic(
 ) -> Dataset:
     """Read a user-supplied interactions file and item table (CSV, TSV or parquet) plus the parts the inbox merged
     beside them (:mod:`llara.data.inbox`). Ids may be integers or text (:mod:`llara.data.idmap`)."""
-    from llara.data.inbox import read_merged_parts
-
     interactions_path, items_path = Path(interactions_path), Path(items_path)
     raw, offset = read_table(interactions_path, separator=separator, encoding=encoding)
     interactions = validate_interactions(raw, columns, interactions_path, offset)
@@ -161,12 +153,12 @@ def read_generic(
     items = validate_items(raw_items, columns, items_path, item_offset)
     parts = read_merged_parts(interactions_path.parent)
     if parts.items is not None:
-        items = _concat([items, parts.items.select(items.columns)], ["item"])
+        items = stack([items, parts.items.select(items.columns)], ["item"])
         check_one_title(items, items_path, item_offset)
     check_known_items(interactions, items["item"], interactions_path, offset, str(items_path))
     if parts.interactions is not None:
         check_known_items(parts.interactions, items["item"], parts.where, 0, str(items_path))
-        interactions = _concat([interactions, parts.interactions.select(interactions.columns)], ["user", "item"])
+        interactions = stack([interactions, parts.interactions.select(interactions.columns)], ["user", "item"])
     interactions, items, maps = encode(interactions, unique_items(items, items_path), interactions_path)
     interactions = _filter_rating(interactions, min_rating, interactions_path)
     return Dataset(interactions, items, source=f"generic:{interactions_path.name}+{items_path.name}", ids=maps)

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from llara.atomic import atomic_path
+from llara.data.idmap import id_maps_beside
 from llara.errors import InputError
 
 DEFAULT_METRICS = {"Recommenders": "metrics/recommenders.json", "LLaRA": "metrics/llara.json"}
@@ -238,7 +239,7 @@ def curve_png(path: Path) -> bytes | None:
 # ---------------------------------------------------------------------------------------------------- examples ---
 @dataclass(frozen=True)
 class Example:
-    user: int
+    user: int | str  # the dataset's original user id
     history: list[str]
     ranked: list[tuple[str, bool]]  # (title, is the true next item), best first
     target: str
@@ -279,12 +280,14 @@ def load_examples(predictions: Path, items: Path, split_file: Path | None, n: in
         wanted = [c for c in ("history", "candidates", "target", "user", "row") if c not in df.columns or c == key]
         df = df.with_columns(pl.col(key).cast(pl.Int64)).join(split.select(wanted), on=key, how="inner")
     titles = dict(zip(*pl.read_parquet(items).select("item", "title").to_dict(as_series=False).values()))
+    df = df.sort("user").head(n)
+    users = id_maps_beside(items).users.to_original(df["user"].cast(pl.Int64)).to_list()
     examples = []
-    for row in df.sort("user").head(n).iter_rows(named=True):
+    for row, user in zip(df.iter_rows(named=True), users):
         ranked, known = _ranking(row)
         target = row.get("target")
         examples.append(Example(
-            user=int(row["user"]),
+            user=user if user is not None else int(row["user"]),
             history=[titles.get(i, f"item {i}") for i in row["history"]],
             ranked=[(titles.get(i, f"item {i}"), i == target) for i in ranked],
             target=titles.get(target, f"item {target}"),

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from llara.atomic import atomic_path, write_json, write_parquet
+from llara.data.idmap import predictions_with_originals
 from llara.entrypoint import exit_with
 from llara.llm.data import read_examples
 from llara.llm.evaluation import evaluate
@@ -59,7 +60,8 @@ def evaluate_variants(fparams: FinetuneParams, eparams: EvaluateParams, llm_para
             metrics, predictions = evaluate(model, encoder, examples, item_mode=eval_item_mode(variant),
                                             modes=eparams.modes, seed=fparams.seed, batch_size=eparams.batch_size,
                                             length_norm=info["train"]["length_norm"])
-            write_parquet(predictions, eval_root / fparams.protocol / split / f"{variant}.parquet")
+            write_parquet(predictions_with_originals(predictions, info["items"]),
+                          eval_root / fparams.protocol / split / f"{variant}.parquet")
             results.setdefault(metrics_key(fparams.protocol, split), {})[variant] = metrics
             log.info("%s %s: %s", split, variant, {m: {k: round(v["value"], 4) for k, v in d.items()}
                                                   for m, d in metrics.items()})

@@ -35,15 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--modes", default="generate,rank", help="comma-separated: generate,rank (default: both)")
     e.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16, as evaluate.batch_size)")
     e.add_argument("--max-rows", type=int, default=None, help="only the first N rows")
-    e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet")
+    e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet (internal ids "
+                   "and original_user, original_target, original_top_item, original_generated_item: your ids)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("recommend", help="rank items for a history with a trained run",
-                       description="Rank candidate items (default: all unseen items) for a history of ids or titles.")
+                       description="Rank candidate items (default: all unseen items) for a history of ids or titles. "
+                                   "Ids are the dataset's own (original) ids, as in its raw files; the output lists "
+                                   "original item id, score and title.")
     r.add_argument("run", help="run directory (data/runs/<protocol>/<variant>)")
-    r.add_argument("--history", required=True, nargs="+", help="history items, oldest first (ids or exact titles)")
-    r.add_argument("--candidates", nargs="+", default=None, help="candidate items (ids or titles); default: all")
+    r.add_argument("--history", required=True, nargs="+",
+                   help="history items, oldest first (original item ids or exact titles)")
+    r.add_argument("--candidates", nargs="+", default=None,
+                   help="candidate items (original item ids or titles); default: all unseen items")
     r.add_argument("-k", type=int, default=10, help="how many to return (default: 10)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda")
     r.set_defaults(func=_recommend)
@@ -87,7 +92,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     metrics, predictions = evaluate(model, encoder, examples, item_mode=eval_item_mode(info.get("variant", "")),
                                     modes=modes, batch_size=args.batch_size, length_norm=info["train"]["length_norm"])
     if args.predictions:
-        write_parquet(predictions, args.predictions)
+        from llara.data.idmap import predictions_with_originals
+
+        write_parquet(predictions_with_originals(predictions, info["items"]), args.predictions)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -135,9 +135,11 @@ def stack(frames: list[pl.DataFrame], id_columns: list[str]) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class IdMap:
-    """One kind's map: ``frame`` has ``id`` (Int64, 1..N) and ``original`` (Int64 or String), sorted by both."""
+    """One kind's map: ``frame`` has ``id`` (Int64, 1..N) and ``original`` (Int64 or String), sorted by both.
+    ``passthrough``: no map at all (tables made without ingest): every id is its own original."""
 
     frame: pl.DataFrame
+    passthrough: bool = False
 
     @classmethod
     def build(cls, originals: pl.Series) -> "IdMap":
@@ -146,10 +148,11 @@ class IdMap:
                                  "original": unique}))
 
     @classmethod
-    def identity(cls, ids: Iterable[int]) -> "IdMap":
-        """The map of data whose internal ids are its original ids (tables made without ingest)."""
-        unique = pl.Series("original", list(ids), dtype=pl.Int64).unique().sort()
-        return cls(pl.DataFrame({"id": unique, "original": unique}))
+    def identity(cls, ids: Iterable[int] | None = None) -> "IdMap":
+        """The map of data whose internal ids are its original ids (tables made without ingest); without ``ids``
+        a passthrough map that accepts any integer id."""
+        unique = pl.Series("original", list(ids or []), dtype=pl.Int64).unique().sort()
+        return cls(pl.DataFrame({"id": unique, "original": unique}), passthrough=ids is None)
 
     def __len__(self) -> int:
         return self.frame.height
@@ -166,11 +169,15 @@ class IdMap:
     def to_internal(self, originals: pl.Series) -> pl.Series:
         """Internal ids of original ids (null where unknown)."""
         values = self._as_original(originals)
+        if self.passthrough:
+            return values.alias(originals.name)
         joined = pl.DataFrame({"original": values}).join(self.frame, on="original", how="left", maintain_order="left")
         return joined["id"].alias(originals.name)
 
     def to_original(self, ids: pl.Series) -> pl.Series:
         """Original ids of internal ids (null where unknown)."""
+        if self.passthrough:
+            return ids.cast(pl.Int64).alias(ids.name)
         joined = pl.DataFrame({"id": ids.cast(pl.Int64)}).join(self.frame, on="id", how="left", maintain_order="left")
         return joined["original"].alias(ids.name)
 
@@ -183,11 +190,10 @@ class IdMap:
                 return None
         else:
             key = str(value).strip()
+        if self.passthrough:
+            return int(key)
         hit = self.frame.filter(pl.col("original") == key)
         return int(hit["id"][0]) if hit.height else None
-
-    def original_of(self) -> dict[int, object]:
-        return dict(zip(self.frame["id"].to_list(), self.frame["original"].to_list()))
 
     def write(self, path: str | Path) -> None:
         write_parquet(self.frame, path)
@@ -237,18 +243,23 @@ class IdMaps:
 def read_id_maps(directory: str | Path, interactions: pl.DataFrame | None = None,
                  items: pl.DataFrame | None = None) -> IdMaps:
     """The maps written by ingest into ``directory``; without them (tables not made by ingest) the identity maps of
-    ``interactions``/``items`` (or of the directory's parquet tables)."""
+    ``interactions``/``items`` (passthrough maps where those are not given)."""
     directory = Path(directory)
     if (directory / USER_IDS_FILE).is_file() and (directory / ITEM_IDS_FILE).is_file():
         return IdMaps(IdMap.read(directory / USER_IDS_FILE), IdMap.read(directory / ITEM_IDS_FILE))
-    if interactions is None and (directory / "interactions.parquet").is_file():
-        interactions = pl.read_parquet(directory / "interactions.parquet", columns=["user"])
-    if items is None and (directory / "items.parquet").is_file():
-        items = pl.read_parquet(directory / "items.parquet", columns=["item"])
-    users = interactions["user"].to_list() if interactions is not None else []
-    return IdMaps(IdMap.identity(users), IdMap.identity(items["item"].to_list() if items is not None else []))
+    return IdMaps(IdMap.identity(interactions["user"].to_list() if interactions is not None else None),
+                  IdMap.identity(items["item"].to_list() if items is not None else None))
 
 
 def id_maps_beside(items_path: str | Path) -> IdMaps:
     """The maps of the dataset whose item table is ``items_path`` (``data/ingested/items.parquet``)."""
     return read_id_maps(Path(items_path).parent)
+
+
+PREDICTION_IDS = {"user": "user", "target": "item", "top_item": "item", "generated_item": "item"}
+
+
+def predictions_with_originals(predictions: pl.DataFrame, items_path: str | Path) -> pl.DataFrame:
+    """Evaluation predictions plus ``original_user``, ``original_target``, ``original_top_item`` and
+    ``original_generated_item`` (the dataset's own ids; the maps beside ``items_path``)."""
+    return id_maps_beside(items_path).with_originals(predictions, PREDICTION_IDS)

@@ -26,7 +26,6 @@ from llara.recommenders.training import train  # noqa: E402
 from llara.recommenders.workflow import read_item_index  # noqa: E402
 from llara.data.split import read_split  # noqa: E402
 from tasks.params import load_params  # noqa: E402
-from tasks.pretrain import model_config, train_config  # noqa: E402
 
 
 def main() -> None:
@@ -47,9 +46,9 @@ def main() -> None:
     print(f"{'backbone':<10} {'epochs':>6} {'best':>5} {'seconds':>8} {'s/epoch':>8} {'val_loss':>9} {'test hr@1':>9}")
     times = {}
     for backbone in params.backbones:
-        config = model_config(params, backbone, len(index))
+        config = params.model_config_for(backbone, len(index))
         data = {p: sequence_data(split.part(p), index, config.window, p) for p in ("train", "val", "test")}
-        cfg = dataclasses.replace(train_config(params, backbone), num_threads=threads)
+        cfg = dataclasses.replace(params.train_config(backbone), num_threads=threads)
         if args.quick and backbone != "sasrec":
             cfg = dataclasses.replace(cfg, epochs=1)
         with tempfile.TemporaryDirectory() as tmp:  # no checkpoint reuse between runs

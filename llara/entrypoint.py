@@ -7,6 +7,7 @@ failure, 130 interrupted. ``--verbose`` or ``LLARA_VERBOSE=1`` prints the traceb
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import traceback
@@ -27,6 +28,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {self.prog}: {message}\n")
+
+
+def keyword_defaults(function: Callable) -> dict:
+    """The defaults of a library function's keyword-only options (a command line's defaults, not a copy)."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def apply_runtime_defaults() -> None:

@@ -29,8 +29,8 @@ def require(condition: bool, where: str | Path, what: str) -> None:
 
 
 class ConfigError(InputError):
-    """A bad parameter value. ``key`` is its dotted name in params.yaml (``split.n_candidates``); the stage adapters
-    report it as ``params.yaml: <key>: <what>``, the CLI under its option name."""
+    """A bad option value. ``key`` is the option's field name in its library config (``n_candidates``); the stage
+    adapters report it as ``params.yaml: <section>.<key>: <what>``, the CLI under its option name."""
 
     def __init__(self, key: str, what: str):
         self.key = key
@@ -41,3 +41,17 @@ def require_config(condition: bool, key: str, what: str) -> None:
     """Raise :class:`ConfigError` for ``key`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(key, what)
+
+
+def require_range(key: str, value: float, low: float | None = None, high: float | None = None, *,
+                  low_open: bool = False, high_open: bool = False) -> None:
+    """Raise :class:`ConfigError` for ``key`` unless ``low <= value <= high`` (``<`` on an open end; None: no bound)."""
+    ok = (low is None or (value > low if low_open else value >= low)) and (
+        high is None or (value < high if high_open else value <= high))
+    if ok:
+        return
+    if high is None:
+        raise ConfigError(key, f"must be {'>' if low_open else '>='} {low}, got {value}")
+    if low is None:
+        raise ConfigError(key, f"must be {'<' if high_open else '<='} {high}, got {value}")
+    raise ConfigError(key, f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, got {value}")

@@ -21,14 +21,8 @@ import polars as pl
 
 from llara.atomic import atomic_path
 from llara.data.idmap import id_maps_beside
-from llara.errors import InputError
+from llara.errors import ConfigError, InputError, require_config, require_range
 
-DEFAULT_METRICS = {"Recommenders": "metrics/recommenders.json", "LLaRA": "metrics/llara.json"}
-DEFAULT_PLOTS = ["metrics/**/*.csv", "metrics/**/*.tsv", "plots/**/*.csv", "plots/**/*.json"]
-DEFAULT_PREDICTIONS = ["data/eval/*/test/*.parquet"]
-DEFAULT_ITEMS = "data/ingested/items.parquet"
-# {protocol}/{split}: the predictions file's grandparent/parent folder (data/eval/<protocol>/<split>/<variant>.parquet)
-DEFAULT_SPLIT_FILE = "data/split/{protocol}/{split}.parquet"
 CURVE_X = ("step", "global_step", "iteration", "epoch")
 
 
@@ -44,16 +38,35 @@ class MetricRow:
 
 @dataclass
 class ReportConfig:
-    out: Path = Path("reports/index.html")
-    metrics: dict[str, Path] = field(default_factory=lambda: {k: Path(v) for k, v in DEFAULT_METRICS.items()})
-    plots: list[Path] = field(default_factory=list)
-    predictions: list[Path] = field(default_factory=list)
-    items: Path = Path(DEFAULT_ITEMS)
-    split_file: str = DEFAULT_SPLIT_FILE
+    """What the report reads and shows (paths and globs relative to the report's root folder). ``split_file``'s
+    ``{protocol}`` and ``{split}`` are a predictions file's grandparent and parent folders
+    (data/eval/<protocol>/<split>/<variant>.parquet)."""
+
+    __pydantic_config__ = {"extra": "forbid"}  # params.yaml (report): an unknown key is an error
+
+    out: str = "reports/index.html"
+    metrics: dict[str, str] = field(default_factory=lambda: {"Recommenders": "metrics/recommenders.json",
+                                                             "LLaRA": "metrics/llara.json"})
+    plots: list[str] = field(default_factory=lambda: ["metrics/**/*.csv", "metrics/**/*.tsv", "plots/**/*.csv",
+                                                      "plots/**/*.json"])
+    predictions: list[str] = field(default_factory=lambda: ["data/eval/*/test/*.parquet"])
+    items: str = "data/ingested/items.parquet"
+    split_file: str = "data/split/{protocol}/{split}.parquet"
     chart_metric: str = "hr@1"
     n_examples: int = 5
     top_k: int = 5
     title: str = "LLaRA pipeline report"
+
+    def validate(self) -> None:
+        """Range checks; a :class:`~llara.errors.ConfigError` names the field."""
+        require_config(len(self.metrics) > 0, "metrics", "needs at least one LABEL: PATH")
+        require_config(len(self.chart_metric) > 0, "chart_metric", "must not be empty")
+        require_range("n_examples", self.n_examples, 0, 100)
+        require_range("top_k", self.top_k, 1, 100)
+        try:
+            self.split_file.format(split="test", protocol="paper")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError("split_file", "only the placeholders {split} and {protocol} are allowed") from None
 
 
 def expand_globs(patterns: list[str], root: Path = Path(".")) -> list[Path]:
@@ -337,12 +350,14 @@ def _examples_html(path: Path, examples: list[Example], top_k: int) -> str:
     return "\n".join(out) + "</table>"
 
 
-def render_html(config: ReportConfig) -> str:
-    """The report as one HTML string (deterministic for the same inputs)."""
+def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
+    """The report as one HTML string (deterministic for the same inputs); paths are relative to ``root``."""
     body = [f"<h1>{_e(config.title)}</h1>", "<h2>Metrics</h2>",
             "<p>Each cell: value [95% bootstrap CI] and n (users). HitRatio@1 counts invalid answers as misses.</p>"]
     all_rows: list[MetricRow] = []
-    for label, path in config.metrics.items():
+    config.validate()
+    for label, name in config.metrics.items():
+        path = root / name
         data = load_metrics(path)
         rows = None if data is None else metric_rows(data)
         all_rows += rows or []
@@ -353,7 +368,7 @@ def render_html(config: ReportConfig) -> str:
     body += [_img(png, f"{config.chart_metric} {s}") for s, png in charts] or [f'<p class="note">no {_e(config.chart_metric)} metrics yet</p>']
     body.append("<h2>Training curves</h2>")
     curves = []
-    for path in config.plots:
+    for path in expand_globs(config.plots, root):
         try:
             png = curve_png(path)
         except Exception as exc:  # a malformed plot file must not sink the whole report
@@ -364,9 +379,10 @@ def render_html(config: ReportConfig) -> str:
     body += curves or ['<p class="note">no training curves found</p>']
     body.append("<h2>Example recommendations</h2>")
     examples = []
-    for path in config.predictions:
+    for path in expand_globs(config.predictions, root):
         try:
-            rows = load_examples(path, config.items, split_file_for(path, config.split_file), config.n_examples)
+            split_file = root / split_file_for(path, config.split_file)
+            rows = load_examples(path, root / config.items, split_file, config.n_examples)
         except (InputError, pl.exceptions.PolarsError, OSError, KeyError) as exc:
             examples.append(f'<p class="note">{_e(path)}: skipped ({_e(str(exc).splitlines()[0])})</p>')
             continue
@@ -376,10 +392,11 @@ def render_html(config: ReportConfig) -> str:
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def build_report(config: ReportConfig) -> Path:
-    """Render the report and write it atomically to ``config.out``."""
-    text = render_html(config)
-    with atomic_path(config.out) as tmp:
+def build_report(config: ReportConfig, root: Path = Path(".")) -> Path:
+    """Render the report and write it atomically to ``root / config.out``."""
+    text = render_html(config, root)
+    out = root / config.out
+    with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
         tmp.chmod(0o644)  # a report is for reading (mkstemp creates 0600)
-    return config.out
+    return out

@@ -1,9 +1,11 @@
-"""Shared by the stage adapters: logging (Prefect's run logger inside a flow) and the machine-wide CPU slot.
+"""Shared by the stage adapters: their arguments, logging (Prefect's run logger inside a flow) and the machine-wide
+CPU slot.
 
 Error reporting and exit codes are :mod:`llara.entrypoint`'s (``exit_with``), the same as the ``llara`` CLI's."""
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import logging
 import os
@@ -12,8 +14,20 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
+from llara.entrypoint import OneLineParser
+
+
+
+def stage_args(module: str, description: str, **positionals: tuple[Sequence[str], str]) -> argparse.Namespace:
+    """A stage's command line: each positional (name -> (its registry's names, help)) and ``--verbose``; bad
+    arguments are one line, exit 2."""
+    parser = OneLineParser(prog=f"python -m {module}", description=description)
+    for name, (choices, help_text) in positionals.items():
+        parser.add_argument(name, choices=list(choices), help=help_text)
+    parser.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
+    return parser.parse_args()
 
 
 def get_logger(name: str) -> logging.Logger:

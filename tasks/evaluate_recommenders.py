@@ -6,18 +6,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from llara.atomic import write_json
 from llara.entrypoint import exit_with
 from llara.recommenders.workflow import evaluate_export
-from tasks.common import get_logger
+from tasks.common import get_logger, stage_args
 from tasks.params import load_params
+from tasks.paths import EXPORT_ROOT, METRICS_ROOT, SPLIT_ROOT
 
-EXPORT_ROOT = Path("data/recommenders")
-SPLIT_ROOT = Path("data/split")
-METRICS_FILE = Path("metrics/recommenders.json")
+METRICS_FILE = METRICS_ROOT / "recommenders.json"
 
 
 def evaluate_recommenders(protocols: list[str], backbones: list[str], *, export_root: Path = EXPORT_ROOT,
@@ -35,7 +33,8 @@ def evaluate_recommenders(protocols: list[str], backbones: list[str], *, export_
 
 
 def main() -> None:
-    argparse.ArgumentParser(description="Evaluate every exported recommender (protocols x backbones of params.yaml).").parse_args()
+    stage_args("tasks.evaluate_recommenders",
+               "Evaluate every exported recommender (protocols x backbones of params.yaml).")
     params = load_params()
     evaluate_recommenders(list(params.split.protocols), list(params.pretrain.backbones))
 

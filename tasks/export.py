@@ -6,16 +6,15 @@ item_embeddings.safetensors, item_map.parquet, model.safetensors, config.json.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from llara.data.split import PROTOCOLS
 from llara.entrypoint import exit_with
+from llara.recommenders.registry import FAMILIES
 from llara.recommenders.workflow import export as export_model
-from tasks.common import get_logger
+from tasks.common import get_logger, stage_args
 from tasks.params import load_params
-
-PRETRAIN_ROOT = Path("data/pretrain")
-EXPORT_ROOT = Path("data/recommenders")
+from tasks.paths import EXPORT_ROOT, PRETRAIN_ROOT
 
 
 def export(protocol: str, backbone: str, pretrain_root: Path = PRETRAIN_ROOT, out_root: Path = EXPORT_ROOT) -> Path:
@@ -25,10 +24,8 @@ def export(protocol: str, backbone: str, pretrain_root: Path = PRETRAIN_ROOT, ou
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Export one pretrained recommender for the LLM stage.")
-    parser.add_argument("protocol", help="split protocol")
-    parser.add_argument("backbone", help="sasrec | gru4rec | caser")
-    args = parser.parse_args()
+    args = stage_args("tasks.export", "Export one pretrained recommender for the LLM stage.",
+                      protocol=(PROTOCOLS, "split protocol"), backbone=(FAMILIES, "recommender family"))
     load_params()  # validates params.yaml like every stage
     export(args.protocol, args.backbone)
 

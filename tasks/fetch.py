@@ -15,14 +15,14 @@ from llara.data.sources import MOVIELENS_100K_SHA256, fetch_movielens_100k, veri
 from llara.entrypoint import exit_with
 from llara.errors import require_config
 from tasks.common import get_logger
-from tasks.params import IngestParams, load_params, reported_as_params
+from tasks.params import PARAMS_FILE, IngestParams, load_params, reported_as
 
 
 def fetch(params: IngestParams) -> Path:
     log = get_logger("llara.fetch")
     target = Path(params.input_dir)
     if params.source == "generic":
-        require_config(target.is_dir(), "ingest.input_dir", f"{target} does not exist: put your interactions and items there")
+        require_config(target.is_dir(), "input_dir", f"{target} does not exist: put your interactions and items there")
         log.info("generic source: using %s as is", target)
         return target
     if target.is_dir():
@@ -48,7 +48,7 @@ def fetch(params: IngestParams) -> Path:
 
 def main() -> None:
     params = load_params()
-    with reported_as_params():
+    with reported_as(PARAMS_FILE, "ingest"):
         fetch(params.ingest)
 
 

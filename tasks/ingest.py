@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llara.data.ingest import Columns, Dataset, read_generic, read_movielens, write_dataset
+from llara.data.ingest import Dataset, read_generic, read_movielens, write_dataset
 from llara.entrypoint import exit_with
 from tasks.common import get_logger
-from tasks.params import IngestParams, load_params, reported_as_params
+from tasks.params import PARAMS_FILE, IngestParams, load_params, reported_as
+from tasks.paths import INGESTED
 
-OUT_DIR = Path("data/ingested")
 
-
-def ingest(params: IngestParams, out_dir: Path = OUT_DIR) -> Dataset:
+def ingest(params: IngestParams, out_dir: Path = INGESTED) -> Dataset:
     log = get_logger("llara.ingest")
     source = Path(params.input_dir)
     if params.source == "movielens":
         dataset = read_movielens(source, min_rating=params.min_rating)
     else:
-        c = params.columns
         dataset = read_generic(
             source / params.interactions_file,
             source / params.items_file,
-            Columns(c.user, c.item, c.timestamp, c.rating, c.title),
+            params.columns,
             separator=params.separator,
             encoding=params.encoding,
             min_rating=params.min_rating,
@@ -37,7 +35,7 @@ def ingest(params: IngestParams, out_dir: Path = OUT_DIR) -> Dataset:
 
 def main() -> None:
     params = load_params()
-    with reported_as_params():
+    with reported_as(PARAMS_FILE, "ingest"):
         ingest(params.ingest)
 
 

@@ -2,20 +2,36 @@
 
 Unknown keys and out-of-range values are rejected with the key's dotted path. The library never reads params.yaml;
 only the stage adapters in ``tasks/`` (and flows) do, through :func:`load_params`.
+
+One source of truth: a key backed by a library option (a config dataclass field or a keyword argument) takes its
+type and default from the library (:func:`library_fields`), and its range checks are the library's ``validate()``,
+run by :func:`parse_params` and reported under the key (``validate_library``). Pipeline-only keys (paths, the lists
+of protocols and backbones to build) have no default here: params.yaml holds them. Names come from the registries
+(:data:`llara.data.split.PROTOCOLS`, :data:`llara.recommenders.registry.FAMILIES`).
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
+import dataclasses
+import functools
+import inspect
+import typing
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model,
+                      field_validator, model_validator)
 
-from llara import report as report_defaults
+from llara.data.ingest import read_generic
+from llara.data.tables import Columns, check_text_options
+from llara.data.sources import check_url, fetch_movielens_100k
+from llara.data.split import PROTOCOLS, SplitConfig
 from llara.errors import ConfigError, InputError
+from llara.recommenders.config import BackboneConfig, TrainConfig
+from llara.recommenders.registry import FAMILIES, Family
+from llara.report import ReportConfig
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -23,49 +39,74 @@ PARAMS_FILE = Path("params.yaml")
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def validate_library(self, where: str | Path) -> None:
+        """The library's range checks of this section (none by default)."""
 
-def require_distinct(value: list[str], what: str) -> list[str]:
-    """Reject a list that names an entry twice (DVC's foreach/matrix would build the stage twice)."""
-    if len(set(value)) != len(value):
-        raise ValueError(f"{what} listed twice: {value}")
+
+def library_fields(source: Any, exclude: tuple[str, ...] = (), include: tuple[str, ...] | None = None,
+                   **renamed: str) -> dict[str, tuple[Any, Any]]:
+    """Field specs (type, default) for :func:`pydantic.create_model` from a library dataclass's fields or a
+    function's keyword-only arguments (all but ``exclude``, or only ``include``): the library's types and defaults,
+    not a copy. ``renamed``: params key -> the library's name where they differ."""
+    hints = typing.get_type_hints(source)
+    names = {v: k for k, v in renamed.items()}
+    specs: dict[str, tuple[Any, Any]] = {}
+    if dataclasses.is_dataclass(source):
+        for f in dataclasses.fields(source):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = Field(default_factory=f.default_factory)
+            else:
+                default = ...
+            specs[f.name] = (hints[f.name], default)
+    else:
+        for name, parameter in inspect.signature(source).parameters.items():
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                specs[name] = (hints[name], parameter.default)
+    return {names.get(k, k): v for k, v in specs.items() if k not in exclude and (include is None or k in include)}
+
+
+@contextlib.contextmanager
+def reported_as(where: str | Path, section: str) -> Iterator[None]:
+    """Report a library :class:`~llara.errors.ConfigError` as ``<where>: <section>.<key>: <what>``."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise InputError(where, f"{section}.{exc.key}: {exc.what}") from None
+
+
+def require_list(value: Any) -> Any:
+    if isinstance(value, str):  # dvc.yaml's foreach/matrix iterates it: a bare string would break `dvc repro`
+        raise ValueError(f"must be a list; write [{value}] for a single entry")
     return value
 
 
-class ColumnsParams(Strict):
-    user: str = "user"
-    item: str = "item"
-    timestamp: str = "timestamp"
-    rating: str | None = None
-    title: str = "title"
+def require_distinct(value: list[str]) -> list[str]:
+    """Reject a list that names an entry twice (DVC's foreach/matrix would build the stage twice)."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"listed twice: {value}")
+    return value
 
 
-class IngestParams(Strict):
-    source: Literal["movielens", "generic"] = "movielens"
-    input_dir: str = "data/raw/ml-100k"
-    movielens_local_dir: str | None = "../shared/data/ml-100k"
-    movielens_url: str = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
-    interactions_file: str = "interactions.csv"
-    items_file: str = "items.csv"
-    columns: ColumnsParams = ColumnsParams()
-    separator: str = Field(",", min_length=1, max_length=1)
-    encoding: str = "utf8"
-    min_rating: float | None = None
+def names_list(names: tuple[str, ...]) -> Any:
+    """A non-empty list of distinct names out of a registry (what dvc.yaml's foreach/matrix iterates)."""
+    return Annotated[list[Literal[names]], BeforeValidator(require_list), AfterValidator(require_distinct),
+                     Field(min_length=1)]
 
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown text encoding {value!r}") from None
-        return value
 
-    @field_validator("movielens_url")
-    @classmethod
-    def _url_scheme(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://", "file://")):
-            raise ValueError(f"must be an https://, http:// or file:// URL, got {value!r}")
-        return value
+# ------------------------------------------------------------------------------------------------------ ingest ---
+
+
+class IngestBase(Strict):
+    """Stages ``fetch`` / ``ingest``: where the raw data is and how to read it."""
+
+    source: Literal["movielens", "generic"]
+    input_dir: str
+    movielens_local_dir: str | None
+    interactions_file: str
+    items_file: str
+    columns: Columns = Columns()
 
     @field_validator("input_dir", "interactions_file", "items_file")
     @classmethod
@@ -74,92 +115,99 @@ class IngestParams(Strict):
             raise ValueError("must not be empty")
         return value
 
-
-class SplitParams(Strict):
-    protocols: list[Literal["paper", "paper-files", "leave-one-out"]] = Field(["paper", "leave-one-out"], min_length=1)
-    seed: int = Field(42, ge=0)
-    history_len: int = Field(10, ge=1, le=200)
-    min_history: int = Field(3, ge=1)
-    min_rating: float | None = 3.0
-    n_candidates: int = Field(20, ge=2, le=1000)
-    val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(0.1, gt=0, lt=0.5)
-    heldout_users: str | None = "data/reference/paper_heldout_users.csv"
-    paper_files_dir: str | None = "../shared/data/movielens"
-    paper_files_id_offset: int = 1
-
-    @field_validator("protocols")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        return require_distinct(value, "protocols")
-
-    @model_validator(mode="after")
-    def _history(self):
-        if self.min_history > self.history_len:
-            raise ValueError(f"min_history ({self.min_history}) exceeds history_len ({self.history_len})")
-        return self
-
-BACKBONES = ("sasrec", "gru4rec", "caser")
+    def validate_library(self, where: str | Path) -> None:
+        with reported_as(where, "ingest"):
+            check_text_options(self.separator, self.encoding)
+        try:
+            check_url(self.movielens_url)
+        except InputError as exc:
+            raise InputError(where, f"ingest.movielens_url: {exc.what}") from None
 
 
-class BackboneParams(Strict):
-    hidden: int = Field(64, ge=1, le=4096)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    lr: float | None = Field(None, gt=0, le=1)  # overrides pretrain.lr for this backbone
+IngestParams = create_model(
+    "IngestParams", __base__=IngestBase,
+    **library_fields(fetch_movielens_100k, include=("url",), movielens_url="url"),
+    **library_fields(read_generic),
+)
 
 
-class SASRecParams(BackboneParams):
-    n_blocks: int = Field(1, ge=1, le=16)
-    n_heads: int = Field(1, ge=1, le=64)
+# ------------------------------------------------------------------------------------------------------- split ---
+class SplitBase(Strict):
+    """Stages ``split@<protocol>``: the library's :class:`SplitConfig` per protocol in ``protocols``."""
 
-    @model_validator(mode="after")
-    def _heads(self):
-        if self.hidden % self.n_heads:
-            raise ValueError(f"n_heads ({self.n_heads}) must divide hidden ({self.hidden})")
-        return self
+    protocols: names_list(PROTOCOLS)
 
+    def config(self, protocol: str) -> SplitConfig:
+        values = self.model_dump(exclude={"protocols"})
+        return SplitConfig(protocol=protocol, **values)
 
-class GRU4RecParams(BackboneParams):
-    n_layers: int = Field(1, ge=1, le=8)
-
-
-class CaserParams(BackboneParams):
-    dropout: float = Field(0.3, ge=0, lt=1)
-    n_h: int = Field(16, ge=1, le=1024)  # horizontal filters per height 1..window
-    n_v: int = Field(4, ge=1, le=1024)  # vertical filters
+    def validate_library(self, where: str | Path) -> None:
+        with reported_as(where, "split"):
+            for protocol in self.protocols:
+                self.config(protocol).validate()
 
 
-class PretrainParams(Strict):
-    """Stages ``pretrain`` / ``export`` / ``evaluate_recommenders`` (docs/recommenders.md)."""
+SplitParams = create_model("SplitParams", __base__=SplitBase, **library_fields(SplitConfig, exclude=("protocol",)))
 
-    backbones: list[Literal[BACKBONES]] = Field(list(BACKBONES), min_length=1)
-    seed: int = Field(42, ge=0)
-    window: int = Field(10, ge=1, le=200)
-    epochs: int = Field(50, ge=1, le=10_000)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(2e-3, gt=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    patience: int = Field(3, ge=1)
-    monitor: Literal["val_loss", "val_full_ndcg@10", "val_full_hr@10"] = "val_loss"
-    loss: Literal["ce", "bce"] = "ce"
-    n_negatives: int = Field(1, ge=1, le=10_000)
-    num_threads: int = Field(1, ge=1, le=256)
-    checkpoint_every: int = Field(1, ge=1)
-    sasrec: SASRecParams = SASRecParams()
-    gru4rec: GRU4RecParams = GRU4RecParams()
-    caser: CaserParams = CaserParams()
 
-    @field_validator("backbones", mode="before")
-    @classmethod
-    def _list(cls, value):
-        if isinstance(value, str):  # dvc.yaml's matrix iterates it: a bare string would break `dvc repro`
-            raise ValueError(f"must be a list; write [{value}] for a single backbone")
-        return value
+# ---------------------------------------------------------------------------------------------------- pretrain ---
+class PretrainBase(Strict):
+    """Stages ``pretrain`` / ``export`` / ``evaluate_recommenders`` (docs/recommenders.md): training options
+    (:class:`TrainConfig`), the history window, and one section of sizes per registered family."""
 
-    @field_validator("backbones")
-    @classmethod
-    def _distinct_backbones(cls, value: list[str]) -> list[str]:
-        return require_distinct(value, "backbones")
+    def sizes(self, backbone: str) -> BaseModel:
+        return getattr(self, backbone)
+
+    def train_config(self, backbone: str) -> TrainConfig:
+        """Training options; ``pretrain.<backbone>.lr`` (the family's own by default) overrides ``pretrain.lr``."""
+        values = self.model_dump(include={f.name for f in dataclasses.fields(TrainConfig)})
+        lr = self.sizes(backbone).lr
+        return TrainConfig(**{**values, "lr": lr if lr is not None else self.lr})
+
+    def model_config_for(self, backbone: str, n_items: int = 1) -> BackboneConfig:
+        sizes = self.sizes(backbone).model_dump(exclude={"lr"})
+        return FAMILIES[backbone].config(n_items=n_items, window=self.window, **sizes)
+
+    def validate_library(self, where: str | Path) -> None:
+        for backbone in (name for name in FAMILIES if name in type(self).model_fields):
+            with reported_as(where, f"pretrain.{backbone}"):
+                try:
+                    self.model_config_for(backbone).validate()
+                except ConfigError as exc:
+                    if exc.key == "window":  # shared by every family: pretrain.window
+                        raise InputError(where, f"pretrain.window: {exc.what}") from None
+                    raise
+            with reported_as(where, "pretrain"):
+                try:
+                    self.train_config(backbone).validate()
+                except ConfigError as exc:
+                    if exc.key == "lr" and self.sizes(backbone).lr is not None:
+                        raise InputError(where, f"pretrain.{backbone}.lr: {exc.what}") from None
+                    raise
+
+
+def family_params(name: str, family: Family) -> type[Strict]:
+    """``pretrain.<name>``: the family's sizes (its config without ``n_items`` and the shared ``window``) and its
+    learning rate (``null``: ``pretrain.lr``)."""
+    return create_model(f"{name}Params", __base__=Strict, lr=(float | None, family.lr),
+                        **library_fields(family.config, exclude=("n_items", "window")))
+
+
+@functools.cache
+def pretrain_params(families: tuple[tuple[str, Family], ...]) -> type[PretrainBase]:
+    """The ``pretrain`` section for these registered families (rebuilt when the registry changes)."""
+    sections = {name: family_params(name, family) for name, family in families}
+    window = next(f.default for f in dataclasses.fields(BackboneConfig) if f.name == "window")
+    return create_model(
+        "PretrainParams", __base__=PretrainBase,
+        backbones=(names_list(tuple(name for name, _ in families)), ...),
+        window=(int, window),
+        **library_fields(TrainConfig, exclude=("min_delta",)),
+        **{name: (section, Field(default_factory=section)) for name, section in sections.items()},
+    )
+
+
+PretrainParams = pretrain_params(tuple(FAMILIES.items()))
 
 
 LLM_VARIANTS = ("hybrid-curriculum", "hybrid-direct", "hybrid-two-stage", "text-only", "id-only", "zero-shot")
@@ -211,8 +259,8 @@ class FinetuneProfile(Strict):
 
 
 class FinetuneParams(Strict):
-    protocol: Literal["paper", "paper-files", "leave-one-out"] = "paper"
-    backbone: Literal["sasrec", "gru4rec", "caser"] = "sasrec"
+    protocol: Literal[PROTOCOLS] = "paper"
+    backbone: Literal[tuple(FAMILIES)] = "sasrec"
     variants: list[Literal[LLM_VARIANTS]] = Field(["hybrid-curriculum", "text-only"], min_length=1)
     prompts: str = "movie"  # movie | game | artist | item | a template file
     seed: int = Field(0, ge=0)
@@ -237,70 +285,51 @@ class EvaluateParams(Strict):
     max_rows: int | None = Field(None, ge=1)  # evaluate only the first N rows of each split (quick checks)
 
 
-class ReportParams(Strict):
-    """``report`` stage: one HTML file from the metrics, curves and predictions that exist (see llara/report.py)."""
-
-    out: str = "reports/index.html"
-    metrics: dict[str, str] = Field(default_factory=lambda: dict(report_defaults.DEFAULT_METRICS), min_length=1)
-    plots: list[str] = Field(default_factory=lambda: list(report_defaults.DEFAULT_PLOTS))
-    predictions: list[str] = Field(default_factory=lambda: list(report_defaults.DEFAULT_PREDICTIONS))
-    items: str = report_defaults.DEFAULT_ITEMS
-    split_file: str = report_defaults.DEFAULT_SPLIT_FILE
-    chart_metric: str = Field("hr@1", min_length=1)
-    n_examples: int = Field(5, ge=0, le=100)
-    top_k: int = Field(5, ge=1, le=100)
-
-    @field_validator("split_file")
-    @classmethod
-    def _placeholders(cls, value: str) -> str:
-        try:
-            value.format(split="test", protocol="paper")
-        except (KeyError, IndexError, ValueError):
-            raise ValueError("only the placeholders {split} and {protocol} are allowed") from None
-        return value
-
-
-class Params(BaseModel):
+@functools.cache
+def params_model(families: tuple[tuple[str, Family], ...]) -> type[BaseModel]:
     """Top level of params.yaml: one validated section per stage family; an unknown section (a typo) is an error."""
+    return create_model(
+        "Params", __config__=ConfigDict(extra="forbid", frozen=True),
+        ingest=(IngestParams, ...),
+        split=(SplitParams, ...),
+        pretrain=(pretrain_params(families), ...),
+        llm=(LLMParams, LLMParams()),
+        finetune=(FinetuneParams, FinetuneParams()),
+        evaluate=(EvaluateParams, EvaluateParams()),
+        report=(ReportConfig, Field(default_factory=ReportConfig)),
+    )
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ingest: IngestParams = IngestParams()
-    split: SplitParams = SplitParams()
-    pretrain: PretrainParams = PretrainParams()
-    llm: LLMParams = LLMParams()
-    finetune: FinetuneParams = FinetuneParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    report: ReportParams = ReportParams()
+Params = params_model(tuple(FAMILIES.items()))
 
 
 def _format_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors()[0]
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         msg = "unknown key"
     return key, msg
 
 
 def parse_params(data: dict, where: str | Path = PARAMS_FILE) -> Params:
-    """Validate a params mapping; errors name the file and the dotted key."""
+    """Validate a params mapping (structure and types, then each section's library checks); errors name the file
+    and the dotted key."""
     if not isinstance(data, dict):
         raise InputError(where, "top level must be a mapping of stage sections")
     try:
-        return Params.model_validate(data)
+        params = params_model(tuple(FAMILIES.items())).model_validate(data)
     except ValidationError as exc:
         key, msg = _format_error(exc)
         raise InputError(where, f"{key}: {msg}") from None
-
-
-@contextlib.contextmanager
-def reported_as_params(path: str | Path = PARAMS_FILE) -> Iterator[None]:
-    """Report a library :class:`~llara.errors.ConfigError` as ``<path>: <dotted key>: <what>``."""
-    try:
-        yield
-    except ConfigError as exc:
-        raise InputError(path, f"{exc.key}: {exc.what}") from None
+    for name in type(params).model_fields:
+        section = getattr(params, name)
+        if isinstance(section, Strict):
+            section.validate_library(where)
+        else:  # a library config used as it is
+            with reported_as(where, name):
+                section.validate()
+    return params
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> Params:

@@ -1,30 +1,18 @@
-"""Stage ``report``: metrics, curves and example recommendations -> one self-contained ``reports/index.html``."""
+"""Stage ``report``: metrics, curves and example recommendations -> one self-contained HTML file (``report.out``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from llara.entrypoint import exit_with
-from llara.report import ReportConfig, build_report, expand_globs
+from llara.report import ReportConfig, build_report
 from tasks.common import get_logger
-from tasks.params import ReportParams, load_params
+from tasks.params import load_params
 
 
-def report(params: ReportParams, root: Path = Path(".")) -> Path:
-    log = get_logger("llara.report")
-    config = ReportConfig(
-        out=root / params.out,
-        metrics={label: root / path for label, path in params.metrics.items()},
-        plots=expand_globs(params.plots, root),
-        predictions=expand_globs(params.predictions, root),
-        items=root / params.items,
-        split_file=str(root / params.split_file),
-        chart_metric=params.chart_metric,
-        n_examples=params.n_examples,
-        top_k=params.top_k,
-    )
-    out = build_report(config)
-    log.info("report -> %s (%d curve files, %d prediction files)", out, len(config.plots), len(config.predictions))
+def report(config: ReportConfig, root: Path = Path(".")) -> Path:
+    out = build_report(config, root)
+    get_logger("llara.report").info("report -> %s", out)
     return out
 
 

@@ -268,7 +268,7 @@ CLI_CASES = [
     Case("split-unknown-item", split_argv(drop_first_used_item), ("items.parquet", "no title")),
     Case("split-duplicate-titles", split_argv(rewrite("items.parquet", lambda d: d.with_columns(pl.lit("Same").alias("title")))), ("items.parquet", "not unique")),
     # ---- split: parameters
-    Case("split-zero-candidates", split_argv(None, "--n-candidates", "0"), ("--n-candidates", ">= 2")),
+    Case("split-zero-candidates", split_argv(None, "--n-candidates", "0"), ("--n-candidates", "must be in [2, 1000]")),
     Case("split-more-candidates-than-items", split_argv(None, "--n-candidates", "500"), ("--n-candidates", "only 40 items")),
     Case("split-history-len-zero", split_argv(None, "--history-len", "0"), ("--history-len",)),
     Case("split-min-history-zero", split_argv(None, "--min-history", "0"), ("--min-history",)),
@@ -627,7 +627,7 @@ LATER_CASES = [
     Case("tokenizer-without-eos", lambda r, o: finetune_argv(r, o), ("llm-no-eos", "no EOS token")),
     Case("embeddings-rows-mismatch", lambda r, o: finetune_argv(r, o, items="items30.parquet"), ("export", "40 item embeddings", "30 items")),
     Case("pretrain-negative-lr", lambda r, o: ["pretrain", "--split", r / "split", "--items", r / "in/data/items.parquet",
-                                               "--backbone", "sasrec", "--lr", "-1", "--out", o], ("lr", "> 0")),
+                                               "--backbone", "sasrec", "--lr", "-1", "--out", o], ("--lr", "must be in (0, 1]")),
     Case("pretrain-split-missing", lambda r, o: ["pretrain", "--split", r / "nosplit", "--backbone", "sasrec", "--out", o], ("nosplit", "not found")),
     Case("export-model-missing", lambda r, o: ["export", r / "nomodel", "--out", o], ("nomodel",)),
 ]

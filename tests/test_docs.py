@@ -42,7 +42,8 @@ def documented(key: str, keys: set[str]) -> bool:
     parts = key.split(".")
     generalized = {".".join(parts[:i] + ["<name>"] + parts[i + 1 :]) for i in range(1, len(parts) - 1)}
     parents = {".".join(parts[:i]) for i in range(2, len(parts))}
-    return bool(({key} | generalized | parents | {p + ".*" for p in parents}) & keys)
+    wildcards = {".".join(parts[:i] + ["<backbone>", "*"]) for i in range(1, len(parts) - 1)}  # pretrain.<backbone>.*
+    return bool(({key} | generalized | parents | {p + ".*" for p in parents} | wildcards) & keys)
 
 
 def test_every_params_key_is_documented():
@@ -70,3 +71,51 @@ def test_readme_quick_start_has_exactly_two_commands():
     ci = (ROOT / ".ci/run").read_text()
     test_command = commands[1].split("#")[0].strip()
     assert test_command.split()[:2] == ["bash", "scripts/test.sh"] and "scripts/test.sh" in ci
+
+
+def documented_defaults(text: str) -> dict[str, str]:
+    """docs/params.md table rows ``| `key` | `value` | ...`` with one key and one backticked value."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and re.fullmatch(r"`[\w.]+`", cells[0]) and re.fullmatch(r"`[^`]*`", cells[1]):
+            rows[cells[0].strip("`")] = cells[1].strip("`")
+    return rows
+
+
+def shows(text: str, value) -> bool:
+    """Whether a docs cell shows ``value`` (YAML flow syntax; a string or a one-element list as it is)."""
+    if isinstance(value, str) or (isinstance(value, list) and len(value) == 1 and text == value[0]):
+        return text == (value if isinstance(value, str) else value[0])
+    try:
+        return yaml.safe_load(text) == value
+    except yaml.YAMLError:
+        return False
+
+
+def test_documented_defaults_are_params_yaml_values():
+    """The default column of docs/params.md is params.yaml's value (a stale copy would mislead)."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    wrong = {}
+    for key, text in documented_defaults((ROOT / "docs/params.md").read_text()).items():
+        node = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, (dict, type(None))) and text != "null":
+            continue  # a map entry (`profiles.<name>...`) or a key shown by example
+        if not shows(text, node):
+            wrong[key] = (text, node)
+    assert not wrong, f"docs/params.md default vs params.yaml: {wrong}"
+
+
+def test_docs_name_every_registered_protocol_and_backbone():
+    """The names lists come from the registries; the docs that list them name each one."""
+    from llara.data.split import PROTOCOLS
+    from llara.recommenders.registry import FAMILIES
+
+    rows = {line.split("|")[1].strip(): line for line in (ROOT / "docs/params.md").read_text().splitlines()
+            if line.startswith("| `")}
+    assert all(f"`{name}`" in rows["`split.protocols`"] for name in PROTOCOLS)
+    assert all(f"`{name}`" in rows["`pretrain.backbones`"] for name in FAMILIES)
+    recommenders = (ROOT / "docs/recommenders.md").read_text()
+    assert all(f"`{name}`" in recommenders for name in FAMILIES), "docs/recommenders.md: a backbone is missing"

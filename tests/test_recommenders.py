@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+import yaml
 
 from llara.data.schema import SPLIT_SCHEMA
 from llara.errors import InputError
@@ -398,9 +399,10 @@ def test_full_ranking_excludes_history_but_never_the_target():
 def test_params_reject_a_bare_backbone_string():
     from tasks.params import parse_params
 
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     with pytest.raises(InputError, match="pretrain.backbones"):
-        parse_params({"pretrain": {"backbones": "sasrec"}})
-    assert parse_params({"pretrain": {"backbones": ["caser"]}}).pretrain.backbones == ["caser"]
+        parse_params({**params, "pretrain": {**params["pretrain"], "backbones": "sasrec"}})
+    assert parse_params({**params, "pretrain": {**params["pretrain"], "backbones": ["caser"]}}).pretrain.backbones == ["caser"]
 
 
 def test_pretrain_and_export_stages_write_their_outputs(fixture_dir, tmp_path):
@@ -411,7 +413,8 @@ def test_pretrain_and_export_stages_write_their_outputs(fixture_dir, tmp_path):
     items, split = fixture_dir
     (tmp_path / "split").mkdir()
     os.symlink(split, tmp_path / "split" / "synthetic")
-    params = PretrainParams(epochs=2, window=WINDOW, batch_size=32, caser={"hidden": 16, "n_h": 2, "n_v": 2, "lr": 0.02})
+    params = PretrainParams(backbones=["caser"], epochs=2, window=WINDOW, batch_size=32,
+                            caser={"hidden": 16, "n_h": 2, "n_v": 2, "lr": 0.02})
     roots = dict(split_root=tmp_path / "split", items=items, out_root=tmp_path / "pretrain",
                  checkpoint_root=tmp_path / "ckpt", curve_root=tmp_path / "curves")
     result = pretrain(params, "synthetic", "caser", **roots)

@@ -125,8 +125,8 @@ def test_report_html_content_is_escaped_and_deterministic(outputs: Path):
 
 
 def test_report_without_any_outputs(tmp_path: Path):
-    config = ReportConfig(out=tmp_path / "r.html", metrics={"LLaRA": tmp_path / "metrics/llara.json"})
-    text = build_report(config).read_text()
+    config = ReportConfig(out="r.html", metrics={"LLaRA": "metrics/llara.json"})  # default globs, under tmp_path
+    text = build_report(config, tmp_path).read_text()
     assert "not run" in text and "no training curves found" in text and "no predictions found" in text
 
 
@@ -137,6 +137,9 @@ def test_cli_report_writes_file(outputs: Path, monkeypatch, capsys):
     assert "not run" not in text and "Film &lt;" in text
     assert llara_main(["report", "--metrics", "oops"]) == 2
     assert "error: --metrics: expected LABEL=PATH" in capsys.readouterr().err
+    assert llara_main(["report", "--examples", "-1"]) == 2  # the library's range check, under the option's name
+    assert "error: --examples: must be in [0, 100], got -1" in capsys.readouterr().err
+    assert not (outputs / "reports/index.html").exists()
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from llara.entrypoint import OneLineParser, is_verbose, run_reporting_errors
+from llara.errors import ConfigError, InputError
 
 # Modules that contribute subcommands, in --help order.
 COMMAND_MODULES = ["llara.cli.data", "llara.cli.recommenders", "llara.cli.llm", "llara.cli.pipeline"]
@@ -41,7 +42,17 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return run_reporting_errors(lambda: args.func(args), is_verbose(args.verbose))
+    return run_reporting_errors(lambda: _as_options(args), is_verbose(args.verbose))
+
+
+def _as_options(args: argparse.Namespace) -> int:
+    """Run the command; a library :class:`ConfigError` is reported under the option's name (``n_candidates`` ->
+    ``--n-candidates``; a command's ``option_names`` where they differ)."""
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        option = getattr(args, "option_names", {}).get(exc.key, "--" + exc.key.replace("_", "-"))
+        raise InputError(option, exc.what) from None
 
 
 if __name__ == "__main__":

@@ -29,30 +29,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         flow_command.set_defaults(func=_flows, forwards_argv=True)
 
-    from llara.report import DEFAULT_ITEMS, DEFAULT_METRICS, DEFAULT_PLOTS, DEFAULT_PREDICTIONS, DEFAULT_SPLIT_FILE
+    from llara.report import ReportConfig
 
+    d = ReportConfig()
     report = sub.add_parser(
         "report", help="render the HTML report (metrics, ablation chart, curves, examples)",
         description="Write one self-contained HTML file from whatever the pipeline has produced so far; missing "
                     "metrics files are shown as 'not run'. (`dvc repro report` does the same with params.yaml's "
                     "report section.)",
     )
-    report.add_argument("--out", default="reports/index.html", help="output HTML file (default: reports/index.html)")
+    report.add_argument("--out", default=d.out, help=f"output HTML file (default: {d.out})")
     report.add_argument("--metrics", action="append", metavar="LABEL=PATH", default=None,
                         help="metrics JSON to tabulate (repeatable; default: "
-                             + ", ".join(f"{k}={v}" for k, v in DEFAULT_METRICS.items()) + ")")
+                             + ", ".join(f"{k}={v}" for k, v in d.metrics.items()) + ")")
     report.add_argument("--plots", action="append", metavar="GLOB", default=None,
-                        help=f"training-curve files (repeatable; default: {' '.join(DEFAULT_PLOTS)})")
+                        help=f"training-curve files (repeatable; default: {' '.join(d.plots)})")
     report.add_argument("--predictions", action="append", metavar="GLOB", default=None,
-                        help=f"prediction parquets for examples (repeatable; default: {' '.join(DEFAULT_PREDICTIONS)})")
-    report.add_argument("--items", default=DEFAULT_ITEMS, help=f"item titles (default: {DEFAULT_ITEMS})")
-    report.add_argument("--split-file", default=DEFAULT_SPLIT_FILE,
+                        help=f"prediction parquets for examples (repeatable; default: {' '.join(d.predictions)})")
+    report.add_argument("--items", default=d.items, help=f"item titles (default: {d.items})")
+    report.add_argument("--split-file", default=d.split_file,
                         help="split parquet with history/candidates; {split} and {protocol} are the predictions "
-                             f"file's folders (default: {DEFAULT_SPLIT_FILE})")
-    report.add_argument("--examples", type=int, default=5, help="test users shown (default: 5)")
-    report.add_argument("--top-k", type=int, default=5, help="candidates shown per user (default: 5)")
-    report.add_argument("--chart-metric", default="hr@1", help="metric of the ablation chart (default: hr@1)")
-    report.set_defaults(func=_report)
+                             f"file's folders (default: {d.split_file})")
+    report.add_argument("--examples", dest="n_examples", type=int, default=d.n_examples,
+                        help=f"test users shown (default: {d.n_examples})")
+    report.add_argument("--top-k", type=int, default=d.top_k, help=f"candidates shown per user (default: {d.top_k})")
+    report.add_argument("--chart-metric", default=d.chart_metric,
+                        help=f"metric of the ablation chart (default: {d.chart_metric})")
+    report.set_defaults(func=_report, option_names={"n_examples": "--examples"})
 
 
 def _root(argv: list[str]) -> Path:
@@ -81,9 +84,10 @@ def _flows(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from llara.report import DEFAULT_METRICS, DEFAULT_PLOTS, DEFAULT_PREDICTIONS, ReportConfig, build_report, expand_globs
+    from llara.report import ReportConfig, build_report
 
-    metrics = DEFAULT_METRICS
+    d = ReportConfig()
+    metrics = d.metrics
     if args.metrics:
         metrics = {}
         for spec in args.metrics:
@@ -91,14 +95,10 @@ def _report(args: argparse.Namespace) -> int:
             if not sep or not label or not path:
                 raise InputError("--metrics", f"expected LABEL=PATH, got {spec!r}")
             metrics[label] = path
-    if args.examples < 0 or args.top_k < 1:
-        raise InputError("--examples/--top-k", "need --examples >= 0 and --top-k >= 1")
     config = ReportConfig(
-        out=Path(args.out), metrics={k: Path(v) for k, v in metrics.items()},
-        plots=expand_globs(args.plots or DEFAULT_PLOTS), predictions=expand_globs(args.predictions or DEFAULT_PREDICTIONS),
-        items=Path(args.items), split_file=args.split_file, chart_metric=args.chart_metric,
-        n_examples=args.examples, top_k=args.top_k,
+        out=args.out, metrics=metrics, plots=args.plots or d.plots, predictions=args.predictions or d.predictions,
+        items=args.items, split_file=args.split_file, chart_metric=args.chart_metric, n_examples=args.n_examples,
+        top_k=args.top_k,
     )
-    out = build_report(config)
-    print(f"report: {out} ({len(config.plots)} curve files, {len(config.predictions)} prediction files)")
+    print(f"report: {build_report(config)}")
     return 0

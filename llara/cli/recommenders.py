@@ -6,10 +6,12 @@ The pipeline's stages (pretrain@, export@, evaluate_recommenders) do the same wi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-from llara.recommenders.config import CURVE_COLUMNS, LOSSES, MONITORS, TrainConfig
+from llara.recommenders.config import CURVE_COLUMNS, LOSSES, MONITORS, BackboneConfig, TrainConfig
+from llara.recommenders.registry import FAMILIES
 
 PRETRAIN_FILES = {"model.safetensors", "config.json", "item_map.parquet", "training.json"}
 EXPORT_FILES = PRETRAIN_FILES | {"item_embeddings.safetensors"}
@@ -28,29 +30,43 @@ def _key_value(text: str) -> tuple[str, int | float]:
             raise argparse.ArgumentTypeError(f"{key}: expected a number, got {value!r}") from None
 
 
+def _family_options() -> str:
+    """Each family's own sizes and their defaults, for --help (from the registry)."""
+    shared = {f.name for f in dataclasses.fields(BackboneConfig)}
+    return "; ".join(
+        f"{name}: " + ", ".join(f"{f.name} {f.default}" for f in dataclasses.fields(family.config) if f.name not in shared)
+        for name, family in FAMILIES.items())
+
+
+def _family_default(field: str) -> str:
+    defaults = {name: getattr(family.config(n_items=1), field) for name, family in FAMILIES.items()}
+    return ", ".join(f"{name} {value}" for name, value in defaults.items())
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    d = TrainConfig()
+    d, shared = TrainConfig(), BackboneConfig(n_items=1)
     p = sub.add_parser(
-        "pretrain", help="train a sequential recommender (SASRec, GRU4Rec, Caser)",
+        "pretrain", help=f"train a sequential recommender ({', '.join(FAMILIES)})",
         description="Train a recommender on a split's train rows with early stopping on its val rows. Resumes from "
                     "--checkpoint-dir after an interruption (same inputs and options).",
     )
     p.add_argument("--split", required=True, metavar="DIR", help="split directory (train/val/test.parquet)")
     p.add_argument("--items", default="data/ingested/items.parquet", metavar="PATH",
                    help="item table of the ingested dataset (default: data/ingested/items.parquet)")
-    p.add_argument("--backbone", required=True, choices=["sasrec", "gru4rec", "caser"], help="model family")
+    p.add_argument("--backbone", required=True, choices=list(FAMILIES), help="model family")
     p.add_argument("--out", required=True, metavar="DIR", help="output model directory")
     p.add_argument("--checkpoint-dir", metavar="DIR", help="resumable checkpoints (deleted after success)")
     p.add_argument("--curve", metavar="CSV", help=f"write the per-epoch curve ({', '.join(CURVE_COLUMNS)})")
-    p.add_argument("--window", type=int, default=10, help="history window (default: 10)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden size (default: 64)")
-    p.add_argument("--dropout", type=float, default=0.1, help="dropout (default: 0.1)")
+    p.add_argument("--window", type=int, default=shared.window, help=f"history window (default: {shared.window})")
+    p.add_argument("--hidden", type=int, help=f"hidden size (default: the family's: {_family_default('hidden')})")
+    p.add_argument("--dropout", type=float, help=f"dropout (default: the family's: {_family_default('dropout')})")
     p.add_argument("--option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="family-specific size: n_blocks, n_heads (sasrec); n_layers (gru4rec); n_h, n_v (caser)")
+                   help=f"family-specific size (defaults: {_family_options()})")
     p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default: {d.seed})")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epoch cap (default: {d.epochs})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"rows per step (default: {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default: {d.lr})")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default: the family's own where it has one, "
+                   + ", ".join(f"{n} {f.lr}" for n, f in FAMILIES.items() if f.lr is not None) + f"; else {d.lr})")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"(default: {d.weight_decay})")
     p.add_argument("--patience", type=int, default=d.patience, help=f"early-stopping patience in epochs (default: {d.patience})")
     p.add_argument("--monitor", choices=sorted(MONITORS), default=d.monitor, help=f"early-stopping criterion (default: {d.monitor})")
@@ -58,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-negatives", type=int, default=d.n_negatives, help="negatives per row for --loss bce")
     p.add_argument("--threads", type=int, default=d.num_threads, help=f"torch threads (default: {d.num_threads})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_pretrain)
+    p.set_defaults(func=_pretrain, option_names={"num_threads": "--threads"})
 
     e = sub.add_parser(
         "export", help="export a pretrained recommender for the LLM stage",
@@ -86,14 +102,16 @@ def _pretrain(args: argparse.Namespace) -> int:
     from llara.recommenders.workflow import pretrain
 
     require_replaceable(args.out, PRETRAIN_FILES, "--out")
-    options = {"n_items": 1, "window": args.window, "hidden": args.hidden, "dropout": args.dropout, **dict(args.option)}
+    sizes = {"hidden": args.hidden, "dropout": args.dropout}
+    options = {"n_items": 1, "window": args.window, **{k: v for k, v in sizes.items() if v is not None}, **dict(args.option)}
     model_config = config_from_dict(args.backbone, options, "--option")
+    lr = args.lr if args.lr is not None else (FAMILIES[args.backbone].lr or TrainConfig.lr)
     train_config = TrainConfig(
-        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=lr, weight_decay=args.weight_decay,
         patience=args.patience, monitor=args.monitor, loss=args.loss, n_negatives=args.n_negatives,
         num_threads=args.threads,
     )
-    train_config.validate("options")
+    train_config.validate()
     result = pretrain(args.backbone, model_config, train_config, args.split, args.items, args.out,
                       checkpoint_dir=args.checkpoint_dir, curve_path=args.curve, progress=not args.no_progress)
     best = result.history[result.best_epoch - 1]

@@ -65,11 +65,20 @@ def safe_extract(archive: str | Path, dest: str | Path, *, max_bytes: int = 1 <<
             raise InputError(archive, f"corrupt or unsupported zip archive ({type(exc).__name__}: {exc})") from None
 
 
+URL_SCHEMES = ("https://", "http://", "file://")
+
+
+def check_url(url: str) -> None:
+    """Only https, http and file URLs are fetched."""
+    require(url.startswith(URL_SCHEMES), url, f"must be an https://, http:// or file:// URL, got {url!r}")
+
+
 def _open(url: str, offset: int, timeout: float):
     """Open ``url`` from byte ``offset``. HTTP errors are bad input (a wrong URL); network failures are transient."""
+    check_url(url)
     request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-"} if offset else {})
     try:
-        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (URL scheme checked by the params schema)
+        return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (scheme checked by check_url)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and offset:
             return None  # the partial file cannot be continued: restart

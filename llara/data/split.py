@@ -31,7 +31,7 @@ from llara.data.heldout import read_heldout, read_paper_files
 from llara.data.idmap import IdMaps
 from llara.data.ingest import Dataset, check_references
 from llara.data.schema import SPLIT_SCHEMA, check_schema, read_parquet_checked
-from llara.errors import InputError, require, require_config
+from llara.errors import InputError, require, require_config, require_range
 
 PROTOCOLS = ("paper", "paper-files", "leave-one-out")
 PARTS = ("train", "val", "test")
@@ -53,6 +53,19 @@ class SplitConfig:
     heldout_users: str | None = None  # CSV with user_id, split (val/test[, row_index])
     paper_files_dir: str | None = None  # directory with Val_data.parquet / Test_data.parquet
     paper_files_id_offset: int = 1  # dataset item id = file id + offset
+
+    def validate(self) -> None:
+        """Range checks; a :class:`~llara.errors.ConfigError` names the field."""
+        require_config(self.protocol in PROTOCOLS, "protocol", f"unknown protocol {self.protocol!r}; use one of {PROTOCOLS}")
+        require_range("seed", self.seed, 0)
+        require_range("history_len", self.history_len, 1, 200)
+        require_range("min_history", self.min_history, 1, self.history_len)
+        require_range("n_candidates", self.n_candidates, 2, 1000)
+        require_range("val_fraction", self.val_fraction, 0, 0.5, low_open=True, high_open=True)
+        require_range("test_fraction", self.test_fraction, 0, 0.5, low_open=True, high_open=True)
+        if self.protocol == "paper-files":
+            require_config(self.paper_files_dir is not None, "paper_files_dir", "must be set for 'paper-files'")
+            require_config(self.heldout_users is not None, "heldout_users", "must be set for 'paper-files'")
 
 
 @dataclass(frozen=True)
@@ -256,22 +269,6 @@ def _frame(rows: pl.DataFrame, candidates: np.ndarray) -> pl.DataFrame:
     return check_schema(rows.select(ROW_COLUMNS).with_columns(column), SPLIT_SCHEMA, "split")
 
 
-def validate_config(config: SplitConfig) -> None:
-    """Range checks; errors are :class:`~llara.errors.ConfigError` naming the dotted params key."""
-    require_config(
-        config.protocol in PROTOCOLS, "split.protocol", f"unknown protocol {config.protocol!r}; use one of {PROTOCOLS}"
-    )
-    require_config(config.n_candidates >= 2, "split.n_candidates", f"must be >= 2, got {config.n_candidates}")
-    require_config(config.history_len >= 1, "split.history_len", f"must be >= 1, got {config.history_len}")
-    require_config(config.min_history >= 1, "split.min_history", f"must be >= 1, got {config.min_history}")
-    for key in ("val_fraction", "test_fraction"):
-        value = getattr(config, key)
-        require_config(0 < value < 0.5, f"split.{key}", f"must be in (0, 0.5), got {value}")
-    if config.protocol == "paper-files":
-        require_config(config.paper_files_dir is not None, "split.paper_files_dir", "must be set for 'paper-files'")
-        require_config(config.heldout_users is not None, "split.heldout_users", "must be set for 'paper-files'")
-
-
 def data_location(dataset: Dataset) -> str:
     """The file to name in errors about the data itself."""
     path = Path(dataset.source)
@@ -314,12 +311,12 @@ class SplitPlan:
 
 def plan_split(dataset: Dataset, config: SplitConfig) -> SplitPlan:
     """Validate, split ``dataset`` by ``config.protocol`` and plan every part's rows (nothing built yet)."""
-    validate_config(config)
+    config.validate()
     where = data_location(dataset)
     n_items = dataset.items.height
     require_config(
         config.n_candidates <= n_items,
-        "split.n_candidates",
+        "n_candidates",
         f"{config.n_candidates} candidates but the item table has only {n_items} items",
     )
     has_ratings = dataset.interactions["rating"].null_count() < dataset.interactions.height

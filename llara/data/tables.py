@@ -18,7 +18,7 @@ import polars as pl
 
 from llara.data.idmap import parse_ids
 from llara.data.schema import MAX_TIMESTAMP
-from llara.errors import ConfigError, InputError, require
+from llara.errors import ConfigError, InputError, require, require_config
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
@@ -27,11 +27,22 @@ SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 class Columns:
     """Column names of a generic dataset."""
 
+    __pydantic_config__ = {"extra": "forbid"}  # params.yaml (ingest.columns): an unknown key is an error
+
     user: str = "user"
     item: str = "item"
     timestamp: str = "timestamp"
     rating: str | None = None
     title: str = "title"
+
+
+def check_text_options(separator: str, encoding: str) -> None:
+    """A one-character CSV separator and a known text encoding; a :class:`ConfigError` names the option."""
+    require_config(len(separator) == 1, "separator", f"must be one character, got {separator!r}")
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError("encoding", f"unknown text encoding {encoding!r}") from None
 
 
 def read_table(path: str | Path, *, separator: str = ",", encoding: str = "utf8") -> tuple[pl.DataFrame, int]:
@@ -41,10 +52,7 @@ def read_table(path: str | Path, *, separator: str = ",", encoding: str = "utf8"
     require(path.is_file(), path, "not a file")
     require(path.stat().st_size > 0, path, "file is empty")
     suffix = path.suffix.lower()
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise ConfigError("ingest.encoding", f"unknown text encoding {encoding!r}") from None
+    check_text_options(separator, encoding)
     text = None
     try:
         if suffix in {".parquet", ".pq"}:

@@ -19,7 +19,7 @@ import importlib
 _EXPORTS = {
     "Recommender": "llara.recommenders.api",
     "load_recommender": "llara.recommenders.api",
-    "BackboneConfig": "llara.recommenders.base",
+    "BackboneConfig": "llara.recommenders.config",
     "ItemIndex": "llara.recommenders.base",
     "SequentialRecommender": "llara.recommenders.base",
     "FAMILIES": "llara.recommenders.registry",

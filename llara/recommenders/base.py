@@ -11,10 +11,8 @@ Conventions:
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from llara.errors import InputError, require
+from llara.recommenders.config import BackboneConfig
 
 PAD = 0
 
@@ -92,30 +91,10 @@ def pad_histories(histories: Sequence[Sequence[int]], index: ItemIndex, window: 
     return torch.from_numpy(out)
 
 
-@dataclass(frozen=True)
-class BackboneConfig:
-    """Sizes shared by every family. ``n_items`` excludes the padding row."""
-
-    n_items: int
-    hidden: int = 64
-    window: int = 10
-    dropout: float = 0.1
-
-    def validate(self, where: str | Path = "config") -> None:
-        require(self.n_items >= 1, where, f"n_items must be >= 1, got {self.n_items}")
-        require(self.hidden >= 1, where, f"hidden must be >= 1, got {self.hidden}")
-        require(self.window >= 1, where, f"window must be >= 1, got {self.window}")
-        require(0.0 <= self.dropout < 1.0, where, f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 class SequentialRecommender(nn.Module):
     """Base class: item embeddings with an explicit zero padding row, dot-product scoring."""
 
-    family: ClassVar[str]
-    config_class: ClassVar[type[BackboneConfig]]
+    family: str = ""  # its name in the registry (set by :func:`llara.recommenders.registry.build_model`)
 
     def __init__(self, config: BackboneConfig):
         super().__init__()

@@ -6,31 +6,14 @@ representation alone is what LLaRA consumes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from llara.errors import require
-from llara.recommenders.base import BackboneConfig, SequentialRecommender
-
-
-@dataclass(frozen=True)
-class CaserConfig(BackboneConfig):
-    n_h: int = 16  # horizontal filters per height (heights 1..window)
-    n_v: int = 4  # vertical filters
-
-    def validate(self, where: str | Path = "config") -> None:
-        super().validate(where)
-        require(self.n_h >= 1, where, f"n_h must be >= 1, got {self.n_h}")
-        require(self.n_v >= 1, where, f"n_v must be >= 1, got {self.n_v}")
+from llara.recommenders.base import SequentialRecommender
+from llara.recommenders.config import CaserConfig
 
 
 class Caser(SequentialRecommender):
-    family = "caser"
-    config_class = CaserConfig
-
     def __init__(self, config: CaserConfig):
         super().__init__(config)
         window, hidden = config.window, config.hidden

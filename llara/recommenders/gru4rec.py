@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from llara.errors import require
-from llara.recommenders.base import BackboneConfig, SequentialRecommender
-
-
-@dataclass(frozen=True)
-class GRU4RecConfig(BackboneConfig):
-    n_layers: int = 1
-
-    def validate(self, where: str | Path = "config") -> None:
-        super().validate(where)
-        require(self.n_layers >= 1, where, f"n_layers must be >= 1, got {self.n_layers}")
+from llara.recommenders.base import SequentialRecommender
+from llara.recommenders.config import GRU4RecConfig
 
 
 def right_align(seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -30,9 +18,6 @@ def right_align(seqs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class GRU4Rec(SequentialRecommender):
-    family = "gru4rec"
-    config_class = GRU4RecConfig
-
     def __init__(self, config: GRU4RecConfig):
         super().__init__(config)
         self.emb_dropout = nn.Dropout(config.dropout)

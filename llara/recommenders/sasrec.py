@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from llara.errors import require
-from llara.recommenders.base import PAD, BackboneConfig, SequentialRecommender
-
-
-@dataclass(frozen=True)
-class SASRecConfig(BackboneConfig):
-    n_blocks: int = 1
-    n_heads: int = 1
-
-    def validate(self, where: str | Path = "config") -> None:
-        super().validate(where)
-        require(self.n_blocks >= 1, where, f"n_blocks must be >= 1, got {self.n_blocks}")
-        require(self.n_heads >= 1 and self.hidden % self.n_heads == 0, where,
-                f"n_heads ({self.n_heads}) must divide hidden ({self.hidden})")
+from llara.recommenders.base import PAD, SequentialRecommender
+from llara.recommenders.config import SASRecConfig
 
 
 class CausalSelfAttention(nn.Module):
@@ -69,9 +55,6 @@ class SASRecBlock(nn.Module):
 
 
 class SASRec(SequentialRecommender):
-    family = "sasrec"
-    config_class = SASRecConfig
-
     def __init__(self, config: SASRecConfig):
         super().__init__(config)
         self.pos_emb = nn.Embedding(config.window, config.hidden)

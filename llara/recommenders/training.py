@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from llara.recommenders.base import BackboneConfig, SequentialRecommender
 from llara.fingerprint import ContentKey, array_digest
+from llara.recommenders.base import SequentialRecommender
 from llara.recommenders.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from llara.recommenders.config import MONITORS, TrainConfig
+from llara.recommenders.config import MONITORS, BackboneConfig, TrainConfig
 from llara.recommenders.evaluation import SequenceData, evaluate_rows, summary_values
 from llara.recommenders.registry import build_model
 

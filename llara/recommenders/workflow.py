@@ -13,9 +13,9 @@ from llara.data.schema import ITEMS_SCHEMA, SPLIT_SCHEMA, read_parquet_checked
 from llara.data.split import read_split
 from llara.errors import require
 from llara.recommenders.api import load_recommender
-from llara.recommenders.base import BackboneConfig, ItemIndex
+from llara.recommenders.base import ItemIndex
 from llara.recommenders.checkpoint import clear_checkpoint
-from llara.recommenders.config import CURVE_COLUMNS, TrainConfig
+from llara.recommenders.config import CURVE_COLUMNS, BackboneConfig, TrainConfig
 from llara.recommenders.evaluation import evaluate_rows, report, sequence_data
 from llara.recommenders.io import read_json, read_model_dir, write_export, write_model_dir
 from llara.recommenders.training import TrainResult, train

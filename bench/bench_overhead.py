@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from flows.workspace import apply_env_defaults, subprocess_env  # noqa: E402
+from flows.env import apply_env_defaults, subprocess_env  # noqa: E402
 
 LIMITS = {"(a) dvc repro, nothing changed": 2.0, "(b) Prefect flow, all cached": 15.0}
 

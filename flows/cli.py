@@ -12,7 +12,7 @@ import logging
 import os
 
 from flows.serve import DEFAULT_INBOX, NIGHTLY_CRON
-from flows.workspace import apply_env_defaults
+from flows.env import apply_env_defaults
 from llara.entrypoint import OneLineParser, is_verbose, run_reporting_errors
 from llara.errors import InputError, LlaraError
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from flows.guard import PARENT_ENV
-from flows.workspace import subprocess_env
+from flows.env import subprocess_env
 from llara.errors import InputError
 
 BAD_INPUT_EXIT = 2

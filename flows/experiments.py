@@ -22,9 +22,9 @@ from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
 from flows.dvc_stages import StageFailed, failure_message, run_dvc
+from flows.env import apply_env_defaults
 from flows.workspace import (
-    PARAMS_FILE, apply_env_defaults, overridden_params, parse_override, resolve_root, restore_interrupted_override,
-    workspace_lock,
+    PARAMS_FILE, overridden_params, parse_override, resolve_root, restore_interrupted_override, workspace_lock,
 )
 from llara.errors import InputError
 from llara.report import format_summary, load_metrics, metric_rows

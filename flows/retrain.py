@@ -23,7 +23,8 @@ from prefect.logging import get_run_logger
 
 from flows.dvc_stages import StageFailed, run_dvc, stage_address
 from flows.pipeline import pipeline
-from flows.workspace import apply_env_defaults, resolve_root, workspace_lock
+from flows.env import apply_env_defaults
+from flows.workspace import resolve_root, workspace_lock
 from llara.data.inbox import GenericDataset, InboxReport, merge_inbox, ready_files
 from llara.data.tables import Columns
 from llara.errors import InputError

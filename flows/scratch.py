@@ -30,14 +30,13 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+from flows.env import subprocess_env
 from llara.atomic import atomic_dir, atomic_path, pid_alive
 
 SKIP_DIRS = {".git", ".dvc/cache", ".dvc/tmp", ".venv", "__pycache__", ".pytest_cache"}
 
 
 def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    from flows.workspace import subprocess_env
-
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=subprocess_env(), capture_output=True,
                           text=True, stdin=subprocess.DEVNULL)
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 
-from flows.workspace import SERVED_ROOT_ENV, apply_env_defaults, resolve_root
+from flows.env import apply_env_defaults
+from flows.workspace import SERVED_ROOT_ENV, resolve_root
 
 apply_env_defaults()
 

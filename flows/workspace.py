@@ -1,4 +1,4 @@
-"""The workspace a flow runs in: subprocess environment, one-run-at-a-time lock, one-run ``-S`` param overrides.
+"""The workspace a flow runs in: one-run-at-a-time lock, one-run ``-S`` param overrides.
 
 Prefect-free, so the plain ``dvc repro`` path (``llara run --no-prefect``) shares it.
 
@@ -18,7 +18,6 @@ import contextlib
 import fnmatch
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -30,12 +29,6 @@ import yaml
 from llara.atomic import atomic_path
 from llara.errors import InputError
 
-ENV_DEFAULTS = {
-    "HF_HUB_OFFLINE": "1",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-}
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = Path(".dvc/tmp/llara-workspace.lock")
 BACKUP_FILE = Path(".dvc/tmp/llara-params.backup.yaml")  # written by older versions; restored if one was left
@@ -62,25 +55,6 @@ OVERRIDABLE = (
 MODEL_KEYS = ("llm.model", "finetune.profiles.*.llm")
 PACKAGED_MODELS = ("smollm2",)
 PACKAGED_PROMPTS = ("movie", "game", "artist", "item")
-
-
-def apply_env_defaults(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Set the project's environment defaults (only where unset) in ``env`` (default: ``os.environ``)."""
-    env = os.environ if env is None else env
-    for key, value in ENV_DEFAULTS.items():
-        env.setdefault(key, value)
-    return env
-
-
-def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for ``dvc``/stage subprocesses: this interpreter's bin dir first on PATH (dvc runs ``python``)."""
-    env = apply_env_defaults(dict(os.environ))
-    bin_dir = str(Path(sys.executable).parent)
-    parts = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != bin_dir]
-    env["PATH"] = os.pathsep.join([bin_dir, *parts])
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
 
 
 def resolve_root(repo_root: str | Path) -> Path:

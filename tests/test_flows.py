@@ -176,7 +176,10 @@ def test_forbidden_overrides_are_refused_naming_the_key(mini_repo: Path, overrid
 
 
 def test_allowed_model_overrides(mini_repo: Path):
-    (mini_repo / "params.yaml").write_text("llm:\n  model: smollm2\nfinetune:\n  profiles:\n    default: {}\n    paper: {llm: org/model}\n")
+    params = yaml.safe_load((mini_repo / "params.yaml").read_text())  # the repository's
+    params["llm"]["model"] = "smollm2"
+    params["finetune"]["profiles"]["paper"]["llm"] = "org/model"
+    (mini_repo / "params.yaml").write_text(yaml.safe_dump(params))
     (mini_repo / "models" / "mine").mkdir(parents=True)
     for ok in ("llm.model=org/model", "llm.model=models/mine", "llm.model=smollm2", "finetune.profiles.paper.llm=null"):
         overridden_params(mini_repo / "params.yaml", [ok])
@@ -323,14 +326,14 @@ def test_a_forbidden_override_fails_the_flow_before_any_stage(mini_repo: Path, p
 
     original = (mini_repo / "params.yaml").read_bytes()
     with pytest.raises(InputError, match=r"llm.trust_remote_code may not be overridden for one run"):
-        pipeline(repo_root=str(mini_repo), targets=["join"], overrides=["+llm.trust_remote_code=true"])
+        pipeline(repo_root=str(mini_repo), targets=["join"], overrides=["llm.trust_remote_code=true"])
     assert not (mini_repo / "out").exists() and not (mini_repo / "dvc.lock").exists(), "a stage ran"
     assert (mini_repo / "params.yaml").read_bytes() == original
     cli = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo),
-                          "-S", "+llm.model=/somewhere/else", "join"], capture_output=True, text=True, env=child_env(),
+                          "-S", "llm.model=/somewhere/else", "join"], capture_output=True, text=True, env=child_env(),
                          timeout=120)
     assert cli.returncode == 2 and not (mini_repo / "out").exists()
-    assert cli.stderr.strip().splitlines()[-1].startswith("error: -S +llm.model=/somewhere/else: llm.model='/some")
+    assert cli.stderr.strip().splitlines()[-1].startswith("error: -S llm.model=/somewhere/else: llm.model='/some")
     assert "a model must be the configured one" in cli.stderr
 
 

@@ -40,18 +40,6 @@ class StageGraph:
     upstream: dict[str, list[str]]
     runnable: dict[str, bool] = field(default_factory=dict)  # False for data sources (``.dvc`` files, no command)
 
-    def downstream_of(self, stage: str) -> set[str]:
-        """Every stage that (transitively) depends on ``stage``."""
-        found: set[str] = set()
-        frontier = [stage]
-        while frontier:
-            current = frontier.pop()
-            for name, ups in self.upstream.items():
-                if current in ups and name not in found:
-                    found.add(name)
-                    frontier.append(name)
-        return found
-
 
 def stage_name(address: str) -> str:
     """``sub/dvc.yaml:split@paper`` -> ``split``: the stage's name in dvc.yaml without file or foreach key."""

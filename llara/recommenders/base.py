@@ -58,10 +58,6 @@ class ItemIndex:
             raise InputError(where or self.where, f"unknown item id {int(arr[unknown.argmax()])} (not in the item map)")
         return pos + 1
 
-    def to_ids(self, rows: np.ndarray) -> np.ndarray:
-        """Dataset item ids of embedding rows 1..N."""
-        return self.ids[np.asarray(rows, dtype=np.int64) - 1]
-
     def frame(self) -> pl.DataFrame:
         """The map as written to ``item_map.parquet``: item (dataset id), index (embedding row)."""
         return pl.DataFrame(

@@ -27,7 +27,7 @@ from flows.workspace import (
     PARAMS_FILE, overridden_params, parse_override, resolve_root, restore_interrupted_override, workspace_lock,
 )
 from llara.errors import InputError
-from llara.report import format_summary, load_metrics, metric_rows
+from llara.metrics_files import format_summary, metric_rows
 
 apply_env_defaults()
 

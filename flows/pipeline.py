@@ -21,7 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.dvc_stages import StageFailed, StageResult, load_stage_graph, run_stage, stage_name
 from flows.env import apply_env_defaults
 from flows.workspace import params_overrides, resolve_root, workspace_lock
-from llara.report import metrics_markdown
+from llara.metrics_files import metrics_markdown
 
 apply_env_defaults()
 

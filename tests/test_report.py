@@ -15,10 +15,8 @@ import pytest
 
 from llara.cli import main as llara_main
 from llara.errors import InputError
-from llara.report import (
-    ReportConfig, ablation_png, build_report, curve_png, expand_globs, load_examples, load_metrics, metric_rows,
-    metrics_markdown, render_html,
-)
+from llara.metrics_files import load_metrics, metric_rows, metrics_markdown
+from llara.report import ReportConfig, ablation_png, build_report, curve_png, expand_globs, load_examples, render_html
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -198,10 +198,11 @@ def test_write_read_round_trip(tmp_path, synthetic):
 @pytest.mark.parametrize("protocol", ["paper", "leave-one-out"])
 def test_streamed_split_equals_one_pass(tmp_path, synthetic, monkeypatch, protocol):
     """split_to_dir builds and writes STREAM_ROWS rows at a time: the files hold exactly the in-memory split."""
+    import llara.data.candidates as candidates_module
     import llara.data.split as split_module
 
     config = SplitConfig(protocol=protocol, heldout_users=None, min_rating=None)
-    monkeypatch.setattr(split_module, "DRAW_CHUNK", 7)
+    monkeypatch.setattr(candidates_module, "DRAW_CHUNK", 7)
     monkeypatch.setattr(split_module, "STREAM_ROWS", 10 ** 9)
     one_pass = make_split(synthetic, config)
     monkeypatch.setattr(split_module, "STREAM_ROWS", 14)

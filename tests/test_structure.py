@@ -1,5 +1,6 @@
 """The code's shape: imports point one way (flows -> tasks -> llara) and form no circle (static import graph over
-llara/, tasks/, flows/, every import statement counted, also those inside functions or ``if`` blocks)."""
+llara/, tasks/, flows/, every import statement counted, also those inside functions or ``if`` blocks); no module
+is longer than MAX_LINES."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("llara", "tasks", "flows")
 LAYER = {"llara": 0, "tasks": 1, "flows": 2}
+MAX_LINES = 400  # one readable file per concern: a longer module has two
 
 
 def modules() -> dict[str, Path]:
@@ -113,3 +115,9 @@ def test_imports_point_one_way():
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_package_is_parsed(package):
     assert any(m.split(".")[0] == package for m in modules())
+
+
+def test_no_module_over_the_line_limit():
+    long = {str(path.relative_to(ROOT)): n for path in modules().values()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}, f"modules over {MAX_LINES} lines (split them by concern): {long}"

@@ -8,7 +8,7 @@ Protocols:
 - ``leave-one-out``: each user's last item is test, second-last validation, the rest trains.
 
 Every row stores ``candidates``: the target plus ``n_candidates - 1`` items drawn uniformly from items outside the
-user's full interaction history, in a seeded shuffled order.
+user's full interaction history, in a seeded shuffled order (:mod:`llara.data.candidates`).
 
 Memory: rows are planned from a light table (user, position, index into one array of all items in sequence order);
 histories and candidates are built and written ``STREAM_ROWS`` rows at a time (:func:`split_to_dir`), so the derived
@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llara.atomic import atomic_dir, write_json
+from llara.data.candidates import DRAW_CHUNK, HistoryIndex, draw_candidates
 from llara.data.heldout import read_heldout, read_paper_files
 from llara.data.idmap import IdMaps
 from llara.data.ingest import Dataset, check_references
@@ -83,7 +84,6 @@ class Split:
 
 ROW_COLUMNS = ["user", "history", "target"]
 PLAN_COLUMNS = ["user", "g", "pos", "target"]  # a planned row: its target is items[g], its history items[g-k:g]
-DRAW_CHUNK = 100_000  # rows per vectorized candidate draw (bounds memory; fixed so results never depend on it)
 STREAM_ROWS = 5 * DRAW_CHUNK  # rows built and written at a time (a multiple of DRAW_CHUNK: same draws as one pass)
 
 
@@ -196,70 +196,6 @@ def split_leave_one_out(
     }
     dropped = positions["user"].n_unique() - eligible["user"].n_unique()
     return {p: df.select(PLAN_COLUMNS) for p, df in parts.items()}, {"users_dropped_fewer_than_3": dropped}
-
-
-class HistoryIndex:
-    """Each user's full interaction history as sorted ``user_code * n_pool + item_code`` keys (vectorized lookups)."""
-
-    def __init__(self, interactions: pl.DataFrame, pool: np.ndarray):
-        self.pool = pool
-        self.users = np.unique(interactions["user"].to_numpy())
-        items = interactions["item"].to_numpy()
-        item_codes = np.searchsorted(pool, items).clip(0, len(pool) - 1)
-        in_pool = pool[item_codes] == items
-        user_codes = np.searchsorted(self.users, interactions["user"].to_numpy())
-        self.keys = np.unique(user_codes[in_pool] * len(pool) + item_codes[in_pool])
-        self.unseen = len(pool) - np.bincount(self.keys // len(pool), minlength=len(self.users))
-
-    def codes(self, users: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.users, users)
-
-    def seen(self, user_codes: np.ndarray, item_codes: np.ndarray) -> np.ndarray:
-        keys = user_codes * len(self.pool) + item_codes
-        at = np.searchsorted(self.keys, keys).clip(0, max(len(self.keys) - 1, 0))
-        return self.keys[at] == keys if len(self.keys) else np.zeros(keys.shape, dtype=bool)
-
-
-def _first_occurrences(values: np.ndarray) -> np.ndarray:
-    """Per row, True where a value appears for the first time in that row."""
-    order = np.argsort(values, axis=1, kind="stable")
-    ordered = np.take_along_axis(values, order, axis=1)
-    repeat = np.zeros(values.shape, dtype=bool)
-    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    first = np.empty_like(repeat)
-    np.put_along_axis(first, order, ~repeat, axis=1)
-    return first
-
-
-def draw_candidates(
-    rows: pl.DataFrame, index: HistoryIndex, n_candidates: int, rng: np.random.Generator, where: str = "split"
-) -> np.ndarray:
-    """Target + (n-1) uniform draws from the item pool outside the user's full history, shuffled (rows x n)."""
-    users, targets = rows["user"].to_numpy(), rows["target"].to_numpy()
-    codes = index.codes(users)
-    short = index.unseen[codes] < n_candidates - 1
-    if short.any():
-        at = int(np.argmax(short))
-        raise InputError(
-            where, f"user {users[at]}: only {index.unseen[codes[at]]} unseen items, need {n_candidates - 1} negatives"
-        )
-    pool, need = index.pool, n_candidates - 1
-    out = np.empty((len(rows), n_candidates), dtype=np.int64)
-    for start in range(0, len(rows), DRAW_CHUNK):
-        u, t = codes[start : start + DRAW_CHUNK], targets[start : start + DRAW_CHUNK]
-        negatives = np.empty((len(u), need), dtype=np.int64)
-        todo = np.arange(len(u))
-        while todo.size:  # rejection sampling; rows short of valid draws redraw (rare: heavy users)
-            draws = rng.integers(0, len(pool), size=(todo.size, 3 * n_candidates))
-            ok = ~index.seen(u[todo, None], draws) & (pool[draws] != t[todo, None]) & _first_occurrences(draws)
-            filled = ok.sum(axis=1) >= need
-            rows_ok, picks = todo[filled], ok[filled] & (np.cumsum(ok[filled], axis=1) <= need)
-            negatives[rows_ok] = pool[draws[filled][picks]].reshape(-1, need)
-            todo = todo[~filled]
-        candidates = np.concatenate([t[:, None], negatives], axis=1)
-        order = np.argsort(rng.random(candidates.shape), axis=1)
-        out[start : start + len(u)] = np.take_along_axis(candidates, order, axis=1)
-    return out
 
 
 def _frame(rows: pl.DataFrame, candidates: np.ndarray) -> pl.DataFrame:

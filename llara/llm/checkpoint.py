@@ -47,7 +47,22 @@ def save_weights(model: LlaraModel, directory: Path) -> None:
     resize) would only add ~100 MB per checkpoint for SmolLM2."""
     if model.config.lora:
         model.llm.save_pretrained(directory / "adapter", save_embedding_layers=False)
+        canonical_adapter_config(directory / "adapter" / "adapter_config.json")
     save_file(model.module_state(), directory / "modules.safetensors")
+
+
+SET_VALUED = ("target_modules", "exclude_modules")  # peft keeps these as sets
+
+
+def canonical_adapter_config(path: Path) -> None:
+    """Rewrite peft's adapter_config.json with sorted keys and sorted set-valued lists. peft writes
+    ``target_modules`` in the iteration order of a Python set, which follows the per-process string hash seed:
+    identical runs wrote different bytes, so DVC saw a changed run directory and reran ``evaluate``."""
+    config = json.loads(path.read_text())
+    for key in SET_VALUED:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_weights(model: LlaraModel, directory: Path) -> None:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from llara.recommenders.evaluation import evaluate_rows, report, sequence_data  # noqa: E402
 from llara.recommenders.training import train  # noqa: E402
 from llara.recommenders.workflow import read_item_index  # noqa: E402
-from llara.data.split import read_split  # noqa: E402
+from llara.data.split_files import read_split  # noqa: E402
 from tasks.params import load_params  # noqa: E402
 
 

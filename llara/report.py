@@ -38,8 +38,7 @@ class ReportConfig:
     out: str = "reports/index.html"
     metrics: dict[str, str] = field(default_factory=lambda: {"Recommenders": "metrics/recommenders.json",
                                                              "LLaRA": "metrics/llara.json"})
-    plots: list[str] = field(default_factory=lambda: ["metrics/**/*.csv", "metrics/**/*.tsv", "plots/**/*.csv",
-                                                      "plots/**/*.json"])
+    plots: list[str] = field(default_factory=lambda: ["metrics/**/*.csv", "metrics/**/*.tsv"])
     predictions: list[str] = field(default_factory=lambda: ["data/eval/*/test/*.parquet"])
     items: str = "data/ingested/items.parquet"
     split_file: str = "data/split/{protocol}/{split}.parquet"

@@ -20,10 +20,14 @@ from llara.entrypoint import OneLineParser
 
 
 
-def stage_args(module: str, description: str, **positionals: tuple[Sequence[str], str]) -> argparse.Namespace:
-    """A stage's command line: each positional (name -> (its registry's names, help)) and ``--verbose``; bad
+def stage_args(module: str, description: str, split: bool = False,
+               **positionals: tuple[Sequence[str], str]) -> argparse.Namespace:
+    """A stage's command line: a split name first when ``split`` (a folder of data/split, named by params.yaml's
+    ``split.protocols``), then each positional (name -> (its registry's names, help)), and ``--verbose``; bad
     arguments are one line, exit 2."""
     parser = OneLineParser(prog=f"python -m {module}", description=description)
+    if split:
+        parser.add_argument("protocol", help="split protocol: the split under data/split/<protocol>")
     for name, (choices, help_text) in positionals.items():
         parser.add_argument(name, choices=list(choices), help=help_text)
     parser.add_argument("--verbose", action="store_true", help="full tracebacks on errors")

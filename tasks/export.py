@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llara.data.split import PROTOCOLS
 from llara.entrypoint import exit_with
 from llara.recommenders.registry import FAMILIES
 from llara.recommenders.workflow import export as export_model
@@ -25,7 +24,7 @@ def export(protocol: str, backbone: str, pretrain_root: Path = PRETRAIN_ROOT, ou
 
 def main() -> None:
     args = stage_args("tasks.export", "Export one pretrained recommender for the LLM stage.",
-                      protocol=(PROTOCOLS, "split protocol"), backbone=(FAMILIES, "recommender family"))
+                      split=True, backbone=(FAMILIES, "recommender family"))
     load_params()  # validates params.yaml like every stage
     export(args.protocol, args.backbone)
 

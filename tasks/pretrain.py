@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llara.data.split import PROTOCOLS
 from llara.entrypoint import exit_with
 from llara.errors import require
 from llara.recommenders.registry import FAMILIES
@@ -39,7 +38,7 @@ def pretrain(params: PretrainParams, protocol: str, backbone: str, *, split_root
 
 def main() -> None:
     args = stage_args("tasks.pretrain", "Pretrain one recommender on one split (values from params.yaml).",
-                      protocol=(PROTOCOLS, "split protocol"), backbone=(FAMILIES, "recommender family"))
+                      split=True, backbone=(FAMILIES, "recommender family"))
     pretrain(load_params().pretrain, args.protocol, args.backbone)
 
 

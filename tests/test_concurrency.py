@@ -22,7 +22,8 @@ import yaml
 import llara.atomic as atomic
 from llara.atomic import atomic_dir, atomic_path, remove_stale_temps, write_json
 from llara.data.ingest import read_generic, write_dataset
-from llara.data.split import SplitConfig, make_split, write_split
+from llara.data.split import SplitConfig, make_split
+from llara.data.split_files import write_split
 
 from conftest import synthetic_tables, write_csv
 

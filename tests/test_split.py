@@ -10,7 +10,8 @@ import pytest
 
 from llara.data.ingest import Dataset, read_movielens
 from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA, SPLIT_SCHEMA
-from llara.data.split import SplitConfig, make_split, read_split, sequence_positions, split_to_dir, write_split
+from llara.data.split import SplitConfig, make_split, sequence_positions, split_to_dir
+from llara.data.split_files import read_split, write_split
 from llara.errors import InputError
 
 from conftest import synthetic_tables, write_csv

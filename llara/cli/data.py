@@ -7,7 +7,8 @@ from pathlib import Path
 
 from llara.atomic import require_replaceable
 from llara.data.ingest import DATASET_FILES, Columns, read_dataset, read_generic, read_movielens, write_dataset
-from llara.data.split import PROTOCOLS, SPLIT_FILES, SplitConfig, split_to_dir
+from llara.data.split import PROTOCOLS, SplitConfig, split_to_dir
+from llara.data.split_files import SPLIT_FILES
 from llara.entrypoint import keyword_defaults
 from llara.errors import InputError
 

@@ -24,19 +24,16 @@ from typing import Iterator
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from llara.atomic import atomic_dir, write_json
 from llara.data.candidates import DRAW_CHUNK, HistoryIndex, draw_candidates
 from llara.data.heldout import read_heldout, read_paper_files
 from llara.data.idmap import IdMaps
 from llara.data.ingest import Dataset, check_references
-from llara.data.schema import SPLIT_SCHEMA, check_schema, read_parquet_checked
+from llara.data.schema import SPLIT_SCHEMA, check_schema
+from llara.data.split_files import PARTS, Split, write_parts
 from llara.errors import InputError, require, require_config, require_range
 
 PROTOCOLS = ("paper", "paper-files", "leave-one-out")
-PARTS = ("train", "val", "test")
-SPLIT_FILES = tuple(f"{part}.parquet" for part in PARTS) + ("meta.json",)
 
 
 @dataclass(frozen=True)
@@ -67,19 +64,6 @@ class SplitConfig:
         if self.protocol == "paper-files":
             require_config(self.paper_files_dir is not None, "paper_files_dir", "must be set for 'paper-files'")
             require_config(self.heldout_users is not None, "heldout_users", "must be set for 'paper-files'")
-
-
-@dataclass(frozen=True)
-class Split:
-    """Train/val/test rows: user, history (oldest first), target, candidates."""
-
-    train: pl.DataFrame
-    val: pl.DataFrame
-    test: pl.DataFrame
-    meta: dict
-
-    def part(self, name: str) -> pl.DataFrame:
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
 
 
 ROW_COLUMNS = ["user", "history", "target"]
@@ -295,43 +279,8 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
 
 
 def split_to_dir(dataset: Dataset, config: SplitConfig, out_dir: str | Path) -> dict:
-    """:func:`make_split` + :func:`write_split` in bounded memory: each part built and written chunk by chunk.
+    """:func:`make_split` + :func:`~llara.data.split_files.write_split` in bounded memory: each part built and written chunk by chunk.
     Returns the split's meta."""
     plan = plan_split(dataset, config)
     write_parts({part: plan.frames(part) for part in PARTS}, plan.meta, out_dir)
     return plan.meta
-
-
-def write_parts(frames: dict[str, Iterator[pl.DataFrame]], meta: dict, out_dir: str | Path) -> Path:
-    """Write each part's frames (in order) as one parquet file, and meta.json, atomically."""
-    with atomic_dir(out_dir) as tmp:
-        for part in PARTS:
-            writer = None
-            try:
-                for frame in frames[part]:
-                    table = frame.to_arrow()
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp / f"{part}.parquet", table.schema, compression="zstd",
-                                                  write_statistics=False)
-                    writer.write_table(table)
-            finally:
-                if writer is not None:
-                    writer.close()
-        write_json(meta, tmp / "meta.json")
-    return Path(out_dir)
-
-
-def write_split(split: Split, out_dir: str | Path) -> Path:
-    """Write train/val/test parquet and meta.json atomically."""
-    return write_parts({part: iter([split.part(part)]) for part in PARTS}, split.meta, out_dir)
-
-
-def read_split(directory: str | Path) -> Split:
-    """Read a split artifact, checking schemas."""
-    import json
-
-    directory = Path(directory)
-    frames = {p: read_parquet_checked(directory / f"{p}.parquet", SPLIT_SCHEMA) for p in PARTS}
-    meta_path = directory / "meta.json"
-    require(meta_path.is_file(), meta_path, "file not found")
-    return Split(frames["train"], frames["val"], frames["test"], json.loads(meta_path.read_text()))

@@ -10,7 +10,7 @@ import torch
 
 from llara.atomic import atomic_dir, atomic_path, write_json
 from llara.data.schema import ITEMS_SCHEMA, SPLIT_SCHEMA, read_parquet_checked
-from llara.data.split import read_split
+from llara.data.split_files import read_split
 from llara.errors import require
 from llara.recommenders.api import load_recommender
 from llara.recommenders.base import ItemIndex

@@ -1,0 +1,113 @@
+"""dvc.yaml says what the stages do: each stage's code deps cover every module its command imports (static import
+graph, tests/test_structure.py), its data deps and outs are the folders tasks/paths.py names, and the params it
+tracks are the keys it reads."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_structure import import_graph, modules  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# Entry-point plumbing: reading params.yaml, logging, exit codes, atomic writes. They cannot change what a stage
+# computes, so they are no stage's dep (else every stage would rerun when one of them changes).
+PLUMBING = {"tasks.params", "tasks.common", "tasks.paths", "llara", "llara.entrypoint", "llara.errors", "llara.atomic"}
+
+
+def stages() -> dict[str, dict]:
+    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in raw.items()}
+
+
+def code_closure(module: str, graph: dict[str, set[str]]) -> set[str]:
+    """The project modules ``module`` imports, directly or not, without walking through the plumbing."""
+    seen, stack = set(), [module]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current not in PLUMBING:
+            stack += graph[current]
+    return seen - PLUMBING
+
+
+def covered(path: str, deps: list[str]) -> bool:
+    return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_code_deps_cover_every_module_the_stage_imports(name):
+    stage, graph, files = stages()[name], import_graph(), modules()
+    module = stage["cmd"].split()[2]  # python -m tasks.<stage> ...
+    needed = sorted(str(files[m].relative_to(ROOT)) for m in code_closure(module, graph))
+    missing = [path for path in needed if not covered(path, stage["deps"])]
+    assert not missing, f"dvc.yaml stage {name}: deps miss modules its command imports: {missing}"
+    code_deps = [d for d in stage["deps"] if d.endswith(".py")]
+    assert not set(code_deps) - set(needed), f"dvc.yaml stage {name}: code deps it does not import"
+
+
+def test_the_closure_follows_lazy_imports():
+    closure = code_closure("tasks.pretrain", import_graph())
+    assert {"llara.recommenders.sasrec", "llara.recommenders.workflow"} <= closure and "tasks.params" not in closure
+
+
+def test_outs_and_data_deps_are_the_paths_of_tasks_paths():
+    from tasks import paths
+
+    s = stages()
+    assert s["ingest"]["outs"] == [str(paths.INGESTED)]
+    assert s["split"]["outs"] == [f"{paths.SPLIT_ROOT}/${{item}}"]
+    assert s["pretrain"]["outs"] == [f"{paths.PRETRAIN_ROOT}/${{item.protocol}}/${{item.backbone}}"]
+    assert s["export"]["outs"] == [f"{paths.EXPORT_ROOT}/${{item.protocol}}/${{item.backbone}}"]
+    assert list(s["finetune"]["outs"][0]) == [f"{paths.RUNS_ROOT}/${{finetune.protocol}}/${{item}}"]
+    assert s["evaluate"]["outs"] == [f"{paths.EVAL_ROOT}/${{finetune.protocol}}"]
+    assert {str(paths.ITEMS), f"{paths.SPLIT_ROOT}/${{item.protocol}}"} <= set(s["pretrain"]["deps"])
+    assert f"{paths.PRETRAIN_ROOT}/${{item.protocol}}/${{item.backbone}}" in s["export"]["deps"]
+    assert {str(paths.EXPORT_ROOT), str(paths.SPLIT_ROOT)} <= set(s["evaluate_recommenders"]["deps"])
+    for name in ("pretrain", "finetune", "evaluate"):
+        metrics = [next(iter(p)) if isinstance(p, dict) else p for p in s[name].get("plots", []) + s[name].get("metrics", [])]
+        assert all(m.startswith(f"{paths.METRICS_ROOT}/") for m in metrics), name
+
+
+def test_report_reads_and_writes_what_its_params_say():
+    """The report's output is report.out; it depends on the folders of every input its params name."""
+    from llara.report import ReportConfig
+
+    stage, config = stages()["report"], ReportConfig(**yaml.safe_load((ROOT / "params.yaml").read_text())["report"])
+    assert stage["outs"] == ["${report.out}"] and "report" in stage["params"]
+    deps = [config.items if dep == "${report.items}" else dep for dep in stage["deps"]]
+    inputs = [config.items, config.split_file, *config.predictions, *config.metrics.values(), *config.plots]
+    for path in inputs:
+        top = path.split("{")[0].split("*")[0]
+        assert any(covered(top, [dep]) or covered(dep, [top.rstrip("/")]) for dep in deps), path
+
+
+def test_pretrain_tracks_every_training_param_and_only_its_own_backbone():
+    """A new TrainConfig field becomes a pretrain param and a dep of the stage (checkpoint_every: resuming only)."""
+    from llara.recommenders.config import TrainConfig
+    from tasks.params import PretrainParams
+
+    stage = stages()["pretrain"]
+    tracked = {p.split(".", 1)[1] for p in stage["params"]}
+    training = {f.name for f in dataclasses.fields(TrainConfig)} & set(PretrainParams.model_fields)
+    assert tracked == (training - {"checkpoint_every"}) | {"window", "${item.backbone}"}
+
+
+def test_readme_shows_the_stage_graph(subprocess_env):
+    """README's mermaid chart is `dvc dag --mermaid` of this dvc.yaml (regenerate it when the graph changes)."""
+    import re
+    import subprocess
+
+    dag = subprocess.run([sys.executable, "-m", "dvc", "dag", "--mermaid"], cwd=ROOT, env=subprocess_env,
+                         capture_output=True, text=True, timeout=120)
+    assert dag.returncode == 0, dag.stderr
+    chart = re.search(r"```mermaid\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    assert chart.strip() == dag.stdout.strip()

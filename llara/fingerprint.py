@@ -91,6 +91,21 @@ def array_digest(*arrays: Any) -> str:
     return h.hexdigest()
 
 
+def model_digest(reference: str | Path) -> str:
+    """A model by content: a local folder's tree digest; a hub id with the commit of its cached snapshot (a
+    revision names immutable files), or the id alone when nothing is cached."""
+    if Path(reference).exists():
+        return tree_digest(reference)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(reference), "config.json")
+    except Exception:  # noqa: BLE001 - not a hub id, or no hub library: the id itself
+        cached = None
+    commit = Path(cached).parent.name if isinstance(cached, str) else "not cached"
+    return json_digest({"hub": str(reference), "commit": commit})
+
+
 class ContentKey:
     """Named input digests; ``digest`` is the key, ``changed(recorded)`` says which inputs differ from a record."""
 

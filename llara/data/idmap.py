@@ -148,10 +148,11 @@ class IdMap:
                                  "original": unique}))
 
     @classmethod
-    def identity(cls, ids: Iterable[int] | None = None) -> "IdMap":
+    def identity(cls, ids: pl.Series | Iterable[int] | None = None) -> "IdMap":
         """The map of data whose internal ids are its original ids (tables made without ingest); without ``ids``
         a passthrough map that accepts any integer id."""
-        unique = pl.Series("original", list(ids or []), dtype=pl.Int64).unique().sort()
+        values = ids if isinstance(ids, pl.Series) else pl.Series(list(ids or []), dtype=pl.Int64)
+        unique = values.cast(pl.Int64).alias("original").unique().sort()
         return cls(pl.DataFrame({"id": unique, "original": unique}), passthrough=ids is None)
 
     def __len__(self) -> int:
@@ -247,8 +248,8 @@ def read_id_maps(directory: str | Path, interactions: pl.DataFrame | None = None
     directory = Path(directory)
     if (directory / USER_IDS_FILE).is_file() and (directory / ITEM_IDS_FILE).is_file():
         return IdMaps(IdMap.read(directory / USER_IDS_FILE), IdMap.read(directory / ITEM_IDS_FILE))
-    return IdMaps(IdMap.identity(interactions["user"].to_list() if interactions is not None else None),
-                  IdMap.identity(items["item"].to_list() if items is not None else None))
+    return IdMaps(IdMap.identity(interactions["user"] if interactions is not None else None),
+                  IdMap.identity(items["item"] if items is not None else None))
 
 
 def id_maps_beside(items_path: str | Path) -> IdMaps:

@@ -37,8 +37,8 @@ class Dataset:
 
     def __post_init__(self):
         if self.ids is None:  # tables made without ingest: their ids are the original ids
-            object.__setattr__(self, "ids", IdMaps(IdMap.identity(self.interactions["user"].to_list()),
-                                                   IdMap.identity(self.items["item"].to_list())))
+            object.__setattr__(self, "ids", IdMaps(IdMap.identity(self.interactions["user"]),
+                                                   IdMap.identity(self.items["item"])))
 
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")

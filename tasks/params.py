@@ -169,6 +169,11 @@ class PretrainBase(Strict):
         return FAMILIES[backbone].config(n_items=n_items, window=self.window, **sizes)
 
     def validate_library(self, where: str | Path) -> None:
+        for backbone in self.backbones:  # dvc.yaml's pretrain@ stages track pretrain.<backbone>: it must be there
+            if backbone not in self.model_fields_set:
+                sizes = type(self).model_fields[backbone].default_factory().model_dump()
+                raise InputError(where, f"pretrain.{backbone}: missing; a listed backbone needs its section "
+                                        f"(the library's defaults: {sizes})")
         for backbone in (name for name in FAMILIES if name in type(self).model_fields):
             with reported_as(where, f"pretrain.{backbone}"):
                 try:
@@ -288,13 +293,16 @@ class EvaluateParams(Strict):
 @functools.cache
 def params_model(families: tuple[tuple[str, Family], ...]) -> type[BaseModel]:
     """Top level of params.yaml: one validated section per stage family; an unknown section (a typo) is an error."""
+    names = tuple(name for name, _ in families)
+    default = FinetuneParams.model_fields["backbone"].default
+    finetune = create_model("FinetuneParams", __base__=FinetuneParams, backbone=(Literal[names], default))
     return create_model(
         "Params", __config__=ConfigDict(extra="forbid", frozen=True),
         ingest=(IngestParams, ...),
         split=(SplitParams, ...),
         pretrain=(pretrain_params(families), ...),
         llm=(LLMParams, LLMParams()),
-        finetune=(FinetuneParams, FinetuneParams()),
+        finetune=(finetune, finetune()),
         evaluate=(EvaluateParams, EvaluateParams()),
         report=(ReportConfig, Field(default_factory=ReportConfig)),
     )

@@ -110,8 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     retrain = sub.add_parser("retrain", help="merge new interactions and rerun what they affect",
                              description="Append new interaction files to the generic dataset and reproduce.")
-    retrain.add_argument("new", nargs="*", metavar="FILE", help="interaction files with the dataset's columns")
-    retrain.add_argument("--inbox", default=None, help="also merge every file in this folder (then moved to <inbox>/merged)")
+    retrain.add_argument("new", nargs="*", metavar="FILE",
+                         help="interaction files (items-* files: new items) with the dataset's columns, as .csv, .tsv "
+                              "or .parquet; validated before anything is stored, merged exactly once; a bad one "
+                              "stops the run (exit 2)")
+    retrain.add_argument("--inbox", default=None,
+                         help="also merge the ready files of this folder: <name> once <name>.done exists; merged "
+                              "ones move to <inbox>/merged, bad ones to <inbox>/quarantine with a .reason file "
+                              "(the run goes on; docs/operations.md, The inbox)")
     retrain.add_argument("--root", default=".", help="repository root (default: current directory)")
     retrain.add_argument("--target", dest="targets", action="append", default=[], metavar="STAGE",
                          help="reproduce only this stage and what it needs (repeatable; default: all)")

@@ -91,13 +91,15 @@ class FinetuneSetup:
 def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype: str | None = None,
                    device: str = "cpu") -> FinetuneSetup:
     """Defaults: the first of finetune.variants, finetune.recipe, llm.dtype; on CPU."""
-    from llara.llm.runs import LLMSettings, load_recommender_dir
-    from tasks.finetune import ITEMS, configs, recommender_dir
+    from llara.llm.recipes import LLMSettings, variant_configs
+    from llara.llm.runs import load_recommender_dir
+    from tasks.finetune import ITEMS, recommender_dir
     from tasks.params import load_params
 
     params = load_params(ROOT / "params.yaml")
     fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe})
-    train_cfg, model_cfg = configs(fparams, variant or fparams.variants[0])
+    train_cfg, model_cfg = variant_configs(variant or fparams.variants[0], fparams.chosen_recipe,
+                                           fparams.chosen_profile, fparams.seed)
     settings = LLMSettings(str(ROOT / params.llm.base_dir), dtype or params.llm.dtype, device)
     return FinetuneSetup(fparams, train_cfg, model_cfg, settings, load_recommender_dir(ROOT / recommender_dir(fparams)),
                          read_titles(ROOT / ITEMS))

@@ -29,6 +29,8 @@ from llara.data.tables import Columns, check_text_options
 from llara.data.sources import check_url, fetch_movielens_100k
 from llara.data.split import PROTOCOLS, SplitConfig
 from llara.errors import ConfigError, InputError
+from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, VARIANTS, LLMSettings,
+                               Profile, Recipe)
 from llara.recommenders.config import BackboneConfig, TrainConfig
 from llara.recommenders.registry import FAMILIES, Family
 from llara.report import ReportConfig
@@ -215,64 +217,30 @@ def pretrain_params(families: tuple[tuple[str, Family], ...]) -> type[PretrainBa
 PretrainParams = pretrain_params(tuple(FAMILIES.items()))
 
 
-LLM_VARIANTS = ("hybrid-curriculum", "hybrid-direct", "hybrid-two-stage", "text-only", "id-only", "zero-shot")
-
-
 class LLMParams(Strict):
     """Stage ``llm``: which causal LM; ``smollm2`` converts the packaged GGUF into ``base_dir``."""
 
     model: str = "smollm2"  # smollm2 | a Hugging Face id | a local HF folder
-    base_dir: str = "data/llm/base"
-    dtype: Literal["bfloat16", "float32", "float16"] = "bfloat16"
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    base_dir: str = LLMSettings.model
+    dtype: Literal["bfloat16", "float32", "float16"] = LLMSettings.dtype
+    device: str = LLMSettings.device  # auto (CUDA when present) | cpu | cuda | cuda:N
     trust_remote_code: bool = False
 
 
-class FinetuneRecipe(Strict):
-    candidate_features: Literal["item", "affinity"] = "affinity"
-    score_head: bool = True
-    residual: float = Field(1.0, ge=0)
-    generative_weight: float = Field(1.0, ge=0)
-    listwise_weight: float = Field(0.0, ge=0)
-    head_weight: float = Field(1.0, ge=0)
-    length_norm: bool = True
-    score_noise: float = Field(0.0, ge=0)
-    projector: Literal["mlp", "linear"] = "mlp"
-    lora: bool = True
-    lora_r: int = Field(8, ge=1, le=256)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_targets: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_length=1)
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    lr: float = Field(2e-4, gt=0)
-    warmup_start_lr: float = Field(2e-6, ge=0)
-    min_lr: float = Field(2e-6, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-
-
-class FinetuneProfile(Strict):
-    steps: int = Field(100, ge=0)
-    batch_size: int = Field(8, ge=1)
-    micro_batch: int = Field(4, ge=1)
-    warmup_steps: int = Field(5, ge=0)
-    checkpoint_every: int = Field(10, ge=1)
-    llm: str | None = None  # override llm.base_dir (e.g. meta-llama/Llama-2-7b-hf for the paper profile)
-    autocast: bool = True
-    gradient_checkpointing: bool = False  # recompute activations in backward (7B on one GPU); same results
-    attention: Literal["auto", "eager", "sdpa"] = "auto"  # attention kernel while training (auto: eager on CPU)
-    compile: bool | Literal["auto"] = "auto"  # torch.compile the decoder layers while training (auto: CPU + C++ compiler)
-
-
 class FinetuneParams(Strict):
-    protocol: Literal[PROTOCOLS] = "paper"
-    backbone: Literal[tuple(FAMILIES)] = "sasrec"
-    variants: list[Literal[LLM_VARIANTS]] = Field(["hybrid-curriculum", "text-only"], min_length=1)
-    prompts: str = "movie"  # movie | game | artist | item | a template file
-    seed: int = Field(0, ge=0)
-    profile: str = "default"
-    recipe: str = "ours"
-    profiles: dict[str, FinetuneProfile] = {"default": FinetuneProfile()}
-    recipes: dict[str, FinetuneRecipe] = {"ours": FinetuneRecipe()}
+    """Stages ``finetune@<variant>``: recipes and profiles are the library's :class:`Recipe` / :class:`Profile`
+    (their fields, types and range checks); params.yaml holds the pipeline's values of them (no defaults here: a
+    recipe or profile is written out in full)."""
+
+    protocol: Literal[PROTOCOLS]
+    backbone: Literal[tuple(FAMILIES)]
+    variants: names_list(VARIANTS)
+    prompts: str = DEFAULT_PROMPTS  # movie | game | artist | item | a template file
+    seed: int = Field(DEFAULT_SEED, ge=0)
+    profile: str = DEFAULT_PROFILE
+    recipe: str = DEFAULT_RECIPE
+    profiles: dict[str, Profile]
+    recipes: dict[str, Recipe]
 
     @model_validator(mode="after")
     def _known(self):
@@ -282,10 +250,25 @@ class FinetuneParams(Strict):
             raise ValueError(f"recipe {self.recipe!r} is not among recipes {sorted(self.recipes)}")
         return self
 
+    def validate_library(self, where: str | Path) -> None:
+        """The library's range checks of every recipe and profile, reported under their params key."""
+        for kind, table in (("recipes", self.recipes), ("profiles", self.profiles)):
+            for name, config in table.items():
+                with reported_as(where, f"finetune.{kind}.{name}"):
+                    config.validate()
+
+    @property
+    def chosen_recipe(self) -> Recipe:
+        return self.recipes[self.recipe]
+
+    @property
+    def chosen_profile(self) -> Profile:
+        return self.profiles[self.profile]
+
 
 class EvaluateParams(Strict):
     splits: list[Literal["test", "val"]] = Field(["test"], min_length=1)
-    modes: list[Literal["generate", "rank"]] = Field(["generate", "rank"], min_length=1)
+    modes: list[Literal["generate", "rank", "rank_llm"]] = Field(["generate", "rank", "rank_llm"], min_length=1)
     batch_size: int = Field(16, ge=1)
     max_rows: int | None = Field(None, ge=1)  # evaluate only the first N rows of each split (quick checks)
 
@@ -294,15 +277,14 @@ class EvaluateParams(Strict):
 def params_model(families: tuple[tuple[str, Family], ...]) -> type[BaseModel]:
     """Top level of params.yaml: one validated section per stage family; an unknown section (a typo) is an error."""
     names = tuple(name for name, _ in families)
-    default = FinetuneParams.model_fields["backbone"].default
-    finetune = create_model("FinetuneParams", __base__=FinetuneParams, backbone=(Literal[names], default))
+    finetune = create_model("FinetuneParams", __base__=FinetuneParams, backbone=(Literal[names], ...))
     return create_model(
         "Params", __config__=ConfigDict(extra="forbid", frozen=True),
         ingest=(IngestParams, ...),
         split=(SplitParams, ...),
         pretrain=(pretrain_params(families), ...),
         llm=(LLMParams, LLMParams()),
-        finetune=(finetune, finetune()),
+        finetune=(finetune, ...),
         evaluate=(EvaluateParams, EvaluateParams()),
         report=(ReportConfig, Field(default_factory=ReportConfig)),
     )

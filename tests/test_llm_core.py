@@ -109,15 +109,6 @@ def test_rank_scores_equal_naive_computation(tiny):
                               naive_scores(model, enc, batch, length_norm=norm), atol=1e-4)
 
 
-def test_untrained_head_ranks_like_the_recommender(tiny):
-    model, enc, _, rec = tiny
-    ex = fake_examples(4, 30)
-    batch = collate(enc, ex, ["hybrid"] * 4, [0] * 4, False, model.loaded.pad_token_id)
-    scores = rank_scores(model, enc, batch, use_head=True)
-    ref = rec.score([e.history for e in ex], [e.candidates for e in ex])
-    assert torch.equal(scores.argsort(dim=1), ref.argsort(dim=1))
-
-
 def test_answer_matching():
     titles = ["Night River", "Night", "Golden Storm"]
     assert match_answer("Golden Storm", titles) == 2

@@ -53,12 +53,12 @@ def tiny_run(llm_dir: Path, out: Path, record: Path, **overrides) -> list[dict]:
         current["step"] = step
         return originals[0](n, seed, step, batch_size)
 
-    def batch_loss(model, encoder, examples, modes, templates, *args):
+    def batch_loss(model, encoder, examples, modes, templates, *args, **kwargs):
         calls.extend([current["step"], e.row, m, t] for e, m, t in zip(examples, modes, templates))
         checkpointing.add(model.training and any(getattr(m, "gradient_checkpointing", False) is True
                                                  for m in model.modules()))
         compiled.add(any(getattr(m, "_compiled_call_impl", None) is not None for m in model.modules()))
-        return originals[1](model, encoder, examples, modes, templates, *args)
+        return originals[1](model, encoder, examples, modes, templates, *args, **kwargs)
 
     def make_optimizer(model, cfg):
         optimizer = originals[2](model, cfg)
@@ -79,7 +79,7 @@ def tiny_run(llm_dir: Path, out: Path, record: Path, **overrides) -> list[dict]:
         model, enc, _, _ = build_tiny(llm_dir, config=ModelConfig(lora_r=4, lora_dropout=0.0, score_head=True,
                                                                   candidate_features="affinity"))
         settings = dict(steps=3, batch_size=4, micro_batch=1, checkpoint_every=1, autocast=False, head_weight=1.0,
-                        score_noise=0.5, warmup_steps=1, grad_clip=0.0, seed=1)
+                        score_noise=0.5, warmup_steps=1, grad_clip=0.0, seed=1, compile=False)
         cfg = training.TrainConfig(**{**settings, **overrides})
         rows = training.train(model, enc, fake_examples(12, 30), cfg, out, {"test": True}, log=lambda m: None)
     finally:

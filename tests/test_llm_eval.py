@@ -75,7 +75,7 @@ def test_merged_lora_scores_like_the_adapter(tiny_llm_dir):
 def test_on_step_stops_training_early(tmp_path, tiny_llm_dir):
     model, enc, _, _ = build_tiny(tiny_llm_dir)
     seen, kernels, own = [], set(), model.attention
-    cfg = TrainConfig(steps=6, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100)
+    cfg = TrainConfig(steps=6, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100, compile=False)
 
     def on_step(row):
         seen.append(row["step"])

@@ -37,7 +37,7 @@ training.save_checkpoint = save_then_pause
 torch.manual_seed(0)
 model, enc, _, _ = build_tiny(Path({llm!r}), config=ModelConfig(lora_r=4, lora_dropout=0.2, score_head=True,
                               candidate_features="affinity"))
-cfg = TrainConfig(steps=5, batch_size=4, micro_batch=2, checkpoint_every=1, autocast=False, head_weight=1.0,
+cfg = TrainConfig(steps=5, batch_size=4, micro_batch=2, checkpoint_every=1, autocast=False, head_weight=1.0, compile=False,
                   score_noise=0.5, warmup_steps=1)
 train(model, enc, fake_examples(12, 30), cfg, Path(sys.argv[1]), {{"test": True}}, log=lambda m: None)
 """

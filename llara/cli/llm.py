@@ -7,25 +7,32 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, PROFILES, RECIPES,
+                                   VARIANTS, LLMSettings)
+
     f = sub.add_parser("finetune", help="fine-tune a LLaRA variant",
-                       description="Fine-tune one LLaRA variant (the pipeline's stage finetune@VARIANT reads params.yaml "
-                                   "instead). Resumes from checkpoints in --out.")
-    f.add_argument("variant", help="hybrid-curriculum | hybrid-direct | hybrid-two-stage | text-only | id-only | zero-shot")
-    f.add_argument("--llm", default="data/llm/base", help="HF folder or id of the base LLM (default: data/llm/base)")
+                       description="Fine-tune one LLaRA variant under a recipe and a profile (the library's, as in "
+                                   "params.yaml; the pipeline's stage finetune@VARIANT reads params.yaml instead). "
+                                   "Resumes from checkpoints in --out made from the same inputs and settings.")
+    f.add_argument("variant", choices=VARIANTS, metavar="VARIANT", help=" | ".join(VARIANTS))
+    f.add_argument("--llm", default=LLMSettings.model, help=f"HF folder or id of the base LLM (default: {LLMSettings.model})")
     f.add_argument("--recommender", required=True, help="recommender export directory")
     f.add_argument("--items", default="data/ingested/items.parquet", help="item table with titles")
     f.add_argument("--train", required=True, help="train split parquet")
     f.add_argument("--out", required=True, help="run directory")
-    f.add_argument("--recipe", default="ours", choices=["ours", "paper"], help="training recipe (default: ours)")
-    f.add_argument("--steps", type=int, default=100, help="optimizer steps (default: 100)")
-    f.add_argument("--batch-size", type=int, default=8, help="examples per optimizer step (default: 8)")
-    f.add_argument("--prompts", default="movie", help="movie | game | artist | item | template file")
-    f.add_argument("--dtype", default="bfloat16", help="bfloat16 | float32")
-    f.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--compile", default="auto", choices=["auto", "true", "false"],
-                   help="torch.compile the decoder layers while training (auto: on CPU with a C++ compiler and no LoRA "
-                        "dropout; ~20%% faster steps after a one-off compile of 15-70 s)")
+    f.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help=f"training recipe (default: {DEFAULT_RECIPE})")
+    f.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help=f"steps, batch and speed settings (default: {DEFAULT_PROFILE}: "
+                        f"{PROFILES[DEFAULT_PROFILE].steps} steps x {PROFILES[DEFAULT_PROFILE].batch_size} examples)")
+    f.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the profile's)")
+    f.add_argument("--batch-size", type=int, default=None, help="examples per optimizer step (default: the profile's)")
+    f.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one recipe or profile setting (docs/params.md, finetune.recipes / profiles), "
+                        "e.g. --set lr=8e-4; repeatable")
+    f.add_argument("--prompts", default=DEFAULT_PROMPTS, help=f"movie | game | artist | item | template file (default: {DEFAULT_PROMPTS})")
+    f.add_argument("--dtype", default=LLMSettings.dtype, help=f"bfloat16 | float32 | float16 (default: {LLMSettings.dtype})")
+    f.add_argument("--device", default=LLMSettings.device, help="auto | cpu | cuda")
+    f.add_argument("--seed", type=int, default=DEFAULT_SEED)
     f.set_defaults(func=_finetune)
 
     e = sub.add_parser("evaluate", help="evaluate trained LLaRA runs (generate + rank modes)",
@@ -57,27 +64,39 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from llara.llm.data import read_examples, read_titles
     from llara.llm.distributed import is_main_process
-    from llara.llm.recipes import RECIPES, variant_configs
-    from llara.llm.runs import LLMSettings, build, check_embedding_rows, load_recommender_dir
-    from llara.llm.training import train
+    from llara.llm.recipes import PROFILES, RECIPES, LLMSettings, with_settings
+    from llara.llm.workflow import FinetuneJob, finetune
 
-    train_cfg, model_cfg = variant_configs(args.variant, {**RECIPES[args.recipe], "steps": args.steps,
-                                                          "batch_size": args.batch_size, "seed": args.seed,
-                                                          "compile": {"true": True, "false": False}.get(args.compile, "auto")})
-    titles = read_titles(args.items)
-    recommender = load_recommender_dir(args.recommender)
-    check_embedding_rows(recommender, titles, args.recommender)
-    settings = LLMSettings(args.llm, args.dtype, args.device)
-    model, encoder = build(settings, recommender, titles, args.prompts, model_cfg)
-    info = {"llm": {"model": args.llm, "dtype": args.dtype, "trust_remote_code": False},
-            "recommender": args.recommender, "items": args.items, "prompts": args.prompts, "variant": args.variant,
-            "recipe": args.recipe}
-    train(model, encoder, read_examples(args.train), train_cfg, Path(args.out), info)
+    settings = dict(parse_setting(s) for s in args.settings)
+    settings.update({k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None})
+    recipe, profile = with_settings(RECIPES[args.recipe], PROFILES[args.profile], settings)
+    job = FinetuneJob(variant=args.variant, train=Path(args.train), recommender=Path(args.recommender),
+                      items=Path(args.items), out=Path(args.out), recipe=recipe, profile=profile,
+                      llm=LLMSettings(args.llm, args.dtype, args.device), prompts=args.prompts, seed=args.seed,
+                      labels={"recipe": args.recipe, "profile": args.profile})
+    finetune(job)
     if is_main_process():
         print(f"trained {args.variant} -> {args.out}")
     return 0
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``key=value`` with a YAML value (numbers, true/false, lists)."""
+    import yaml
+
+    from llara.errors import InputError
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise InputError("--set", f"expected KEY=VALUE, got {text!r}")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads 8e-4 (no dot) as text
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return key.strip(), parsed
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -1,9 +1,15 @@
-"""Evaluate a model on split rows in ``generate`` mode (the paper's) and ``rank`` mode.
+"""Evaluate a model on split rows in ``generate`` mode (the paper's), ``rank`` and ``rank_llm`` modes.
 
 - generate: greedy answer; valid when it names exactly one candidate (:func:`match_answer`); HR@1 = correct / all,
   ValidRatio = valid / all; also both under the authors' parser (``*_authors_parser``: exactly one candidate title is a
   substring of the answer), for comparison with the paper.
-- rank: candidates ordered by answer log-likelihood (or by the score head when the run has one): HR@1, HR@5, NDCG@5.
+- rank: candidates ordered by the run's scores: the score head's when the recipe has one, else the answer
+  log-likelihood. HR@1, HR@5, NDCG@5.
+- rank_llm: candidates ordered by the length-normalized log-likelihood of their answer (title + end marker): what the
+  language model itself prefers, the ranking that generation approximates (equal to rank without a head).
+No recommender score is added in any mode.
+- recommender: the frozen recommender alone on the same rows and candidates, and ``paired_vs_recommender``: per mode,
+  the per-user paired difference of HR@1 (model - recommender) with a paired bootstrap CI.
 Returns the metrics (llara.metrics.summarize dicts) and one prediction row per example.
 """
 
@@ -22,9 +28,11 @@ from llara.llm.generation import greedy_generate, match_answer, match_answer_aut
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
 from llara.llm.scoring import rank_scores
-from llara.metrics import hit_at_k, ranking_metrics, summarize, target_ranks
+from llara.metrics import hit_at_k, paired_difference, ranking_metrics, summarize, target_ranks
 
-EVAL_MODES = ("generate", "rank")
+EVAL_MODES = ("generate", "rank", "rank_llm")
+RANK_MODES = ("rank", "rank_llm")
+RECOMMENDER_BATCH = 256
 
 
 def eval_templates(encoder: PromptEncoder, examples: Sequence[Example], seed: int) -> list[int]:
@@ -37,50 +45,80 @@ def length_order(encoder: PromptEncoder, examples: Sequence[Example], item_mode:
     return sorted(range(len(examples)), key=lambda i: lengths[i])
 
 
+@torch.no_grad()
+def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.ndarray:
+    """(N, C) scores of the frozen recommender alone on each row's candidates."""
+    recommender = model.features.recommender
+    rows = []
+    for lo in range(0, len(examples), RECOMMENDER_BATCH):
+        chunk = examples[lo:lo + RECOMMENDER_BATCH]
+        rows.append(recommender.score([e.history for e in chunk], [e.candidates for e in chunk]).float().cpu().numpy())
+    return np.concatenate(rows)
+
+
 def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], *, item_mode: str = "hybrid",
              modes: Sequence[str] = EVAL_MODES, seed: int = 0, batch_size: int = 8, length_norm: bool = True,
              use_head: bool = True, max_new_tokens: int | None = None) -> tuple[dict, pl.DataFrame]:
-    """Metrics of both modes and one prediction row per example (in the input order).
+    """Metrics of the requested modes, the recommender alone and the paired differences, and one prediction row per
+    example (in the input order).
 
-    Batches hold prompts of similar length; when both modes run and the model has a score head, the rank scores are
-    read off the generation's prompt pass (one forward pass per prompt for both modes)."""
+    Batches hold prompts of similar length; with generation and a score head, the head's scores are read off the
+    generation's prompt pass (one forward pass per prompt for every mode)."""
     model.eval()
     examples = list(examples)
     n = len(examples)
     templates = eval_templates(encoder, examples, seed)
     stop_ids = [model.loaded.eos_token_id] + newline_token_ids(model.loaded.tokenizer)
-    generate, rank = "generate" in modes, "rank" in modes
-    head_from_prompt = generate and rank and use_head and model.head is not None
+    generate = "generate" in modes
+    ranked = [m for m in RANK_MODES if m in modes]
+    heads = use_head and model.head is not None
     answers: list = [None] * n
-    score_rows: list = [None] * n
+    score_rows: dict[str, list] = {m: [None] * n for m in ranked}
     order = length_order(encoder, examples, item_mode, templates)
     for lo in tqdm(range(0, n, batch_size), desc="evaluate", mininterval=5):
         idx = order[lo:lo + batch_size]
         chunk = [examples[i] for i in idx]
         batch = collate(encoder, chunk, [item_mode] * len(chunk), [templates[i] for i in idx], False,
                         model.loaded.pad_token_id)
-        head_scores: list = []
+        scores: dict[str, torch.Tensor] = {}
+
+        def keep(hidden, z, has):
+            scores["rank"] = model.head_scores(hidden, batch)
+
         if generate:
             limit = max_new_tokens or max(len(encoder.answer_ids(c)) for e in chunk for c in e.candidates)
-            keep = (lambda h, z, has: head_scores.append(model.head_scores(h, batch, z, has))) if head_from_prompt else None
-            for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=keep)):
+            on_prompt = keep if heads and "rank" in ranked else None
+            for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=on_prompt)):
                 answers[i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        if rank:
-            scores = head_scores[0] if head_scores else rank_scores(model, encoder, batch, length_norm=length_norm,
-                                                                     use_head=use_head)
-            for i, row in zip(idx, scores.float().cpu()):
-                score_rows[i] = row
+        for m in ranked:
+            if m not in scores:  # without a head both modes are the answer likelihood: computed once
+                other = "rank_llm" if m == "rank" else "rank"
+                scores[m] = scores[other] if (not heads and other in scores) else rank_scores(
+                    model, encoder, batch, length_norm=length_norm, use_head=heads and m == "rank")
+            for i, row in zip(idx, scores[m].float().cpu()):
+                score_rows[m][i] = row
     pred: dict[str, list] = {"row": [e.row for e in examples], "user": [e.user for e in examples],
                              "target": [e.target for e in examples], "template": templates}
     metrics: dict[str, dict] = {}
+    hits: dict[str, np.ndarray] = {}
+    targets = [e.target_index for e in examples]
     if generate:
         metrics["generate"] = generate_metrics(encoder, examples, answers, seed, pred)
-    if rank:
-        table = torch.stack(score_rows).numpy()
-        ranks = target_ranks(table, [e.target_index for e in examples])
-        metrics["rank"] = ranking_metrics(ranks, ks=(1, 5), ndcg_ks=(5,), seed=seed)
-        pred.update(rank=ranks, top_item=[e.candidates[int(np.argmax(s))] for e, s in zip(examples, table)],
-                    scores=[list(map(float, s)) for s in table])
+        hits["generate"] = np.asarray(pred["correct"], dtype=float)
+    for m in ranked:
+        table = torch.stack(score_rows[m]).numpy()
+        ranks = target_ranks(table, targets)
+        metrics[m] = ranking_metrics(ranks, ks=(1, 5), ndcg_ks=(5,), seed=seed)
+        hits[m] = hit_at_k(ranks, 1)
+        pred[m] = ranks
+        if m == "rank":
+            pred.update(top_item=[e.candidates[int(np.argmax(s))] for e, s in zip(examples, table)],
+                        scores=[list(map(float, s)) for s in table])
+    baseline = target_ranks(recommender_scores(model, examples), targets)
+    metrics["recommender"] = ranking_metrics(baseline, ks=(1, 5), ndcg_ks=(5,), seed=seed)
+    pred["recommender_rank"] = baseline
+    metrics["paired_vs_recommender"] = {m: {"hr@1": paired_difference(h, hit_at_k(baseline, 1), seed=seed)}
+                                        for m, h in hits.items()}
     return metrics, pl.DataFrame(pred, strict=False)
 
 
@@ -106,7 +144,3 @@ def generate_metrics(encoder: PromptEncoder, examples: Sequence[Example], answer
     return {"hr@1": summarize(correct, seed=seed), "valid_ratio": summarize(valid, seed=seed),
             "hr@1_authors_parser": summarize(a_correct, seed=seed),
             "valid_ratio_authors_parser": summarize(a_valid, seed=seed)}
-
-
-def hit_rate(ranks: np.ndarray) -> float:
-    return float(hit_at_k(ranks, 1).mean())

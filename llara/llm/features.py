@@ -16,8 +16,7 @@ from typing import Protocol, Sequence
 import torch
 
 from llara.errors import require
-
-CANDIDATE_FEATURES = ("item", "affinity")
+from llara.llm.recipes import CANDIDATE_FEATURES
 
 
 class Recommender(Protocol):  # the interface of llara.recommenders (frozen, eval mode)

@@ -32,7 +32,7 @@ def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_i
     embeds, z, has = model.input_embeds(batch)
     mask = batch.attention_mask.to(device)
     positions = batch.position_ids.to(device)
-    banned = [model.loaded.history_token_id, model.loaded.candidate_token_id]
+    banned = model.loaded.placeholder_ids
     stop = torch.tensor(sorted(set(stop_ids)), device=device)
     b = embeds.shape[0]
     out = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)

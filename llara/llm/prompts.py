@@ -4,7 +4,10 @@ A template is one line with ``[HistoryHere]``, ``[CansHere]`` and optionally ``[
 Items are rendered per mode:
 
 - ``hybrid``: ``<title> [HistoryEmb]`` in the history, ``<title> [CansEmb]`` among the candidates (the paper's);
-- ``text``: titles alone; ``id``: the placeholder token alone (ablation).
+  with ``token_first`` the behavioural token comes before its title (``[CansEmb] <title>``), so the title's tokens can
+  attend to it (what generation copies is then right after what marks it);
+- ``text``: titles alone, or with ``text_token_id`` each title with the constant ``[PH]`` token where the behavioural
+  token would be (the authors' text-only prompts: the same layout as hybrid); ``id``: the placeholder alone (ablation).
 
 Prompts are tokenized piecewise (template fragments, each title once, the separator), so a placeholder is always
 exactly one token and every candidate's last token (its *anchor*) has a known position. The answer is
@@ -72,12 +75,15 @@ class PromptEncoder:
     """Tokenizes LLaRA prompts and answers; caches each title's tokens."""
 
     def __init__(self, tokenizer, templates: Sequence[Template], titles: Mapping[int, str],
-                 history_token_id: int, candidate_token_id: int):
+                 history_token_id: int, candidate_token_id: int, *, text_token_id: int | None = None,
+                 token_first: bool = False):
         self.tokenizer = tokenizer
         self.templates = list(templates)
         self.titles = titles
         self.history_token_id = history_token_id
         self.candidate_token_id = candidate_token_id
+        self.text_token_id = text_token_id
+        self.token_first = token_first
         self.eos_token_id = int(tokenizer.eos_token_id)
         self.bos = [i for i in tokenizer("", add_special_tokens=True).input_ids if i != self.eos_token_id]
         self.sep = self._tok(SEPARATOR)
@@ -126,13 +132,16 @@ class PromptEncoder:
         return out
 
     def _items(self, out: EncodedPrompt, items: Sequence[int], token_id: int, slot: list[int], anchors: bool) -> None:
+        """Each item as its title and/or token (the anchor is the item's last token)."""
+        if out.mode == "text":
+            token_id = self.text_token_id  # None: no stand-in
         for k, item in enumerate(items):
             if k:
                 out.input_ids.extend(self.sep)
-            if out.mode != "id":
-                out.input_ids.extend(self.title_ids(int(item)))
+            title = self.title_ids(int(item)) if out.mode != "id" else []
+            token = [token_id] if token_id is not None else []
+            out.input_ids.extend(token + title if self.token_first else title + token)
             if out.mode != "text":
-                out.input_ids.append(token_id)
                 slot.append(int(item))
             if anchors:
                 out.anchors.append(len(out.input_ids) - 1)

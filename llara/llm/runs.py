@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -14,14 +14,7 @@ from llara.llm.features import ItemFeatures, Recommender
 from llara.llm.loading import load_llm
 from llara.llm.model import LlaraModel, ModelConfig
 from llara.llm.prompts import PromptEncoder, load_templates
-
-
-@dataclass
-class LLMSettings:
-    model: str = "data/llm/base"
-    dtype: str = "bfloat16"
-    device: str = "auto"
-    trust_remote_code: bool = False
+from llara.llm.recipes import LLMSettings
 
 
 def load_recommender_dir(path: str | Path) -> Recommender:
@@ -51,7 +44,9 @@ def build(llm_settings: LLMSettings, recommender: Recommender, titles: dict[int,
         peft_model = PeftModel.from_pretrained(llm.model, str(adapter_dir))
     model = LlaraModel(llm, ItemFeatures(recommender, config.candidate_features), config, peft_model=peft_model)
     model.to(llm.model.device if hasattr(llm.model, "device") else "cpu")
-    encoder = PromptEncoder(llm.tokenizer, load_templates(prompts), titles, llm.history_token_id, llm.candidate_token_id)
+    encoder = PromptEncoder(llm.tokenizer, load_templates(prompts), titles, llm.history_token_id, llm.candidate_token_id,
+                            text_token_id=llm.text_token_id if config.text_placeholder else None,
+                            token_first=config.token_first)
     return model, encoder
 
 
@@ -96,7 +91,3 @@ def eval_item_mode(variant_or_schedule: str) -> str:
     if variant_or_schedule == "id-only":
         return "id"
     return "hybrid"
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)

@@ -72,7 +72,7 @@ def rank_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, length_
     use_head = use_head and model.head is not None
     out = model.hidden_states(batch, embeds, use_cache=not use_head)
     if use_head and model.head is not None:
-        return model.head_scores(out.last_hidden_state, batch, z, has).float().cpu()
+        return model.head_scores(out.last_hidden_state, batch).float().cpu()
     ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
     lp = candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=out)
     return reduce_scores(lp, mask, length_norm).float().cpu()

@@ -4,7 +4,7 @@ Objectives (weights in :class:`TrainConfig`, combinable):
 - ``generative`` (the paper's): next-token cross-entropy on the answer (title + end marker), prompt masked;
 - ``listwise``: softmax cross-entropy over the C candidates scored by their answer log-likelihood (prompt KV cache
   shared by the C continuations); with it, the generative loss is read off the target's continuation;
-- ``head``: softmax cross-entropy over the score head's candidate scores (recommender residual included).
+- ``head``: softmax cross-entropy over the score head's candidate scores.
 
 Everything random is a function of (seed, step): example order, curriculum draws, templates, score noise (per global
 example), and the torch RNG (dropout), re-seeded from (seed, step, rank) at each step. A resumed run therefore
@@ -41,6 +41,7 @@ from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpo
 from llara.llm.curriculum import example_modes, hybrid_probability, template_draws
 from llara.llm.data import Example, collate, step_indices
 from llara.llm.model import LlaraModel
+from llara.llm.objectives import answer_targets, soft_answer_loss, teacher_distribution
 from llara.llm.prompts import PromptEncoder
 from llara.llm.scoring import candidate_logprobs, continuation_ids, reduce_scores
 
@@ -50,7 +51,7 @@ LOG_FIELDS = ["step", "loss", "generative", "listwise", "head", "lr", "hybrid_pr
 @dataclass
 class TrainConfig:
     schedule: str = "curriculum"
-    steps: int = 100
+    steps: int = 60
     batch_size: int = 8  # examples per optimizer step
     micro_batch: int = 4  # examples per forward pass (gradient accumulation)
     lr: float = 2e-4
@@ -58,9 +59,11 @@ class TrainConfig:
     warmup_start_lr: float = 2e-6
     min_lr: float = 2e-6
     weight_decay: float = 0.0
-    optimizer: str = "adamw"  # adamw | adam
+    optimizer: str = "adam"  # adam | adamw
     grad_clip: float = 1.0
     generative_weight: float = 1.0
+    distill: float = 0.0  # share of the recommender's candidate distribution in the answer targets at step 1 (-> 0)
+    distill_temperature: float = 1.0  # of the recommender's softmax over its standardized scores
     listwise_weight: float = 0.0
     head_weight: float = 0.0
     length_norm: bool = True
@@ -71,7 +74,7 @@ class TrainConfig:
     autocast: bool = True  # bf16 autocast (CPU, and CUDA where bf16 is supported)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same results
     attention: str = "auto"  # attention kernel while training: auto (eager on CPU: ~14% faster steps), eager, sdpa
-    compile: bool | str = False  # torch.compile the decoder layers while training: True, False or "auto" (see below)
+    compile: bool | str = "auto"  # torch.compile the decoder layers while training: True, False or "auto" (see below)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -183,10 +186,11 @@ def noise_generators(seed: int, step: int, lo: int, hi: int) -> list[torch.Gener
 
 
 def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], modes: list[str],
-               templates: list[int], cfg: TrainConfig, generator, scale: LossScale | None = None
-               ) -> tuple[torch.Tensor, dict]:
+               templates: list[int], cfg: TrainConfig, generator, scale: LossScale | None = None,
+               progress: float = 0.0) -> tuple[torch.Tensor, dict]:
     """A micro-batch's share of the step's loss: per-example losses summed and divided by ``scale.examples``, token
-    losses by ``scale.answer_tokens`` (default: this batch's own counts, i.e. plain means)."""
+    losses by ``scale.answer_tokens`` (default: this batch's own counts, i.e. plain means). ``progress`` (0 at the
+    first step, towards 1 at the last) sets the share of the recommender's distribution in the answer targets."""
     scale = scale or LossScale.of(encoder, examples)
     listwise = cfg.listwise_weight > 0
     batch = collate(encoder, examples, modes, templates, with_answer=not listwise and cfg.generative_weight > 0,
@@ -197,7 +201,7 @@ def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example
         out = model.hidden_states(batch, embeds, use_cache=listwise)
         target = batch.target_index.to(model.device)
         if cfg.head_weight > 0:
-            scores = model.head_scores(out.last_hidden_state, batch, z, has)
+            scores = model.head_scores(out.last_hidden_state, batch)
             parts["head"] = nn.functional.cross_entropy(scores, target, reduction="sum") / scale.examples
         if listwise:
             ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
@@ -208,7 +212,14 @@ def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example
                 rows = torch.arange(len(examples), device=model.device)
                 parts["generative"] = -lp[rows, target].sum() / scale.answer_tokens
         elif cfg.generative_weight > 0:
-            parts["generative"] = model.answer_loss(out.last_hidden_state, batch.labels, "sum") / scale.answer_tokens
+            mix = cfg.distill * (1.0 - progress)
+            if mix > 0:
+                teacher = teacher_distribution(target, z, has, mix, cfg.distill_temperature)
+                loss = soft_answer_loss(model, out.last_hidden_state, batch.labels,
+                                        answer_targets(encoder, examples, teacher))
+            else:
+                loss = model.answer_loss(out.last_hidden_state, batch.labels, "sum")
+            parts["generative"] = loss / scale.answer_tokens
     weights = {"generative": cfg.generative_weight, "listwise": cfg.listwise_weight, "head": cfg.head_weight}
     loss = sum(weights[k] * v for k, v in parts.items())
     return loss, {k: float(v.detach()) for k, v in parts.items()}
@@ -293,7 +304,8 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         for a in range(lo, hi, cfg.micro_batch):
             b = min(hi, a + cfg.micro_batch)
             generators = noise_generators(cfg.seed, step, a, b) if cfg.score_noise > 0 else None
-            loss, values = batch_loss(model, encoder, chosen[a:b], modes[a:b], templates[a:b], cfg, generators, scale)
+            loss, values = batch_loss(model, encoder, chosen[a:b], modes[a:b], templates[a:b], cfg, generators, scale,
+                                      progress=(step - 1) / cfg.steps)
             loss.backward()
             sums[0] += float(loss.detach())
             for j, name in enumerate(parts):

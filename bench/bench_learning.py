@@ -1,0 +1,174 @@
+"""Learning curves: what a night of CPU buys. Validation HR@1 of one recipe every N optimizer steps.
+
+Trains one LLaRA variant (default hybrid-curriculum) with params.yaml's recipe and profile settings (any setting
+overridable with ``-S key=value``, e.g. ``-S lr=8e-4``), planned for ``--steps`` optimizer steps, and evaluates it on a
+fixed subset of validation users every ``--eval-every`` steps (and before training): ``generate`` HR@1 and ValidRatio,
+``rank_llm`` HR@1 (the LLM's own ranking, no recommender score added), each with a 95% bootstrap CI, and the
+recommender alone on the same users. Each point records examples seen, training CPU-minutes (the process's CPU time,
+all threads, evaluation excluded) and wall minutes. Rows go to ``<out>/curve.csv`` as they come.
+
+Resumable: the run directory keeps a checkpoint at every evaluation; rerunning the same command continues from the
+last one (the CSV's later rows are dropped and recomputed), so a long run can be stopped and continued later. The
+learning-rate schedule and the curriculum are planned for ``--steps``: a point at step s is the model after s steps of
+that plan, not a run planned to end at s.
+
+Last line: ``<recipe>_best_generate_hr1=<value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from benchlib import ROOT, finetune_setup, record
+
+COLUMNS = ["step", "examples", "cpu_min", "wall_min", "generate_hr1", "generate_lo", "generate_hi", "valid_ratio",
+           "rank_llm_hr1", "rank_llm_lo", "rank_llm_hi", "rank_hr1", "recommender_hr1", "n"]
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: -S {item!r}: expected key=value")
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML reads 8e-4 (no dot) as text
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
+    return out
+
+
+def apply_overrides(train_cfg, model_cfg, overrides: dict):
+    """Overrides by field name onto the train and model configs (unknown names are an error)."""
+    train_fields = {f.name for f in dataclasses.fields(train_cfg)}
+    model_fields = {f.name for f in dataclasses.fields(model_cfg)}
+    unknown = sorted(set(overrides) - train_fields - model_fields)
+    if unknown:
+        raise SystemExit(f"error: -S: unknown setting(s) {unknown}")
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in overrides.items() if k in train_fields})
+    model_cfg = dataclasses.replace(model_cfg, **{k: v for k, v in overrides.items() if k in model_fields})
+    return train_cfg, model_cfg
+
+
+def point_row(step: int, examples: int, cpu_s: float, wall_s: float, metrics: dict) -> dict:
+    gen, own = metrics["generate"], metrics["rank_llm"]
+    return {"step": step, "examples": examples, "cpu_min": round(cpu_s / 60, 3), "wall_min": round(wall_s / 60, 3),
+            "generate_hr1": gen["hr@1"]["value"], "generate_lo": gen["hr@1"]["ci95"][0],
+            "generate_hi": gen["hr@1"]["ci95"][1], "valid_ratio": gen["valid_ratio"]["value"],
+            "rank_llm_hr1": own["hr@1"]["value"], "rank_llm_lo": own["hr@1"]["ci95"][0],
+            "rank_llm_hi": own["hr@1"]["ci95"][1], "rank_hr1": metrics["rank"]["hr@1"]["value"],
+            "recommender_hr1": metrics["recommender"]["hr@1"]["value"], "n": gen["hr@1"]["n"]}
+
+
+def read_curve(path: Path, upto: int) -> list[dict]:
+    """Rows already measured up to step ``upto`` (a resumed run recomputes the later ones)."""
+    if not path.is_file():
+        return []
+    with path.open() as fh:
+        return [r for r in csv.DictReader(fh) if int(r["step"]) <= upto]
+
+
+def write_curve(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=None, help="params.yaml recipe (default: finetune.recipe)")
+    parser.add_argument("--variant", default="hybrid-curriculum")
+    parser.add_argument("--steps", type=int, default=2500, help="optimizer steps planned (default 2500 = 20k examples)")
+    parser.add_argument("--eval-every", type=int, default=125, help="steps between evaluations (and checkpoints)")
+    parser.add_argument("--split", default="val", help="split part evaluated (default: val)")
+    parser.add_argument("--users", type=int, default=200, help="first N rows of that part (default 200)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("-S", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe/profile setting (TrainConfig or ModelConfig field), repeatable")
+    parser.add_argument("--out", type=Path, required=True, help="run directory (resumed when it exists)")
+    parser.add_argument("--quick", action="store_true", help="4 steps, evaluated every 2, 8 users (a smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.eval_every, args.users = 4, 2, 8
+    import torch
+
+    from llara.llm.evaluation import evaluate
+    from llara.llm.runs import eval_item_mode
+    from llara.llm.training import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setup = finetune_setup(args.variant, args.recipe)
+    overrides = parse_overrides(args.overrides)
+    train_cfg, model_cfg = apply_overrides(setup.train_cfg, setup.model_cfg, overrides)
+    train_cfg = dataclasses.replace(train_cfg, steps=args.steps, checkpoint_every=args.eval_every,
+                                    warmup_steps=min(train_cfg.warmup_steps, max(0, args.steps - 1)))
+    setup.model_cfg = model_cfg
+    model, encoder = setup.build()
+    examples, held = setup.examples("train"), setup.examples(args.split)[: args.users]
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {"recipe": setup.fparams.recipe, "variant": args.variant, "protocol": setup.fparams.protocol,
+                "split": args.split, "users": len(held), "overrides": overrides,
+                "train": train_cfg.to_dict(), "model": model_cfg.to_dict()}
+    (args.out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    curve = args.out / "curve.csv"
+    mode = eval_item_mode(args.variant)
+    state = {"rows": None, "cpu": 0.0, "wall": 0.0, "mark": (time.process_time(), time.time())}
+
+    def measure(step: int) -> None:
+        metrics, _ = evaluate(model, encoder, held, item_mode=mode, seed=train_cfg.seed, batch_size=16,
+                              length_norm=train_cfg.length_norm)
+        state["rows"].append(point_row(step, step * train_cfg.batch_size, state["cpu"], state["wall"], metrics))
+        write_curve(curve, state["rows"])
+        r = state["rows"][-1]
+        print(f"step {step}: generate {r['generate_hr1']:.3f} valid {r['valid_ratio']:.3f} rank_llm "
+              f"{r['rank_llm_hr1']:.3f} (recommender {r['recommender_hr1']:.3f}) cpu {r['cpu_min']:.1f} min", flush=True)
+
+    def on_step(row: dict) -> bool:
+        if state["rows"] is None:  # first step of this session: the resumed step is row["step"] - 1
+            state["rows"] = read_curve(curve, row["step"] - 1)
+            if state["rows"]:
+                state["cpu"], state["wall"] = (float(state["rows"][-1][k]) * 60 for k in ("cpu_min", "wall_min"))
+        now = (time.process_time(), time.time())
+        state["cpu"] += now[0] - state["mark"][0]
+        state["wall"] += now[1] - state["mark"][1]
+        if row["step"] % args.eval_every == 0 or row["step"] == args.steps:
+            measure(row["step"])
+        state["mark"] = (time.process_time(), time.time())
+        return False
+
+    if not read_curve(curve, 0):
+        state["rows"] = []
+        measure(0)
+        state["rows"] = None
+    state["mark"] = (time.process_time(), time.time())
+    train(model, encoder, examples, train_cfg, args.out / "run", settings, log=print, on_step=on_step)
+    rows = read_curve(curve, args.steps)
+    best = max(rows, key=lambda r: float(r["generate_hr1"]))
+    print(f"\n{'step':>6s} {'examples':>8s} {'cpu-min':>8s}  generate HR@1 [95% CI]   valid  rank_llm HR@1 [95% CI]")
+    for r in rows:
+        print(f"{int(r['step']):6d} {int(r['examples']):8d} {float(r['cpu_min']):8.1f}  {float(r['generate_hr1']):.3f} "
+              f"[{float(r['generate_lo']):.3f}, {float(r['generate_hi']):.3f}]  {float(r['valid_ratio']):.3f}  "
+              f"{float(r['rank_llm_hr1']):.3f} [{float(r['rank_llm_lo']):.3f}, {float(r['rank_llm_hi']):.3f}]")
+    if not args.quick:
+        record(f"bench_learning {settings['recipe']} {args.variant} on {settings['protocol']} {args.split} "
+               f"(n={len(held)}, {args.steps} steps planned, overrides {overrides}): best generate HR@1 "
+               f"{float(best['generate_hr1']):.3f} at step {best['step']}; curve {curve.relative_to(ROOT) if curve.is_relative_to(ROOT) else curve}")
+    print(f"{settings['recipe']}_best_generate_hr1={float(best['generate_hr1']):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The fine-tuning workflow, one for both adapters: the DVC stage ``finetune@<variant>`` (tasks/finetune.py, settings
+from params.yaml) and ``llara finetune`` (settings from the command line and the library's recipes/profiles).
+
+Reads the item titles, the frozen recommender export and the training rows, builds the model of the variant under a
+recipe and a profile, and trains it into a run directory (resuming from its checkpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from llara.llm.data import read_examples, read_titles
+from llara.llm.distributed import is_main_process
+from llara.llm.recipes import DEFAULT_PROMPTS, DEFAULT_SEED, LLMSettings, Profile, Recipe, variant_configs
+from llara.llm.runs import build, check_embedding_rows, load_recommender_dir
+from llara.llm.training import train
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """Everything one fine-tuning run depends on."""
+
+    variant: str
+    train: Path  # split parquet (user, history, target, candidates)
+    recommender: Path  # recommender export directory
+    items: Path  # item table with titles
+    out: Path  # run directory
+    recipe: Recipe = field(default_factory=Recipe)
+    profile: Profile = field(default_factory=Profile)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    prompts: str = DEFAULT_PROMPTS
+    seed: int = DEFAULT_SEED
+    labels: dict = field(default_factory=dict)  # names recorded in run.json (protocol, recipe, profile, ...)
+
+
+def finetune(job: FinetuneJob, log: Callable[[str], None] = print) -> list[dict]:
+    """Train ``job.variant`` into ``job.out``; returns the per-step log rows (see :func:`llara.llm.training.train`)."""
+    llm = replace(job.llm, model=job.profile.llm) if job.profile.llm else job.llm
+    titles = read_titles(job.items)
+    recommender = load_recommender_dir(job.recommender)
+    check_embedding_rows(recommender, titles, job.recommender)
+    examples = read_examples(job.train)
+    train_cfg, model_cfg = variant_configs(job.variant, job.recipe, job.profile, job.seed)
+    info = {"llm": {"model": llm.model, "dtype": llm.dtype, "trust_remote_code": llm.trust_remote_code},
+            "recommender": str(job.recommender), "items": str(job.items), "prompts": job.prompts,
+            "variant": job.variant, **job.labels}
+    torch.manual_seed(job.seed)
+    model, encoder = build(llm, recommender, titles, job.prompts, model_cfg)
+    if is_main_process():
+        log(f"finetune {job.variant}: {train_cfg.steps} steps x {train_cfg.batch_size} examples of {job.train} "
+            f"({', '.join(f'{k} {v}' for k, v in job.labels.items())})")
+    return train(model, encoder, examples, train_cfg, Path(job.out), info, log=log)

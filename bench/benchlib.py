@@ -91,7 +91,8 @@ class FinetuneSetup:
 def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype: str | None = None,
                    device: str = "cpu") -> FinetuneSetup:
     """Defaults: the first of finetune.variants, finetune.recipe, llm.dtype; on CPU."""
-    from llara.llm.recipes import LLMSettings, variant_configs
+    from llara.llm.recipes import LLMSettings
+    from llara.llm.workflow import variant_configs
     from llara.llm.runs import load_recommender_dir
     from tasks.finetune import ITEMS, recommender_dir
     from tasks.params import load_params

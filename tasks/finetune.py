@@ -44,6 +44,7 @@ def finetune_job(params: FinetuneParams, llm_params: LLMParams, variant: str, it
     """The library job of stage ``finetune@<variant>`` from params.yaml."""
     return FinetuneJob(
         variant=variant, train=SPLIT_ROOT / params.protocol / "train.parquet", recommender=recommender_dir(params),
+        val=SPLIT_ROOT / params.protocol / "val.parquet",
         items=items, out=out or run_dir(params.protocol, variant), recipe=params.chosen_recipe,
         profile=params.chosen_profile, prompts=params.prompts, seed=params.seed,
         llm=LLMSettings(llm_params.base_dir, llm_params.dtype, llm_params.device, llm_params.trust_remote_code),

@@ -66,7 +66,10 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-def make_tiny_llm(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+def make_tiny_llm(tokenizer_dir: Path, out: Path, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """A 2-layer Llama of width 64 with the real tokenizer. A larger ``initializer_range`` gives embeddings large
+    enough for confident predictions (with 0.02 the tied output layer's logits stay within about +-1, so no answer can
+    be learned, only the loss's first nat)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -74,7 +77,7 @@ def make_tiny_llm(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                          tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+                         pad_token_id=tok.pad_token_id, initializer_range=initializer_range)
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out

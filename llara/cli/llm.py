@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--recommender", required=True, help="recommender export directory")
     f.add_argument("--items", default="data/ingested/items.parquet", help="item table with titles")
     f.add_argument("--train", required=True, help="train split parquet")
+    f.add_argument("--val", default=None, help="validation split parquet for the checkpoint choice (with the profile's "
+                                                "select_every > 0, or --set select_every=N)")
     f.add_argument("--out", required=True, help="run directory")
     f.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES), help=f"training recipe (default: {DEFAULT_RECIPE})")
     f.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
@@ -72,6 +74,7 @@ def _finetune(args: argparse.Namespace) -> int:
     settings.update({k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None})
     recipe, profile = with_settings(RECIPES[args.recipe], PROFILES[args.profile], settings)
     job = FinetuneJob(variant=args.variant, train=Path(args.train), recommender=Path(args.recommender),
+                      val=Path(args.val) if args.val else None,
                       items=Path(args.items), out=Path(args.out), recipe=recipe, profile=profile,
                       llm=LLMSettings(args.llm, args.dtype, args.device), prompts=args.prompts, seed=args.seed,
                       labels={"recipe": args.recipe, "profile": args.profile})

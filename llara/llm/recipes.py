@@ -8,7 +8,7 @@ Torch-free, so params validation stays light.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 from llara.errors import require_config
 
@@ -97,9 +97,11 @@ class Profile:
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same results
     attention: str = "auto"  # attention kernel while training: auto (eager on CPU), eager, sdpa
     compile: bool | str = "auto"  # torch.compile the decoder layers while training: true, false, auto
+    select_every: int = 0  # validation-based checkpoint choice every N steps (0: off, the last step's weights)
+    select_rows: int = 0  # validation rows it generates for (0: all)
 
     def validate(self) -> "Profile":
-        for key in ("steps", "warmup_steps"):
+        for key in ("steps", "warmup_steps", "select_every", "select_rows"):
             require_config(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         for key in ("batch_size", "micro_batch", "checkpoint_every"):
             require_config(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
@@ -119,29 +121,10 @@ PROFILES: dict[str, Profile] = {
     "default": Profile(),  # CPU, bounded
     "long": Profile(steps=4000, warmup_steps=100, checkpoint_every=50),  # nightly CPU, ~8 h
     "paper": Profile(steps=2580, batch_size=128, warmup_steps=129, checkpoint_every=50,  # 5 epochs x 66k rows / 128
-                     llm="meta-llama/Llama-2-7b-hf", gradient_checkpointing=True),
+                     llm="meta-llama/Llama-2-7b-hf", gradient_checkpointing=True, select_every=516),  # once an epoch
 }
 DEFAULT_RECIPE = "ours"
 DEFAULT_PROFILE = "default"
-
-
-def as_dict(config) -> dict:
-    return asdict(config)
-
-
-def variant_configs(variant: str, recipe: Recipe, profile: Profile, seed: int = DEFAULT_SEED):
-    """(TrainConfig, ModelConfig) of a variant under a recipe and profile."""
-    from llara.llm.model import ModelConfig
-    from llara.llm.training import TrainConfig
-
-    require_config(variant in VARIANT_SCHEDULES, "variant", f"unknown {variant!r} (one of {list(VARIANTS)})")
-    values = {**asdict(recipe), **asdict(profile), "seed": seed, "schedule": VARIANT_SCHEDULES[variant]}
-    train_cfg = TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig) if f.name in values})
-    model_cfg = ModelConfig(**{f.name: values[f.name] for f in fields(ModelConfig) if f.name in values})
-    if variant == "zero-shot":
-        train_cfg = replace(train_cfg, steps=0, head_weight=0.0)
-        model_cfg = replace(model_cfg, score_head=False)
-    return train_cfg, model_cfg
 
 
 def with_settings(recipe: Recipe, profile: Profile, settings: dict) -> tuple[Recipe, Profile]:

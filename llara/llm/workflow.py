@@ -7,17 +7,32 @@ recipe and a profile, and trains it into a run directory (resuming from its chec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from llara.errors import require_config
 from llara.llm.data import read_examples, read_titles
 from llara.llm.distributed import is_main_process
-from llara.llm.recipes import DEFAULT_PROMPTS, DEFAULT_SEED, LLMSettings, Profile, Recipe, variant_configs
-from llara.llm.runs import build, check_embedding_rows, load_recommender_dir
-from llara.llm.training import train
+from llara.llm.model import ModelConfig
+from llara.llm.recipes import DEFAULT_PROMPTS, DEFAULT_SEED, VARIANT_SCHEDULES, VARIANTS, LLMSettings, Profile, Recipe
+from llara.llm.runs import build, check_embedding_rows, eval_item_mode, load_recommender_dir
+from llara.llm.selection import Selection
+from llara.llm.training import TrainConfig, train
+
+
+def variant_configs(variant: str, recipe: Recipe, profile: Profile, seed: int = DEFAULT_SEED):
+    """(TrainConfig, ModelConfig) of a variant under a recipe and profile."""
+    require_config(variant in VARIANT_SCHEDULES, "variant", f"unknown {variant!r} (one of {list(VARIANTS)})")
+    values = {**asdict(recipe), **asdict(profile), "seed": seed, "schedule": VARIANT_SCHEDULES[variant]}
+    train_cfg = TrainConfig(**{f.name: values[f.name] for f in fields(TrainConfig) if f.name in values})
+    model_cfg = ModelConfig(**{f.name: values[f.name] for f in fields(ModelConfig) if f.name in values})
+    if variant == "zero-shot":
+        train_cfg = replace(train_cfg, steps=0, head_weight=0.0)
+        model_cfg = replace(model_cfg, score_head=False)
+    return train_cfg, model_cfg
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,7 @@ class FinetuneJob:
     recommender: Path  # recommender export directory
     items: Path  # item table with titles
     out: Path  # run directory
+    val: Path | None = None  # validation rows for the checkpoint choice (profile.select_every)
     recipe: Recipe = field(default_factory=Recipe)
     profile: Profile = field(default_factory=Profile)
     llm: LLMSettings = field(default_factory=LLMSettings)
@@ -53,4 +69,14 @@ def finetune(job: FinetuneJob, log: Callable[[str], None] = print) -> list[dict]
     if is_main_process():
         log(f"finetune {job.variant}: {train_cfg.steps} steps x {train_cfg.batch_size} examples of {job.train} "
             f"({', '.join(f'{k} {v}' for k, v in job.labels.items())})")
-    return train(model, encoder, examples, train_cfg, Path(job.out), info, log=log)
+    selection = None
+    if job.val is not None and job.profile.select_every > 0 and train_cfg.steps > 0:
+        rows = read_examples(job.val)[: job.profile.select_rows or None]
+        selection = Selection(job.out, rows, job.profile.select_every, train_cfg.steps,
+                              item_mode=eval_item_mode(job.variant), seed=job.seed).bind(model, encoder)
+    log_rows = train(model, encoder, examples, train_cfg, Path(job.out), info, log=log, on_step=selection)
+    if selection is not None and is_main_process():
+        best = selection.finish()
+        log(f"final/ holds step {best['step']} of {train_cfg.steps} (validation HR@1 {best['hr@1']:.3f} "
+            f"on {best['n']} rows, every {job.profile.select_every} steps)")
+    return log_rows

@@ -1,0 +1,106 @@
+"""The training objectives on a tiny random Llama with the real tokenizer: the distillation targets are exact, and every
+recipe's loss falls on a small learnable task (the answer is always the first candidate); the validation-based
+checkpoint choice puts the best step's weights into final/."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llara.llm import selection as selection_module
+from llara.llm.data import Example, collate
+from llara.llm.objectives import answer_targets, soft_answer_loss, teacher_distribution
+from llara.llm.recipes import PROFILES, RECIPES
+from llara.llm.selection import Selection
+from llara.llm.training import TrainConfig, train
+from llara.llm.workflow import variant_configs
+from tests.test_llm_support import build_tiny, fake_examples, make_tiny_llm, tiny_llm_dir, tokenizer_dir  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def learnable_llm_dir(tokenizer_dir, tmp_path_factory):
+    """The tiny Llama with embeddings large enough for confident answers (see make_tiny_llm)."""
+    return make_tiny_llm(tokenizer_dir, tmp_path_factory.mktemp("learnable-llm"), initializer_range=0.5)
+
+
+def first_candidate_task(n_rows: int, n_items: int = 30) -> list[Example]:
+    """Rows whose answer is always their first candidate: learnable from the prompt alone."""
+    return [Example(e.row, e.user, e.history, e.candidates[0], e.candidates) for e in fake_examples(n_rows, n_items)]
+
+
+def test_plain_targets_are_the_generative_loss_and_soft_targets_spread_over_candidates(tiny_llm_dir):
+    model, enc, _, _ = build_tiny(tiny_llm_dir)
+    ex = fake_examples(3, 30)
+    batch = collate(enc, ex, ["hybrid"] * 3, [0] * 3, True, model.loaded.pad_token_id)
+    with torch.no_grad():
+        embeds, z, has = model.input_embeds(batch)
+        hidden = model.hidden_states(batch, embeds).last_hidden_state
+        onehot = teacher_distribution(batch.target_index, z, has, mix=0.0, temperature=1.0)
+        plain = model.answer_loss(hidden, batch.labels, "sum")
+        assert torch.allclose(soft_answer_loss(model, hidden, batch.labels, answer_targets(enc, ex, onehot)), plain)
+        teacher = teacher_distribution(batch.target_index, z, has, mix=0.5, temperature=1.0)
+        assert torch.allclose(teacher.sum(1), torch.ones(3))
+        assert torch.all(teacher[torch.arange(3), batch.target_index] >= 0.5)
+        positions, tokens, weights = answer_targets(enc, ex, teacher)
+    totals = {}
+    for p, w in zip(positions, weights):
+        totals[p] = totals.get(p, 0.0) + w
+    assert all(abs(t - 1) < 1e-6 for t in totals.values())
+    # the first answer position of row 0: every candidate's first token, weighted by the teacher
+    first = {t: w for p, t, w in zip(positions, tokens, weights) if p == 0}
+    expected: dict[int, float] = {}
+    for c, q in zip(ex[0].candidates, teacher[0].tolist()):
+        tok = enc.answer_ids(c)[0]
+        expected[tok] = expected.get(tok, 0.0) + q
+    assert first == pytest.approx(expected)
+    # text rows (no recommender scores in the prompt) keep the one-hot target
+    text_teacher = teacher_distribution(batch.target_index, z, torch.zeros(3), mix=0.5, temperature=1.0)
+    assert torch.equal(text_teacher, onehot)
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("paper", {}),  # next-token loss on the answer, item-embedding tokens, Adam
+    ("ours", {}),  # + affinity features, score head
+    ("ours", {"distill": 1.0, "token_first": True, "text_placeholder": True}),  # the distillation targets
+])
+def test_each_recipe_learns_a_learnable_task(learnable_llm_dir, tmp_path, name, settings):
+    recipe = replace(RECIPES[name], lr=1e-2, warmup_start_lr=1e-3, lora_dropout=0.0, **settings)
+    profile = replace(PROFILES["default"], steps=30, batch_size=4, micro_batch=4, warmup_steps=2, checkpoint_every=100,
+                      compile=False)
+    train_cfg, model_cfg = variant_configs("hybrid-direct", recipe, profile, seed=0)
+    train_cfg = replace(train_cfg, autocast=False, score_noise=0.0)
+    torch.manual_seed(0)
+    model, enc, _, _ = build_tiny(learnable_llm_dir, config=replace(model_cfg, lora_r=8))
+    rows = train(model, enc, first_candidate_task(8), train_cfg, tmp_path, {}, log=lambda m: None)
+    first, last = (sum(r["loss"] for r in part) / len(part) for part in (rows[:5], rows[-5:]))
+    assert last < 0.6 * first, (first, last)
+
+
+def test_selection_puts_the_best_steps_weights_into_final(tiny_llm_dir, tmp_path, monkeypatch):
+    model, enc, _, _ = build_tiny(tiny_llm_dir)
+    scripted = [0.5, 0.25, 0.5, 0.0]  # at steps 2, 4, 6, 7: 2 and 6 tie (the later wins), 4 and 7 are worse
+    calls = []
+
+    def fake_evaluate(model_, encoder, examples, **kwargs):
+        value = {"value": scripted[len(calls)], "ci95": [0, 1], "n": len(examples)}
+        calls.append(kwargs["modes"])
+        return {"generate": {"hr@1": value, "valid_ratio": value}}, None
+
+    monkeypatch.setattr(selection_module, "evaluate", fake_evaluate)
+    cfg = TrainConfig(steps=7, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100, compile=False)
+    chooser = Selection(tmp_path, fake_examples(4, 30), every=2, total_steps=7, item_mode="hybrid").bind(model, enc)
+    train(model, enc, fake_examples(8, 30), cfg, tmp_path, {}, lambda m: None, on_step=chooser)
+    assert calls == [["generate"]] * 4  # every 2 steps and the last one
+    points = [json.loads(line) for line in (tmp_path / "validation.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in points] == [2, 4, 6, 7]
+    last = load_file(tmp_path / "final" / "modules.safetensors")
+    best = chooser.finish()
+    assert best["step"] == 6
+    chosen = load_file(tmp_path / "final" / "modules.safetensors")
+    assert chosen.keys() == last.keys() and any(not torch.equal(chosen[k], last[k]) for k in chosen)
+    assert all(torch.equal(chosen[k], v) for k, v in load_file(tmp_path / "selected" / "modules.safetensors").items())
+    assert json.loads((tmp_path / "final" / "run.json").read_text())["selected"]["step"] == 6

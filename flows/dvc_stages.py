@@ -263,3 +263,31 @@ def run_stage(root: Path, stage: str, log: Callable[[str], None], *, force: bool
         error, stage_code = failure_message(lines)
         raise StageFailed(stage, stage_code if stage_code is not None else code, error)
     return StageResult(stage, classify(stage, lines), round(time.monotonic() - started, 3))
+
+
+REMOTE_NAME = "llara-local"
+
+
+def default_remote(root: Path, log: Callable[[str], None]) -> str:
+    """The workspace's default DVC remote; when none is configured, a local directory outside the workspace
+    (``$LLARA_DVC_REMOTE`` or ``<parent>/<name>-dvc-remote``) is added as the default in ``.dvc/config.local``."""
+    code, lines = run_dvc(root, ["remote", "default"], lambda line: None)
+    if code == 0 and lines and lines[-1].strip():
+        return lines[-1].strip()
+    path = Path(os.environ.get("LLARA_DVC_REMOTE") or root.parent / f"{root.name}-dvc-remote").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    code, lines = run_dvc(root, ["remote", "add", "--local", "--default", "--force", REMOTE_NAME, str(path)], log)
+    if code != 0:
+        raise StageFailed("dvc remote add", code, lines[-1] if lines else "failed")
+    log(f"no default DVC remote: added {REMOTE_NAME} -> {path} (.dvc/config.local)")
+    return REMOTE_NAME
+
+
+def push(root: Path, log: Callable[[str], None]) -> str:
+    """``dvc push`` to the default remote (configured first if there is none); returns the remote's name."""
+    remote = default_remote(root, log)
+    code, lines = run_dvc(root, ["push", "--remote", remote], log)
+    if code != 0:
+        error, _ = failure_message(lines)
+        raise StageFailed(f"dvc push to {remote}", code, error)
+    return remote

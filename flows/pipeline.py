@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import json
 import os
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dvc_stages import StageFailed, StageResult, load_stage_graph, run_stage, stage_name
+from flows.dvc_stages import StageFailed, StageResult, load_stage_graph, push, run_stage, stage_name
 from flows.env import apply_env_defaults
 from flows.workspace import params_overrides, resolve_root, workspace_lock
+from llara import champion
 from llara.metrics_files import metrics_markdown
 
 apply_env_defaults()
@@ -33,6 +35,8 @@ STAGE_TIMEOUT_S = float(os.environ.get("LLARA_STAGE_TIMEOUT_S", str(12 * 3600)))
 MAX_PARALLEL_STAGES = int(os.environ.get("LLARA_MAX_PARALLEL_STAGES", "4"))
 DONE = ("ran", "skipped", "restored")
 METRICS_ARTIFACT_KEY = "pipeline-metrics"
+CHAMPION_ARTIFACT_KEY = "champion"
+CHAMPION_METRICS = Path("metrics/champion.json")
 
 
 def _retry_unless_bad_input(task, task_run, state) -> bool:
@@ -61,11 +65,29 @@ def dvc_stage(repo_root: str, stage: str, force: bool = False, timeout_s: float 
 
 def publish_metrics(root: Path, key: str = METRICS_ARTIFACT_KEY) -> str:
     """Markdown table of every ``metrics/*.json`` as a Prefect artifact (missing files show as "not run")."""
-    files = {p.stem: p.relative_to(root) for p in sorted((root / "metrics").glob("*.json"))}
+    files = {p.stem: p.relative_to(root) for p in sorted((root / "metrics").glob("*.json"))
+             if p.name != CHAMPION_METRICS.name}
     text = "## Metrics (value [95% CI] n)\n\n"
     text += metrics_markdown({k: root / v for k, v in files.items()}) if files else "_no metrics files yet_\n"
     create_markdown_artifact(markdown=text, key=key, description=f"metrics/*.json of {root}")
     return text
+
+
+def publish_champion(root: Path, statuses: dict[str, str], push_remote: bool, log) -> dict | None:
+    """After stage ``promote`` ran: the comparison and decision as a markdown artifact, and ``dvc push`` of a new
+    champion to the default remote (configured as a local directory outside the workspace if there is none)."""
+    path = root / CHAMPION_METRICS
+    if statuses.get("promote") not in ("ran", "restored") or not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    create_markdown_artifact(markdown=champion.markdown(data), key=CHAMPION_ARTIFACT_KEY,
+                             description="champion/challenger: comparison, decision, history")
+    decision = data.get("decision", {})
+    log(f"champion: {decision.get('event')} {decision.get('version')}: {decision.get('reason')}")
+    if push_remote and decision.get("event") == "promoted":
+        remote = push(root, log)
+        log(f"pushed champion {decision.get('version')} and the pipeline's outputs to DVC remote {remote}")
+    return data
 
 
 def run_graph(root: Path, targets: list[str] | None, force: bool, retries: dict[str, int],
@@ -126,6 +148,7 @@ def pipeline(
     retries: dict[str, int] | None = None,
     retry_delay_s: float = RETRY_DELAY_S,
     timeouts: dict[str, float] | None = None,
+    push_remote: bool = True,
 ) -> dict[str, str]:
     """Reproduce the DVC pipeline (or ``targets`` and what they need) stage by stage.
 
@@ -139,11 +162,14 @@ def pipeline(
         retry_delay_s: seconds between retries.
         timeouts: seconds per stage (name or address) before it is stopped and fails the run (default 12 h,
             ``$LLARA_STAGE_TIMEOUT_S``).
+        push_remote: after a promotion, ``dvc push`` to the default remote (docs/operations.md).
     """
     log = get_run_logger()
     root = resolve_root(repo_root)
     retries = DEFAULT_RETRIES if retries is None else retries
-    with workspace_lock(root, log.info), params_overrides(root, overrides, log.info) as workdir:
-        statuses = run_graph(workdir, targets, force, retries, retry_delay_s, timeouts)
-    publish_metrics(root)
+    with workspace_lock(root, log.info):
+        with params_overrides(root, overrides, log.info) as workdir:
+            statuses = run_graph(workdir, targets, force, retries, retry_delay_s, timeouts)
+        publish_metrics(root)
+        publish_champion(root, statuses, push_remote, log.info)
     return statuses

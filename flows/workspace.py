@@ -47,9 +47,9 @@ OVERRIDABLE = (
     "finetune.protocol", "finetune.backbone", "finetune.variants", "finetune.prompts", "finetune.seed",
     "finetune.profile", "finetune.recipe", "finetune.profiles.*", "finetune.recipes.*",
     "evaluate.*",
-    "champion.margin", "champion.variant", "champion.modes", "champion.metric",
-    "recommend.k", "recommend.n_candidates", "recommend.users", "recommend.workers", "recommend.shard_size",
-    "recommend.rerank", "recommend.batch_size",
+    "champion.*",
+    "recommend.users", "recommend.k", "recommend.n_candidates", "recommend.rerank", "recommend.batch_size",
+    "recommend.shard_size", "recommend.workers", "recommend.threads_per_worker", "recommend.device",
     "report.chart_metric", "report.n_examples", "report.top_k",
 )
 MODEL_KEYS = ("llm.model", "finetune.profiles.*.llm")

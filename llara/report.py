@@ -46,6 +46,7 @@ class ReportConfig:
     n_examples: int = 5
     top_k: int = 5
     title: str = "LLaRA pipeline report"
+    champion: Path = Path("metrics/champion.json")  # champion/challenger decisions (stage promote)
 
     def validate(self) -> None:
         """Range checks; a :class:`~llara.errors.ConfigError` names the field."""
@@ -255,6 +256,18 @@ def _examples_html(path: Path, examples: list[Example], top_k: int) -> str:
     return "\n".join(out) + "</table>"
 
 
+def _champion_html(path: Path) -> str:
+    """The champion's history (stage ``promote``): one row per nightly decision."""
+    data = load_metrics(path)
+    if not data:
+        return "<p>No champion yet: stage <code>promote</code> has produced none.</p>"
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{_e(e.get('event'))}</td><td>{_e(e.get('version') or '–')}</td><td>{_e(e.get('reason', ''))}"
+        "</td></tr>" for i, e in enumerate(data.get("history", []), 1))
+    return (f"<p>Serving: <b>{_e(data.get('current') or 'none')}</b></p><table><tr><th>#</th><th>event</th>"
+            f"<th>version</th><th>reason</th></tr>{rows}</table>")
+
+
 def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
     """The report as one HTML string (deterministic for the same inputs); paths are relative to ``root``."""
     body = [f"<h1>{_e(config.title)}</h1>", "<h2>Metrics</h2>",
@@ -267,6 +280,8 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
         rows = None if data is None else metric_rows(data)
         all_rows += rows or []
         body.append(_metrics_html(label, path, rows))
+    body.append("<h2>Champion history</h2>")
+    body.append(_champion_html(root / config.champion))
     body.append(f"<h2>Ablation: {_e(config.chart_metric)} per variant</h2>")
     charts = [(s, ablation_png(all_rows, s, config.chart_metric)) for s in dict.fromkeys(r.split for r in all_rows)]
     charts = [(s, png) for s, png in charts if png]

@@ -273,6 +273,44 @@ class EvaluateParams(Strict):
     max_rows: int | None = Field(None, ge=1)  # evaluate only the first N rows of each split (quick checks)
 
 
+class ChampionParams(Strict):
+    """Stage ``promote``: champion/challenger (llara/champion.py, docs/operations.md)."""
+
+    variant: Literal[LLM_VARIANTS] = "hybrid-curriculum"  # the challenger, trained by finetune@<variant>
+    modes: list[Literal["generate", "rank"]] = Field(["rank", "generate"], min_length=1)
+    metric: Literal["generate", "rank"] = "rank"  # the mode whose HR@1 decides
+    margin: float = Field(0.02, ge=0, le=1)  # promote unless HR@1 is lower than the champion's by more than this
+    max_users: int | None = Field(None, ge=1)  # compare on the first N validation users (null: all)
+    batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _metric_compared(self):
+        if self.metric not in self.modes:
+            raise ValueError(f"metric {self.metric!r} is not among modes {self.modes}")
+        return self
+
+
+class RecommendParams(Strict):
+    """Stage ``recommend``: batch top-k per user from the champion (flows/recommend.py, docs/operations.md)."""
+
+    users: Literal["all", "active"] = "active"  # active: users with interactions since the last run
+    k: int = Field(10, ge=1, le=1000)
+    n_candidates: int = Field(20, ge=1, le=10_000)  # the recommender's top-N re-ranked by the LLM
+    rerank: bool = True  # false: the recommender's own top-k
+    batch_size: int = Field(16, ge=1)
+    shard_size: int = Field(256, ge=1)  # users per task; the output does not depend on the worker count
+    workers: int = Field(2, ge=1, le=1024)  # LocalCluster worker processes
+    threads_per_worker: int = Field(1, ge=1, le=256)  # torch threads in each worker
+    scheduler: str | None = None  # a running Dask scheduler (tcp://host:8786) instead of the LocalCluster
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _candidates(self):
+        if self.rerank and self.n_candidates < self.k:
+            raise ValueError(f"n_candidates ({self.n_candidates}) must be >= k ({self.k}) to re-rank")
+        return self
+
+
 @functools.cache
 def params_model(families: tuple[tuple[str, Family], ...]) -> type[BaseModel]:
     """Top level of params.yaml: one validated section per stage family; an unknown section (a typo) is an error."""
@@ -286,6 +324,8 @@ def params_model(families: tuple[tuple[str, Family], ...]) -> type[BaseModel]:
         llm=(LLMParams, LLMParams()),
         finetune=(finetune, ...),
         evaluate=(EvaluateParams, EvaluateParams()),
+        champion=(ChampionParams, ChampionParams()),
+        recommend=(RecommendParams, RecommendParams()),
         report=(ReportConfig, Field(default_factory=ReportConfig)),
     )
 
@@ -319,6 +359,9 @@ def parse_params(data: dict, where: str | Path = PARAMS_FILE) -> Params:
         else:  # a library config used as it is
             with reported_as(where, name):
                 section.validate()
+    if params.champion.variant not in params.finetune.variants:
+        raise InputError(where, f"champion.variant: {params.champion.variant!r} is not among finetune.variants "
+                                f"{list(params.finetune.variants)} (the challenger must be trained)")
     return params
 
 

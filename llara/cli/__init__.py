@@ -14,7 +14,7 @@ from llara.entrypoint import OneLineParser, is_verbose, run_reporting_errors
 from llara.errors import ConfigError, InputError
 
 # Modules that contribute subcommands, in --help order.
-COMMAND_MODULES = ["llara.cli.data", "llara.cli.recommenders", "llara.cli.llm", "llara.cli.pipeline"]
+COMMAND_MODULES = ["llara.cli.data", "llara.cli.recommenders", "llara.cli.llm", "llara.cli.champion", "llara.cli.pipeline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

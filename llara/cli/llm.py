@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Rank candidate items (default: all unseen items) for a history of ids or titles. "
                                    "Ids are the dataset's own (original) ids, as in its raw files; the output lists "
                                    "original item id, score and title.")
-    r.add_argument("run", help="run directory (data/runs/<protocol>/<variant>)")
+    r.add_argument("run", help="run directory (data/runs/<protocol>/<variant>) or the champion (data/champion)")
     r.add_argument("--history", required=True, nargs="+",
                    help="history items, oldest first (original item ids or exact titles)")
     r.add_argument("--candidates", nargs="+", default=None,
@@ -122,8 +122,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llara.champion import CURRENT_FILE, load_bundle
     from llara.llm.recommend import recommend
 
-    for row in recommend(args.run, args.history, args.candidates, k=args.k, device=args.device):
+    bundle = load_bundle(args.run, device=args.device)[:3] if (Path(args.run) / CURRENT_FILE).is_file() else None
+    for row in recommend(args.run, args.history, args.candidates, k=args.k, device=args.device, model_bundle=bundle):
         print(f"{row['item']}\t{row['score']:.4f}\t{row['title']}")
     return 0

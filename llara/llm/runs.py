@@ -57,9 +57,11 @@ def read_run_info(run_dir: str | Path) -> dict:
 
 
 def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, device: str = "auto",
-             llm_model: str | None = None, merge: bool = True) -> tuple[LlaraModel, PromptEncoder, dict]:
+             llm_model: str | None = None, merge: bool = True, items: str | Path | None = None
+             ) -> tuple[LlaraModel, PromptEncoder, dict]:
     """A trained run, ready for evaluation (eval mode, frozen); ``merge`` folds the LoRA adapter into the base
-    weights (faster; scores differ by the rounding of the LLM's dtype)."""
+    weights (faster; scores differ by the rounding of the LLM's dtype). ``recommender``, ``llm_model`` and ``items``
+    replace the ones run.json names (a champion bundle carries its own)."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -69,7 +71,7 @@ def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, dev
         llm.model = llm_model
     if recommender is None:
         recommender = load_recommender_dir(info["recommender"])
-    titles = read_titles(info["items"])
+    titles = read_titles(items or info["items"])
     config = ModelConfig(**{f.name: info["model"][f.name] for f in fields(ModelConfig) if f.name in info["model"]})
     model, encoder = build(llm, recommender, titles, info["prompts"], config, adapter_dir=run_dir / "final" / "adapter")
     modules = run_dir / "final" / "modules.safetensors"

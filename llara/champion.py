@@ -1,0 +1,317 @@
+"""The champion: the model the product serves, its versions, promotion decisions and rollback.
+
+A champion directory (``data/champion``, the persisted output of stage ``promote``) holds:
+
+- ``versions/vNNNN/``: one self-contained bundle per promoted model: ``run/final/`` (the trained run's weights and
+  run.json), ``recommender/`` (the recommender export it was trained with), ``items.parquet`` and, when ingest wrote
+  them, the id maps (``user_ids.parquet``, ``item_ids.parquet``), and ``bundle.json`` (version, the run's content
+  hash, the base LLM folder and its content hash, the comparison that promoted it). The base LLM is not copied (it
+  is the ``llm`` stage's output, hundreds of MB); loading checks its content hash.
+- ``history.json``: every decision, oldest first (``promoted``, ``kept``, ``rollback``, ``unchanged``);
+- ``CURRENT``: the version serving now.
+
+A challenger is promoted when it is not worse than the champion by more than ``margin`` in the deciding mode's HR@1
+(paired difference challenger - champion on the same validation users and candidates, point estimate); the first
+challenger is promoted when there is no champion. Every version stays, so the previous one is always recoverable
+(:func:`rollback`); a version rolled back from is never promoted again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from llara.atomic import atomic_dir, atomic_path, write_json
+from llara.errors import InputError, require
+from llara.fingerprint import file_digest, json_digest, tree_digest, tree_files
+from llara.metrics import paired_difference, summarize
+
+CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "history.json"
+BUNDLE_FILE = "bundle.json"
+ID_MAP_FILES = ("user_ids.parquet", "item_ids.parquet")
+
+
+def _canonical(value):
+    """JSON with sorted keys and sorted lists of names (peft writes ``target_modules``, a set, in hash order)."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        items = [_canonical(v) for v in value]
+        return sorted(items) if all(isinstance(v, str) for v in items) else items
+    return value
+
+
+def run_digest(final_dir: str | Path) -> str:
+    """Content hash of a trained run's ``final/``: weight files byte for byte, JSON files canonicalized."""
+    final_dir = Path(final_dir)
+    digest = hashlib.sha256()
+    for f in tree_files(final_dir):
+        content = json_digest(_canonical(json.loads(f.read_text()))) if f.suffix == ".json" else file_digest(f)
+        digest.update(f"{f.relative_to(final_dir).as_posix()}\0{content}\n".encode())
+    return digest.hexdigest()
+
+
+def read_history(champion_dir: str | Path) -> list[dict]:
+    path = Path(champion_dir) / HISTORY_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def current_version(champion_dir: str | Path) -> str | None:
+    path = Path(champion_dir) / CURRENT_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def version_dir(champion_dir: str | Path, version: str) -> Path:
+    return Path(champion_dir) / "versions" / version
+
+
+def bundle_info(champion_dir: str | Path, version: str | None = None) -> dict:
+    version = version or current_version(champion_dir)
+    require(version is not None, champion_dir, "no champion yet (run the nightly flow or `dvc repro promote`)")
+    path = version_dir(champion_dir, version) / BUNDLE_FILE
+    require(path.is_file(), path, "missing (incomplete champion version)")
+    return json.loads(path.read_text())
+
+
+def make_bundle(run_dir: Path, dest: Path, *, version: str, recommender_dir: Path, items: Path, llm_dir: Path,
+                id_maps_dir: Path | None, run_hash: str, comparison: dict | None) -> None:
+    """Write the self-contained bundle of trained run ``run_dir`` into ``dest`` (atomically)."""
+    run_info = json.loads((run_dir / "final" / "run.json").read_text())
+    with atomic_dir(dest) as tmp:
+        shutil.copytree(run_dir / "final", tmp / "run" / "final")
+        shutil.copytree(recommender_dir, tmp / "recommender")
+        shutil.copy2(items, tmp / "items.parquet")
+        for name in ID_MAP_FILES:
+            if id_maps_dir is not None and (id_maps_dir / name).is_file():
+                shutil.copy2(id_maps_dir / name, tmp / name)
+        write_json({"version": version, "run_hash": run_hash, "variant": run_info.get("variant"),
+                    "source_run": str(run_dir), "llm_dir": str(llm_dir), "llm_hash": tree_digest(llm_dir),
+                    "comparison": comparison}, tmp / BUNDLE_FILE)
+
+
+def load_bundle(champion_dir: str | Path, version: str | None = None, *, device: str = "auto",
+                check_llm: bool = True):
+    """(model, encoder, info, bundle) of the champion (or ``version``), ready to score."""
+    from llara.llm.runs import load_recommender_dir, load_run
+
+    bundle = bundle_info(champion_dir, version)
+    directory = version_dir(champion_dir, bundle["version"])
+    llm_dir = Path(bundle["llm_dir"])
+    require(llm_dir.is_dir(), llm_dir, "the champion's base LLM is missing (`dvc pull` or `dvc repro llm`)")
+    if check_llm:
+        require(tree_digest(llm_dir) == bundle["llm_hash"], llm_dir,
+                f"differs from the base LLM champion {bundle['version']} was trained on; retrain, or restore it")
+    model, encoder, info = load_run(directory / "run", recommender=load_recommender_dir(directory / "recommender"),
+                                    items=directory / "items.parquet", llm_model=str(llm_dir), device=device)
+    info = {**info, "items": str(directory / "items.parquet")}  # its id maps lie beside it, in the bundle
+    return model, encoder, info, bundle
+
+
+def item_originals(directory: Path, items: Sequence[int]) -> np.ndarray:
+    """Original ids of internal item ids, through ``directory/item_ids.parquet`` (identity without a map)."""
+    path = directory / "item_ids.parquet"
+    items = np.asarray(items, dtype=np.int64)
+    if not path.is_file():
+        return items.astype(object)
+    table = pl.read_parquet(path)
+    lookup = dict(zip(table["id"].to_list(), table["original"].to_list()))
+    return np.array([lookup.get(int(i)) for i in items], dtype=object)
+
+
+def translate_examples(examples: Sequence, from_dir: Path, to_dir: Path):
+    """The examples in ``to_dir``'s internal item ids (via original ids); an example whose target or candidates the
+    other side does not know is dropped, unknown history items are skipped. Returns (kept indices, examples)."""
+    from llara.llm.data import Example
+
+    if not (from_dir / "item_ids.parquet").is_file() and not (to_dir / "item_ids.parquet").is_file():
+        return list(range(len(examples))), list(examples)
+    target_table = pl.read_parquet(to_dir / "item_ids.parquet") if (to_dir / "item_ids.parquet").is_file() else None
+    to_internal = (dict(zip(target_table["original"].to_list(), target_table["id"].to_list()))
+                   if target_table is not None else None)
+    all_items = sorted({i for e in examples for i in (*e.history, *e.candidates)})
+    originals = dict(zip(all_items, item_originals(from_dir, all_items)))
+    mapped = {i: (to_internal.get(o) if to_internal is not None else o) for i, o in originals.items()}
+    kept, out = [], []
+    for k, e in enumerate(examples):
+        cands = [mapped[c] for c in e.candidates]
+        history = tuple(mapped[h] for h in e.history if mapped[h] is not None)
+        if any(c is None for c in cands) or not history:
+            continue
+        kept.append(k)
+        out.append(Example(e.row, e.user, history, mapped[e.target], tuple(cands)))
+    return kept, out
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reason: str
+    comparison: dict
+
+
+def per_user_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
+    """0/1 HR@1 per example from :func:`llara.llm.evaluation.evaluate`'s predictions."""
+    if mode == "generate":
+        return predictions["correct"].cast(pl.Float64).to_numpy()
+    return (predictions["rank"] == 1).cast(pl.Float64).to_numpy()
+
+
+def compare(challenger: dict[str, np.ndarray], champion: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """Per mode: both models' HR@1 (value, CI, n) and the paired difference challenger - champion with its CI."""
+    return {mode: {"challenger": summarize(challenger[mode], seed=seed), "champion": summarize(champion[mode], seed=seed),
+                   "difference": paired_difference(challenger[mode], champion[mode], seed=seed)}
+            for mode in challenger}
+
+
+def decide(comparison: dict | None, mode: str, margin: float) -> Decision:
+    """Promote unless the challenger's HR@1 in ``mode`` is lower than the champion's by more than ``margin``."""
+    if comparison is None:
+        return Decision(True, "no champion yet: the first challenger becomes the champion", {})
+    diff = comparison[mode]["difference"]
+    if diff["value"] >= -margin:
+        return Decision(True, f"{mode} HR@1 {diff['model']:.4f} vs champion {diff['baseline']:.4f}: difference "
+                              f"{diff['value']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] n={diff['n']} "
+                              f"is not worse than the margin -{margin}", comparison)
+    return Decision(False, f"{mode} HR@1 {diff['model']:.4f} vs champion {diff['baseline']:.4f}: difference "
+                           f"{diff['value']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] n={diff['n']} is "
+                           f"worse than the margin -{margin}: the champion stays", comparison)
+
+
+def next_version(champion_dir: Path) -> str:
+    existing = [p.name for p in (champion_dir / "versions").glob("v*")] if (champion_dir / "versions").is_dir() else []
+    return f"v{max([int(v[1:]) for v in existing if v[1:].isdigit()] + [0]) + 1:04d}"
+
+
+def record(champion_dir: Path, entry: dict, current: str | None) -> None:
+    """Append ``entry`` to the history and point CURRENT at ``current`` (each file replaced atomically)."""
+    history = read_history(champion_dir) + [entry]
+    write_json(history, champion_dir / HISTORY_FILE)
+    if current is not None:
+        with atomic_path(champion_dir / CURRENT_FILE) as tmp:
+            tmp.write_text(current + "\n")
+
+
+def rejected_hashes(history: list[dict]) -> set[str]:
+    """Run hashes of versions rolled back from: never promoted again."""
+    return {e["from_hash"] for e in history if e["event"] == "rollback" and e.get("from_hash")}
+
+
+def rollback(champion_dir: str | Path, to_version: str | None = None) -> dict:
+    """Serve the previous promoted version again (or ``to_version``); the one rolled back from is never re-promoted."""
+    champion_dir = Path(champion_dir)
+    current = current_version(champion_dir)
+    require(current is not None, champion_dir, "no champion to roll back")
+    promoted = [e["version"] for e in read_history(champion_dir) if e["event"] in ("promoted", "rollback")]
+    if to_version is None:
+        earlier = [v for v in dict.fromkeys(reversed(promoted)) if v != current]
+        require(bool(earlier), champion_dir, f"{current} is the only champion so far: nothing to roll back to")
+        to_version = earlier[0]
+    require(version_dir(champion_dir, to_version).is_dir(), champion_dir, f"no version {to_version}")
+    entry = {"event": "rollback", "version": to_version, "from_version": current,
+             "from_hash": bundle_info(champion_dir, current)["run_hash"],
+             "reason": f"rolled back from {current} to {to_version}"}
+    record(champion_dir, entry, to_version)
+    return entry
+
+
+def evaluate_hits(model, encoder, info: dict, examples: Sequence, modes: Sequence[str], batch_size: int,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Per-example HR@1 (0/1) of a loaded model in each mode, through the LLM evaluation API."""
+    from llara.llm.evaluation import evaluate
+    from llara.llm.runs import eval_item_mode
+
+    _, predictions = evaluate(model, encoder, examples, item_mode=eval_item_mode(info.get("variant", "")),
+                              modes=list(modes), seed=seed, batch_size=batch_size,
+                              length_norm=info["train"]["length_norm"])
+    return {mode: per_user_hits(predictions, mode) for mode in modes}
+
+
+def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence, *, recommender_dir: Path, items: Path,
+              llm_dir: Path, id_maps_dir: Path | None, modes: Sequence[str], mode: str, margin: float,
+              batch_size: int = 16, seed: int = 0, device: str = "auto", log=print) -> tuple[Decision, dict]:
+    """Evaluate the trained run (challenger) and the champion on the same validation ``examples`` and decide.
+
+    Returns the decision and the history entry recorded for it. A promoted challenger becomes a new version."""
+    from llara.llm.runs import load_run
+
+    champion_dir, run_dir = Path(champion_dir), Path(run_dir)
+    require(mode in modes, "champion.metric", f"{mode!r} is not among the compared modes {list(modes)}")
+    run_hash = run_digest(run_dir / "final")
+    history, current = read_history(champion_dir), current_version(champion_dir)
+    base = {"challenger_run": str(run_dir), "challenger_hash": run_hash, "margin": margin, "mode": mode}
+    if current is not None and bundle_info(champion_dir)["run_hash"] == run_hash:
+        entry = {**base, "event": "unchanged", "version": current, "reason": "the challenger is the champion"}
+        record(champion_dir, entry, None)
+        return Decision(False, entry["reason"], {}), entry
+    if run_hash in rejected_hashes(history):
+        entry = {**base, "event": "kept", "version": current, "reason": "this model was rolled back before"}
+        record(champion_dir, entry, None)
+        return Decision(False, entry["reason"], {}), entry
+    model, encoder, info = load_run(run_dir, device=device)
+    log(f"challenger {run_dir}: evaluating {len(examples)} validation users ({', '.join(modes)})")
+    challenger_hits = evaluate_hits(model, encoder, info, examples, modes, batch_size, seed)
+    del model
+    comparison = None
+    if current is not None:
+        c_model, c_encoder, c_info, _ = load_bundle(champion_dir, device=device)
+        kept, translated = translate_examples(examples, id_maps_dir or Path("/nonexistent"),
+                                              version_dir(champion_dir, current))
+        require(len(kept) > 0, champion_dir, "the champion knows none of the validation users' candidates")
+        log(f"champion {current}: evaluating the same {len(kept)} validation users")
+        champion_hits = evaluate_hits(c_model, c_encoder, c_info, translated, modes, batch_size, seed)
+        del c_model
+        comparison = compare({m: h[kept] for m, h in challenger_hits.items()}, champion_hits, seed=seed)
+    decision = decide(comparison, mode, margin)
+    if not decision.promote:
+        entry = {**base, "event": "kept", "version": current, "reason": decision.reason, "comparison": comparison}
+        record(champion_dir, entry, None)
+        return decision, entry
+    version = next_version(champion_dir)
+    make_bundle(run_dir, version_dir(champion_dir, version), version=version, recommender_dir=recommender_dir,
+                items=items, llm_dir=llm_dir, id_maps_dir=id_maps_dir, run_hash=run_hash, comparison=comparison)
+    if comparison is None:
+        comparison = {m: {"challenger": summarize(h, seed=seed)} for m, h in challenger_hits.items()}
+    entry = {**base, "event": "promoted", "version": version, "previous": current, "reason": decision.reason,
+             "comparison": comparison}
+    record(champion_dir, entry, version)
+    return decision, entry
+
+
+def _fmt(m: dict | None) -> str:
+    if not m:
+        return "–"
+    ci = m.get("ci95") or [float("nan"), float("nan")]
+    return f"{m['value']:.4f} [{ci[0]:.4f}, {ci[1]:.4f}] n={m['n']}"
+
+
+def summary(champion_dir: str | Path, entry: dict) -> dict:
+    """``metrics/champion.json``: the last comparison (rows the report and ``dvc metrics`` read), decision, history."""
+    decision = {k: v for k, v in entry.items() if k != "comparison"}
+    return {"comparison": entry.get("comparison") or {}, "decision": decision,
+            "current": current_version(champion_dir), "history": read_history(champion_dir)}
+
+
+def markdown(data: dict) -> str:
+    """The comparison, the decision and the champion's history as markdown (the nightly flow's artifact)."""
+    decision = data.get("decision", {})
+    lines = [f"## Champion: {data.get('current') or 'none'}", "",
+             f"**Decision: {decision.get('event', '?')}** – {decision.get('reason', '')}", ""]
+    comparison = data.get("comparison") or {}
+    if comparison:
+        lines += ["| mode | challenger HR@1 | champion HR@1 | difference (paired) |", "|---|---|---|---|"]
+        for mode, c in comparison.items():
+            lines.append(f"| {mode} | {_fmt(c.get('challenger'))} | {_fmt(c.get('champion'))} | "
+                         f"{_fmt(c.get('difference'))} |")
+        lines.append("")
+    lines += ["### History", "", "| # | event | version | reason |", "|---|---|---|---|"]
+    for i, e in enumerate(data.get("history", []), 1):
+        lines.append(f"| {i} | {e['event']} | {e.get('version') or '–'} | {e.get('reason', '')} |")
+    return "\n".join(lines) + "\n"

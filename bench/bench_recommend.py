@@ -39,7 +39,7 @@ def main() -> None:
     n_users = args.users or (40 if args.quick else 200)
     torch.set_num_threads(1)
     dataset = read_dataset(args.ingested)
-    table = user_histories(dataset.interactions, dataset.ids.users.original_of(), dataset.ids.items.original_of())
+    table = user_histories(dataset.interactions, dataset.ids)
     n_items = dataset.items.height
     table = table.head(n_users)
     users, histories = table["user"].to_list(), table["history"].to_list()

@@ -73,7 +73,7 @@ def recommend_users(k: int = 10, n_candidates: int = 20, rerank: bool = True, us
     started = time.monotonic()
     version = champion.bundle_info(champion_dir)["version"]
     dataset = read_dataset(ingested)
-    table = user_histories(dataset.interactions, dataset.ids.users.original_of(), dataset.ids.items.original_of())
+    table = user_histories(dataset.interactions, dataset.ids)
     out = Path(out_dir)
     state = read_state(out)
     chosen = users_to_score(table, state, version, users)

@@ -27,17 +27,16 @@ SCHEMA = {"user": pl.String, "rank": pl.Int32, "item": pl.String, "title": pl.St
 STATE_FILE = "state.json"
 
 
-def user_histories(interactions: pl.DataFrame, user_original: dict[int, object],
-                   item_original: dict[int, object]) -> pl.DataFrame:
+def user_histories(interactions: pl.DataFrame, ids) -> pl.DataFrame:
     """One row per user with a history: ``user`` (original id, as text), ``history`` (original item ids as text, in
-    time order, stable on ties), ``last_timestamp``; sorted by user."""
+    time order, stable on ties), ``last_timestamp``; sorted by user. ``ids``: the dataset's
+    :class:`~llara.data.idmap.IdMaps`."""
     ordered = interactions.with_row_index("_order").sort(["user", "timestamp", "_order"])
-    grouped = ordered.group_by("user", maintain_order=True).agg(pl.col("item"), pl.col("timestamp").max())
-    return pl.DataFrame({
-        "user": [str(user_original.get(u, u)) for u in grouped["user"].to_list()],
-        "history": [[str(item_original.get(i, i)) for i in items] for items in grouped["item"].to_list()],
-        "last_timestamp": grouped["timestamp"].cast(pl.Int64),
-    }, schema={"user": pl.String, "history": pl.List(pl.String), "last_timestamp": pl.Int64}).sort("user")
+    ordered = ordered.with_columns(ids.users.to_original(ordered["user"]).cast(pl.String).alias("_user"),
+                                   ids.items.to_original(ordered["item"]).cast(pl.String).alias("_item"))
+    grouped = ordered.group_by("user", maintain_order=True).agg(
+        pl.col("_user").first(), pl.col("_item"), pl.col("timestamp").max().cast(pl.Int64).alias("last_timestamp"))
+    return grouped.select(pl.col("_user").alias("user"), pl.col("_item").alias("history"), "last_timestamp").sort("user")
 
 
 def users_to_score(table: pl.DataFrame, state: dict | None, version: str, mode: str) -> set[str]:

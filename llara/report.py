@@ -46,7 +46,7 @@ class ReportConfig:
     n_examples: int = 5
     top_k: int = 5
     title: str = "LLaRA pipeline report"
-    champion: Path = Path("metrics/champion.json")  # champion/challenger decisions (stage promote)
+    champion: str = "metrics/champion.json"  # champion/challenger decisions and history (stage promote)
 
     def validate(self) -> None:
         """Range checks; a :class:`~llara.errors.ConfigError` names the field."""

@@ -240,8 +240,24 @@ def test_report_and_artifact_show_the_champion_history(tmp_path: Path):
             "history": history}
     path = tmp_path / "champion.json"
     path.write_text(json.dumps(data))
-    html = render_html(ReportConfig(metrics={}, champion=path))
+    html = render_html(ReportConfig(metrics={"LLaRA": "none.json"}, champion="champion.json"), root=tmp_path)
     assert "Champion history" in html and "Serving: <b>v0001</b>" in html and "rank HR@1 0.1 vs champion 0.5" in html
     text = registry.markdown(data)
     assert "**Decision: kept** – worse" in text and "| rank | 0.5000" in text and "| 2 | kept | v0001 |" in text
-    assert "No champion yet" in render_html(ReportConfig(metrics={}, champion=tmp_path / "missing.json"))
+    assert "No champion yet" in render_html(ReportConfig(metrics={"LLaRA": "none.json"}, champion="missing.json"),
+                                            root=tmp_path)
+
+
+def test_user_histories_are_original_ids_in_time_order():
+    from llara.batch_recommend import user_histories, users_to_score
+    from llara.data.idmap import IdMap, IdMaps
+
+    interactions = pl.DataFrame({"user": [2, 1, 2, 1, 1], "item": [1, 2, 3, 1, 3], "timestamp": [5, 1, 5, 0, 1]})
+    ids = IdMaps(IdMap.build(pl.Series(["b", "a"])), IdMap.build(pl.Series([10, 20, 30])))
+    table = user_histories(interactions, ids)
+    assert table.to_dicts() == [{"user": "a", "history": ["10", "20", "30"], "last_timestamp": 1},
+                                {"user": "b", "history": ["10", "30"], "last_timestamp": 5}]  # ties keep file order
+    assert users_to_score(table, None, "v1", "active") == {"a", "b"}
+    assert users_to_score(table, {"model_version": "v1", "watermark": 2}, "v1", "active") == {"b"}
+    assert users_to_score(table, {"model_version": "v0", "watermark": 2}, "v1", "active") == {"a", "b"}
+    assert users_to_score(table, {"model_version": "v1", "watermark": 9}, "v1", "all") == {"a", "b"}

@@ -107,8 +107,8 @@ def configure(work: Path, quick: bool, eval_users: int) -> None:
     params["evaluate"].update(max_rows=eval_users)
     params["champion"].update(max_users=eval_users)
     params["recommend"].update(users="active", rerank=False)  # night 0: the recommender alone for everyone
+    params["pretrain"].update(epochs=3)  # the cost of an epoch is the point; early stopping would need ~20 at 1M
     if quick:
-        params["pretrain"].update(epochs=3)
         params["finetune"]["profiles"]["default"].update(steps=2, compile=False)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

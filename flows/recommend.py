@@ -11,9 +11,10 @@ run's newest timestamp (all users when the champion changed) and carries the oth
 
 from __future__ import annotations
 
-import os
+import contextlib
 import time
 from pathlib import Path
+from typing import Iterator
 
 import polars as pl
 from prefect import flow, task
@@ -113,6 +114,33 @@ def task_runner(workers: int, scheduler: str | None):
         "dashboard_address": None})
 
 
+@contextlib.contextmanager
+def shared_api() -> Iterator[None]:
+    """A Prefect API the Dask workers share: ``$PREFECT_API_URL`` when set (e.g. inherited from the pipeline flow),
+    else one temporary local server for the run, exported to the workers' environment (without it every worker
+    process would start a temporary server of its own)."""
+    import os
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    server = SubprocessASGIServer()
+    server.start(timeout=int(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")))
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield
+    finally:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()  # the run's logs reach the server before it stops
+        os.environ.pop("PREFECT_API_URL", None)
+        server.stop()
+
+
 def main() -> None:
     from llara.entrypoint import OneLineParser
     from tasks.params import load_params
@@ -122,14 +150,17 @@ def main() -> None:
     parser.parse_args()
     params = load_params()
     r = params.recommend
-    runner = task_runner(r.workers, r.scheduler)
-    recommend_users.with_options(task_runner=runner)(
-        k=r.k, n_candidates=r.n_candidates, rerank=r.rerank, users=r.users, batch_size=r.batch_size,
-        shard_size=r.shard_size, device=r.device, threads=r.threads_per_worker, seed=params.finetune.seed)
+    with shared_api():
+        recommend_users.with_options(task_runner=task_runner(r.workers, r.scheduler))(
+            k=r.k, n_candidates=r.n_candidates, rerank=r.rerank, users=r.users, batch_size=r.batch_size,
+            shard_size=r.shard_size, device=r.device, threads=r.threads_per_worker, seed=params.finetune.seed)
 
 
 if __name__ == "__main__":
     from llara.entrypoint import exit_with
 
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-    exit_with(main)
+    # run the imported module's flow, not __main__'s: Dask workers then import `flows.recommend` once (tasks are
+    # pickled by reference) and keep its loaded champion between shards
+    from flows.recommend import main as module_main
+
+    exit_with(module_main)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -287,7 +288,8 @@ def test_sigkill_of_the_flow_stops_its_stages_and_leaves_params_yaml_alone(mini_
 
     original = (mini_repo / "params.yaml").read_bytes()
     flow = subprocess.Popen([sys.executable, "-m", "flows", "run", "--root", str(mini_repo), "-S", "split.seed=5", "slow"],
-                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its group: the temporary Prefect server it starts, ended below
     try:
         pid_file = _wait_for(".repo.llara-run-*/slow.pid", mini_repo.parent, timeout_s=180)
         stage_pid = int(pid_file.read_text())
@@ -298,6 +300,8 @@ def test_sigkill_of_the_flow_stops_its_stages_and_leaves_params_yaml_alone(mini_
         assert _gone(stage_pid), "the stage outlived the flow that started it"
     finally:
         flow.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(flow.pid, signal.SIGKILL)  # Prefect's temporary API server outlives a SIGKILLed flow
     assert (mini_repo / "params.yaml").read_bytes() == original
     leftover = list(mini_repo.parent.glob(".repo.llara-run-*"))
     ok = subprocess.run([sys.executable, "-m", "flows", "run", "--no-prefect", "--root", str(mini_repo),

@@ -161,7 +161,7 @@ def per_user_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
     """0/1 HR@1 per example from :func:`llara.llm.evaluation.evaluate`'s predictions."""
     if mode == "generate":
         return predictions["correct"].cast(pl.Float64).to_numpy()
-    return (predictions["rank"] == 1).cast(pl.Float64).to_numpy()
+    return (predictions[mode] == 1).cast(pl.Float64).to_numpy()  # rank, rank_llm: the target's 1-based rank
 
 
 def compare(challenger: dict[str, np.ndarray], champion: dict[str, np.ndarray], seed: int = 0) -> dict:

@@ -276,9 +276,9 @@ class EvaluateParams(Strict):
 class ChampionParams(Strict):
     """Stage ``promote``: champion/challenger (llara/champion.py, docs/operations.md)."""
 
-    variant: Literal[LLM_VARIANTS] = "hybrid-curriculum"  # the challenger, trained by finetune@<variant>
-    modes: list[Literal["generate", "rank"]] = Field(["rank", "generate"], min_length=1)
-    metric: Literal["generate", "rank"] = "rank"  # the mode whose HR@1 decides
+    variant: Literal[VARIANTS] = "hybrid-curriculum"  # the challenger, trained by finetune@<variant>
+    modes: list[Literal["generate", "rank", "rank_llm"]] = Field(["rank", "generate"], min_length=1)
+    metric: Literal["generate", "rank", "rank_llm"] = "rank"  # the mode whose HR@1 decides
     margin: float = Field(0.02, ge=0, le=1)  # promote unless HR@1 is lower than the champion's by more than this
     max_users: int | None = Field(None, ge=1)  # compare on the first N validation users (null: all)
     batch_size: int = Field(16, ge=1)

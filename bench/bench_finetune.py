@@ -28,15 +28,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchlib import ROOT, add_clock_argument, finetune_setup, machine, make_clock, record, right_padded
-from llara.llm.curriculum import template_draws
-from llara.llm.data import collate, step_indices
+import benchlib
+from benchlib import (ROOT, add_clock_argument, finetune_setup, flop_counter, machine, make_clock, record,
+                      right_padded, step_work)
+from llara.llm.data import collate
 from llara.llm.loading import resolve_device
 from llara.llm.training import make_optimizer, train, training_compile
 from tasks.params import load_params
 
-GEMM_SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048)]
-CUDA_GEMM_SHAPES = [(8192, 8192, 8192)]  # a GPU's peak needs a large square GEMM besides the model's shapes
 CLOCK = {"fn": time.perf_counter}
 DEVICE = {"name": "cpu"}
 
@@ -47,33 +46,7 @@ def clock() -> float:
 
 
 def matmul_rate(dtype: torch.dtype, seconds: float = 1.0) -> float:
-    """Best FLOP/s of a plain matmul over GEMM_SHAPES (the model's MLP shapes and a square one; on CUDA also a large
-    square one), on the benchmark's device."""
-    best, device = 0.0, torch.device(DEVICE["name"])
-    shapes = GEMM_SHAPES + (CUDA_GEMM_SHAPES if device.type == "cuda" else [])
-    for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
-        a @ b
-        reps, t = 0, clock()
-        while clock() - t < seconds / len(shapes):
-            a @ b
-            reps += 1
-        best = max(best, 2 * m * k * n * reps / (clock() - t))
-    return best
-
-
-def flop_counter(model):
-    """Training FLOPs of one example from its real prompt and answer lengths (see the module docstring)."""
-    decoder, cfg = model.decoder, model.causal_lm.config
-    base = sum(m.weight.numel() for name, m in decoder.named_modules()
-               if isinstance(m, nn.Linear) and "lora_" not in name)
-    lora = sum(p.numel() for name, p in decoder.named_parameters() if "lora_" in name)
-    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
-
-    def count(length: int, answer: int) -> float:
-        return (2 * 2 * base * length + 3 * 2 * lora * length + 3 * 2 * layers * length ** 2 * d
-                + 2 * 2 * vocab * d * answer)
-    return count
+    return benchlib.matmul_rate(dtype, torch.device(DEVICE["name"]), clock, seconds)
 
 
 def setup(dtype: str, recipe: str | None = None):
@@ -81,18 +54,6 @@ def setup(dtype: str, recipe: str | None = None):
     inputs = finetune_setup("hybrid-direct", recipe, dtype, DEVICE["name"])
     model, enc = inputs.build()
     return model, enc, inputs.examples(), inputs.train_cfg
-
-
-def step_work(enc, examples, cfg, step: int, count) -> tuple[list, list[int], int, float]:
-    """The step's examples, their templates, real tokens and counted FLOPs."""
-    chosen = [examples[i] for i in step_indices(len(examples), cfg.seed, step, cfg.batch_size)]
-    templates = template_draws(len(enc.templates), cfg.seed, step, len(chosen))
-    tokens = flops = 0
-    for e, t in zip(chosen, templates):
-        length = len(enc.encode(e.history, e.candidates, "hybrid", t).input_ids) + len(enc.answer_ids(e.target))
-        tokens += length
-        flops += count(length, len(enc.answer_ids(e.target)))
-    return chosen, templates, tokens, flops
 
 
 def run_ours(steps: int, micro: int, recipe: str | None, compile_layers: bool | None = None) -> dict:

@@ -16,7 +16,58 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from llara.llm.data import Batch, read_examples, read_titles  # noqa: E402
+from llara.llm.curriculum import template_draws  # noqa: E402
+from llara.llm.data import Batch, read_examples, read_titles, step_indices  # noqa: E402
+
+GEMM_SHAPES = [(2048, 576, 1536), (2048, 1536, 576), (2048, 2048, 2048)]
+CUDA_GEMM_SHAPES = [(8192, 8192, 8192)]  # a GPU's peak needs a large square GEMM besides the model's shapes
+
+
+def matmul_rate(dtype: torch.dtype, device: torch.device, clock, seconds: float = 1.0) -> float:
+    """Best FLOP/s of a plain matmul over GEMM_SHAPES (the model's MLP shapes and a square one; on CUDA also a large
+    square one) on ``device``, timed with ``clock``."""
+    best = 0.0
+    shapes = GEMM_SHAPES + (CUDA_GEMM_SHAPES if device.type == "cuda" else [])
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+        a @ b
+        reps, t = 0, clock()
+        while clock() - t < seconds / len(shapes):
+            a @ b
+            reps += 1
+        best = max(best, 2 * m * k * n * reps / (clock() - t))
+    return best
+
+
+def flop_counter(model):
+    """Training FLOPs of one example from its real prompt and answer lengths: per token 2 x the frozen linear weights
+    forward and once more for the activation gradients (no weight gradients); LoRA 3x (forward, input and weight
+    gradients); causal attention 2 * L^2 * d per layer forward, 3x in all; the LM head 2 * V * d per answer token, 2x
+    in all; padding and logits nobody uses are not counted."""
+    from torch import nn
+
+    decoder, cfg = model.decoder, model.causal_lm.config
+    base = sum(m.weight.numel() for name, m in decoder.named_modules()
+               if isinstance(m, nn.Linear) and "lora_" not in name)
+    lora = sum(p.numel() for name, p in decoder.named_parameters() if "lora_" in name)
+    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+
+    def count(length: int, answer: int) -> float:
+        return (2 * 2 * base * length + 3 * 2 * lora * length + 3 * 2 * layers * length ** 2 * d
+                + 2 * 2 * vocab * d * answer)
+    return count
+
+
+def step_work(enc, examples, cfg, step: int, count, mode: str = "hybrid") -> tuple[list, list[int], int, float]:
+    """An optimizer step's examples, their templates, real tokens and counted FLOPs."""
+    chosen = [examples[i] for i in step_indices(len(examples), cfg.seed, step, cfg.batch_size)]
+    templates = template_draws(len(enc.templates), cfg.seed, step, len(chosen))
+    tokens = flops = 0
+    for e, t in zip(chosen, templates):
+        length = len(enc.encode(e.history, e.candidates, mode, t).input_ids) + len(enc.answer_ids(e.target))
+        tokens += length
+        flops += count(length, len(enc.answer_ids(e.target)))
+    return chosen, templates, tokens, flops
 
 
 def right_padded(batch: Batch, pad: int) -> Batch:

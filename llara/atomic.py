@@ -16,11 +16,12 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
-
-import polars as pl
+from typing import TYPE_CHECKING, Any, Iterator
 
 from llara.errors import LlaraError, require
+
+if TYPE_CHECKING:  # only for annotations: the model code imports this module where polars is absent (bench_gpu)
+    import polars as pl
 
 
 def _read_umask() -> int:

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import polars as pl
 import torch
 
 from llara.errors import InputError, require
@@ -31,6 +30,8 @@ class Example:
 
 def read_examples(path: str | Path) -> list[Example]:
     """Rows of a split parquet (user, history, target, candidates); the target must be among the candidates."""
+    import polars as pl
+
     path = Path(path)
     require(path.is_file(), path, "split file not found (run `dvc repro split`)")
     df = pl.read_parquet(path)
@@ -47,6 +48,8 @@ def read_examples(path: str | Path) -> list[Example]:
 
 
 def read_titles(items_path: str | Path) -> dict[int, str]:
+    import polars as pl  # here, not at import: the model code runs where polars is not installed (bench_gpu)
+
     path = Path(items_path)
     require(path.is_file(), path, "item table not found (run `dvc repro ingest`)")
     df = pl.read_parquet(path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import polars as pl
 import torch
 from tqdm import tqdm
 
@@ -58,9 +57,10 @@ def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.nda
 
 def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], *, item_mode: str = "hybrid",
              modes: Sequence[str] = EVAL_MODES, seed: int = 0, batch_size: int = 8, length_norm: bool = True,
-             use_head: bool = True, max_new_tokens: int | None = None) -> tuple[dict, pl.DataFrame]:
+             use_head: bool = True, max_new_tokens: int | None = None, frame: bool = True):
     """Metrics of the requested modes, the recommender alone and the paired differences, and one prediction row per
-    example (in the input order).
+    example (in the input order): a polars DataFrame, or with ``frame=False`` its columns as a dict (no polars
+    needed, e.g. on a GPU machine that lacks it).
 
     Batches hold prompts of similar length; with generation and a score head, the head's scores are read off the
     generation's prompt pass (one forward pass per prompt for every mode)."""
@@ -119,6 +119,10 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     pred["recommender_rank"] = baseline
     metrics["paired_vs_recommender"] = {m: {"hr@1": paired_difference(h, hit_at_k(baseline, 1), seed=seed)}
                                         for m, h in hits.items()}
+    if not frame:
+        return metrics, pred
+    import polars as pl
+
     return metrics, pl.DataFrame(pred, strict=False)
 
 

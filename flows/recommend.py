@@ -105,10 +105,14 @@ def recommend_users(k: int = 10, n_candidates: int = 20, rerank: bool = True, us
 
 def task_runner(workers: int, scheduler: str | None):
     """A Dask task runner: the scheduler at ``scheduler``, else a LocalCluster on 127.0.0.1 (no dashboard)."""
+    import dask
     from prefect_dask import DaskTaskRunner
 
     if scheduler:
         return DaskTaskRunner(address=scheduler)
+    # no heartbeat deadline for the local workers: on a machine loaded by other jobs a worker busy scoring missed
+    # the default 5-minute TTL, was dropped and its finished shards recomputed (seen at load 60 on 2 cores)
+    dask.config.set({"distributed.scheduler.worker-ttl": None})
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
         "n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
         "dashboard_address": None})

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from llara.atomic import atomic_path
+from llara.contribution import contribution_html, contribution_rows, is_learning_curve, learning_png
 from llara.data.idmap import id_maps_beside
 from llara.errors import ConfigError, InputError, require_config, require_range
 from llara.metrics_files import MetricRow, format_summary, grouped, load_metrics, metric_rows
@@ -86,7 +87,8 @@ def _png(fig) -> bytes:
 
 def ablation_png(rows: list[MetricRow], split: str, metric: str = "hr@1") -> bytes | None:
     """Horizontal bars of ``metric`` per model/variant for one split, CI95 as error bars; None if nothing to plot."""
-    chosen = [r for r in rows if r.split == split and r.metric.rsplit("/", 1)[-1] == metric]
+    chosen = [r for r in rows if r.split == split and r.metric.rsplit("/", 1)[-1] == metric
+              and not r.metric.startswith("paired_vs_recommender/")]  # differences, not HR@1s
     if not chosen:
         return None
     labels = [r.model + (f" ({r.metric.rsplit('/', 1)[0]})" if "/" in r.metric else "") for r in chosen]
@@ -273,6 +275,7 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
     body = [f"<h1>{_e(config.title)}</h1>", "<h2>Metrics</h2>",
             "<p>Each cell: value [95% bootstrap CI] and n (users). HitRatio@1 counts invalid answers as misses.</p>"]
     all_rows: list[MetricRow] = []
+    contributions: list[str] = []
     config.validate()
     for label, name in config.metrics.items():
         path = root / name
@@ -280,6 +283,10 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
         rows = None if data is None else metric_rows(data)
         all_rows += rows or []
         body.append(_metrics_html(label, path, rows))
+        if data and contribution_rows(data):
+            contributions.append(contribution_html(data, _e))
+    body.append("<h2>What the LLM contributes</h2>")
+    body += contributions or ['<p class="note">no LLaRA metrics with a recommender comparison yet</p>']
     body.append("<h2>Champion history</h2>")
     body.append(_champion_html(root / config.champion))
     body.append(f"<h2>Ablation: {_e(config.chart_metric)} per variant</h2>")
@@ -287,9 +294,12 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
     charts = [(s, png) for s, png in charts if png]
     body += [_img(png, f"{config.chart_metric} {s}") for s, png in charts] or [f'<p class="note">no {_e(config.chart_metric)} metrics yet</p>']
     body.append("<h2>Training curves</h2>")
-    curves = []
+    curves, learning = [], {}
     for path in expand_globs(config.plots, root):
         try:
+            if is_learning_curve(read_curve(path).columns):
+                learning[path.stem] = read_curve(path)
+                continue
             png = curve_png(path)
         except Exception as exc:  # a malformed plot file must not sink the whole report
             curves.append(f'<p class="note">{_e(path)}: unreadable ({_e(type(exc).__name__)})</p>')
@@ -297,6 +307,9 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
         if png:
             curves.append(_img(png, str(path)))
     body += curves or ['<p class="note">no training curves found</p>']
+    body.append("<h2>Learning curves</h2>")
+    png = learning_png(learning, _figure, _png)
+    body.append(_img(png, "learning curves") if png else '<p class="note">no learning curves (bench/bench_learning.py)</p>')
     body.append("<h2>Example recommendations</h2>")
     examples = []
     for path in expand_globs(config.predictions, root):

@@ -177,3 +177,35 @@ def test_series_of_very_different_scales_get_their_own_panels():
     groups = scale_groups({"loss": [5.0, 3.0], "head": [2.0, 1.0], "lr": [1e-4, 5e-4], "examples": [8.0, 480.0]})
     assert groups == [["examples"], ["loss", "head"], ["lr"]]
     assert scale_groups({"a": [float("nan"), 1.0]}) == [["a"]]
+
+
+def test_contribution_table_and_learning_curves(outputs: Path):
+    from llara.contribution import contribution_markdown, contribution_rows
+
+    paired = lambda v, lo, hi: {"hr@1": {"value": v, "ci95": [lo, hi], "n": 95}}  # noqa: E731
+    (outputs / "metrics/llara.json").write_text(json.dumps({"paper": {"hybrid": {
+        "generate": {"hr@1": _summary(0.40, 0.30, 0.50, 95), "valid_ratio": _summary(0.99, 0.97, 1.0, 95)},
+        "rank": {"hr@1": _summary(0.52, 0.42, 0.62, 95)}, "rank_llm": {"hr@1": _summary(0.45, 0.35, 0.55, 95)},
+        "recommender": {"hr@1": _summary(0.50, 0.40, 0.60, 95)},
+        "paired_vs_recommender": {"generate": paired(-0.10, -0.18, -0.02), "rank": paired(0.02, -0.05, 0.09),
+                                  "rank_llm": paired(-0.05, -0.12, 0.02)}}}}))
+    rows = contribution_rows(json.loads((outputs / "metrics/llara.json").read_text()))
+    assert rows["paper"][0][:2] == ["hybrid", "0.400 [0.300, 0.500]"]
+    assert rows["paper"][0][6] == "-0.100 [-0.180, -0.020] (−)"  # the CI excludes 0: marked
+    assert rows["paper"][0][7] == "+0.020 [-0.050, +0.090]"  # it does not: unmarked
+    assert "| hybrid | 0.400" in contribution_markdown(json.loads((outputs / "metrics/llara.json").read_text()))
+    learning = outputs / "metrics/learning"
+    learning.mkdir()
+    for recipe, slope in (("ours", 0.1), ("paper", 0.02)):
+        lines = ["step,examples,cpu_min,wall_min,generate_hr1,generate_lo,generate_hi,valid_ratio,rank_llm_hr1,"
+                 "rank_llm_lo,rank_llm_hi,rank_hr1,recommender_hr1,n"]
+        lines += [f"{s},{s * 8},{s},{s},{min(1, slope * s):.3f},0,1,0.9,{min(1, slope * s):.3f},0,1,0.5,0.5,200"
+                  for s in range(0, 6)]
+        (learning / f"{recipe}.csv").write_text("\n".join(lines) + "\n")
+    html_text = render_html(_config(outputs))
+    assert 'class="metrics contribution"' in html_text and "(−)" in html_text
+    assert 'alt="learning curves"' in html_text and "no learning curves" not in html_text
+    # the learning CSVs are drawn in the learning chart, not as generic training curves
+    assert 'alt="' + str(learning / "ours.csv") + '"' not in html_text
+    # ablation chart: HR@1s only, not the paired differences
+    assert html_text.count("data:image/png;base64,") == 3  # ablation + loss curve + learning chart

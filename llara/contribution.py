@@ -1,0 +1,101 @@
+"""What the LLM itself contributes, as tables and charts (the HTML report; the markdown form for README/docs).
+
+- The contribution table: per split and variant of metrics/llara.json, generate HR@1 and ValidRatio, rank and
+  rank_llm HR@1 (no recommender score is added in any mode), the recommender alone on the same rows, and the paired
+  HR@1 difference against it (``paired_vs_recommender``) with its paired-bootstrap 95% CI. A difference whose CI
+  excludes 0 is marked: that is what a claim may rest on.
+- Learning curves: validation HR@1 (generate, rank_llm) against examples seen, one line per recipe, from the CSVs
+  ``bench/bench_learning.py`` writes (recognized by their columns).
+"""
+
+from __future__ import annotations
+
+MODES = ("generate", "rank", "rank_llm")
+LEARNING_COLUMNS = {"examples", "generate_hr1", "generate_lo", "generate_hi", "rank_llm_hr1", "valid_ratio"}
+
+
+def _cell(metric: dict | None) -> str:
+    if not metric:
+        return "–"
+    low, high = metric.get("ci95") or (None, None)
+    return f"{metric['value']:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None else "")
+
+
+def _delta(metric: dict | None) -> str:
+    if not metric:
+        return "–"
+    low, high = metric["ci95"]
+    sign = " (+)" if low > 0 else (" (−)" if high < 0 else "")
+    return f"{metric['value']:+.3f} [{low:+.3f}, {high:+.3f}]{sign}"
+
+
+COLUMNS = ["variant", "generate HR@1", "ValidRatio", "rank HR@1", "rank_llm HR@1", "recommender HR@1",
+           "Δ generate", "Δ rank", "Δ rank_llm"]
+
+
+def contribution_rows(metrics: dict) -> dict[str, list[list[str]]]:
+    """split key -> table rows (COLUMNS) for the variants that have ``paired_vs_recommender``."""
+    out: dict[str, list[list[str]]] = {}
+    for split, variants in metrics.items():
+        for variant, modes in (variants or {}).items():
+            if not isinstance(modes, dict) or "paired_vs_recommender" not in modes:
+                continue
+            paired = modes["paired_vs_recommender"]
+            hr1 = lambda mode: (modes.get(mode) or {}).get("hr@1")  # noqa: E731
+            out.setdefault(split, []).append(
+                [variant, _cell(hr1("generate")), _cell((modes.get("generate") or {}).get("valid_ratio")),
+                 _cell(hr1("rank")), _cell(hr1("rank_llm")), _cell(hr1("recommender"))]
+                + [_delta((paired.get(mode) or {}).get("hr@1")) for mode in MODES])
+    return out
+
+
+def contribution_markdown(metrics: dict) -> str:
+    """The contribution tables as markdown (one per split key)."""
+    parts = []
+    for split, rows in contribution_rows(metrics).items():
+        n = next((m["generate"]["hr@1"].get("n") for m in metrics[split].values()
+                  if isinstance(m, dict) and "hr@1" in (m.get("generate") or {})), None)
+        parts.append(f"**{split}**" + (f" (n = {n})" if n else ""))
+        parts.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+        parts += ["| " + " | ".join(row) + " |" for row in rows]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def contribution_html(metrics: dict, escape) -> str:
+    out = ["<p>Value [95% CI]; Δ = the variant minus the recommender alone on the same users and candidates (paired "
+           "bootstrap CI); (+)/(−): the CI excludes 0. No recommender score is added to the LLM's in any mode.</p>"]
+    for split, rows in contribution_rows(metrics).items():
+        out.append(f'<table class="metrics contribution" data-split="{escape(split)}"><caption>{escape(split)}</caption>'
+                   "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in COLUMNS) + "</tr>")
+        out += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows]
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def is_learning_curve(columns) -> bool:
+    return LEARNING_COLUMNS <= set(columns)
+
+
+def learning_png(curves: dict[str, object], figure, to_png) -> bytes | None:
+    """One chart: validation HR@1 against examples seen for each curve (label -> polars frame of a
+    bench_learning CSV): generate (solid, with its CI band) and rank_llm (dashed)."""
+    if not curves:
+        return None
+    fig = figure(7.5, 4.0)
+    ax = fig.add_subplot()
+    for label, df in sorted(curves.items()):
+        x = df["examples"].to_list()
+        line, = ax.plot(x, df["generate_hr1"].to_list(), label=f"{label}: generate", linewidth=1.6)
+        ax.fill_between(x, df["generate_lo"].to_list(), df["generate_hi"].to_list(), color=line.get_color(), alpha=0.15)
+        ax.plot(x, df["rank_llm_hr1"].to_list(), "--", color=line.get_color(), label=f"{label}: rank_llm", linewidth=1.2)
+    if "recommender_hr1" in next(iter(curves.values())).columns:
+        ax.axhline(float(next(iter(curves.values()))["recommender_hr1"][0]), color="#444444", linewidth=0.8,
+                   linestyle=":", label="recommender alone")
+    ax.set_xlabel("training examples seen")
+    ax.set_ylabel("validation HR@1 (95% CI band: generate)")
+    ax.set_title("Learning curves (bench/bench_learning.py)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return to_png(fig)
+

@@ -68,7 +68,7 @@ AGREEMENTS = [
                 from_library=set(_family_defaults(name)))  # --hidden, --dropout, --lr: the family's
       for name in FAMILIES),
     Agreement("report", {k: v for k, v in fields_of(ReportConfig()).items() if k != "title"}, "report",
-              {"n_examples": "n_examples"}, from_library={"metrics", "plots", "predictions"}),
+              {"n_examples": "n_examples", "champion": None}, from_library={"metrics", "plots", "predictions"}),
 ]
 
 
@@ -114,10 +114,11 @@ def test_cli_defaults_equal_the_library_defaults(row: Agreement):
 
 
 def test_every_params_section_has_a_row_or_belongs_to_the_llm_side():
-    """A new section of params.yaml gets its row above (finetune, evaluate, llm: the LLM side's, to add)."""
+    """A new section of params.yaml gets its row above (to add by their owners: the LLM side's finetune, evaluate,
+    llm; the nightly loop's champion, recommend)."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     covered = {row.section.split(".")[0] for row in AGREEMENTS}
-    assert set(params) - covered <= {"llm", "finetune", "evaluate"}
+    assert set(params) - covered <= {"llm", "finetune", "evaluate", "champion", "recommend"}
 
 
 def test_a_disagreement_is_caught():

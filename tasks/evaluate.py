@@ -63,11 +63,11 @@ def evaluate_variants(fparams: FinetuneParams, eparams: EvaluateParams, llm_para
             write_parquet(predictions_with_originals(predictions, info["items"]),
                           eval_root / fparams.protocol / split / f"{variant}.parquet")
             results.setdefault(metrics_key(fparams.protocol, split), {})[variant] = metrics
-            log.info("%s %s: %s", split, variant, {m: {k: round(v["value"], 4) for k, v in d.items()}
-                                                  for m, d in metrics.items()})
+            log.info("%s %s: HR@1 %s", split, variant, {m: round(d["hr@1"]["value"], 4)
+                                                        for m, d in metrics.items() if "hr@1" in d})
         del model
     write_json(results, metrics_path)
-    write_hr1_plot(results, metrics_path.with_name(HR1_PLOT.name))
+    write_hr1_plot(results, metrics_path.with_name(f"{metrics_path.stem}_hr1.csv"))  # metrics/llara_hr1.csv
     return results
 
 

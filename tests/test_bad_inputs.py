@@ -495,7 +495,8 @@ def stage_commands(repo_root: Path) -> list[tuple[str, list[str]]]:
                 item = items[0]
             stage = stage["do"]
         cmd = re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(m.group(1), item, key)), stage["cmd"]).split()
-        assert cmd[:2] == ["python", "-m"] and cmd[2].startswith("tasks."), f"stage command {stage['cmd']!r}"
+        # a stage is a tasks/ module; `recommend` is itself a Prefect flow (its shards run on a Dask task runner)
+        assert cmd[:2] == ["python", "-m"] and cmd[2].startswith(("tasks.", "flows.")), f"stage command {stage['cmd']!r}"
         commands.append((cmd[2], cmd[3:]))
     return commands
 

@@ -50,18 +50,18 @@ def test_cli_finetune_defaults_are_the_library_ones(params):
     assert (args.recipe, args.profile, args.prompts, args.seed) == (
         recipes.DEFAULT_RECIPE, recipes.DEFAULT_PROFILE, recipes.DEFAULT_PROMPTS, recipes.DEFAULT_SEED)
     assert (args.llm, args.dtype, args.device) == (settings.model, settings.dtype, settings.device)
-    assert args.steps is None and args.batch_size is None  # the profile's: 60 x 8 by default, as params.yaml
+    assert args.steps is None and args.batch_size is None  # the profile's, as params.yaml
 
 
 def test_with_settings_replaces_checks_and_names_the_key():
     from llara.errors import ConfigError
 
     recipe, profile = recipes.with_settings(recipes.RECIPES["paper"], recipes.PROFILES["default"],
-                                            {"lr": "8e-4", "steps": 300.0, "token_first": True})
-    assert (recipe.lr, profile.steps, recipe.token_first) == (8e-4, 300, True)
-    assert recipes.RECIPES["paper"].lr == 2e-4  # the library's table is not modified
+                                            {"lr": "3e-4", "steps": 300.0, "token_first": True})
+    assert (recipe.lr, profile.steps, recipe.token_first) == (3e-4, 300, True)
+    assert recipes.RECIPES["paper"].lr == 8e-4 and not recipes.RECIPES["paper"].token_first  # the table is untouched
     for bad, key in (({"lr": -1.0}, "lr"), ({"stepz": 3}, "stepz"), ({"steps": 2.5}, "steps"),
-                     ({"token_first": "yes"}, "token_first"), ({"distill": 1.5}, "distill")):
+                     ({"token_first": "yes"}, "token_first"), ({"lora_dropout": 1.0}, "lora_dropout")):
         with pytest.raises(ConfigError) as err:
             recipes.with_settings(recipes.RECIPES["paper"], recipes.PROFILES["default"], bad)
         assert err.value.key == key

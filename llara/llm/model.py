@@ -23,7 +23,7 @@ from llara.llm.recipes import LORA_TARGETS
 class ModelConfig:
     candidate_features: str = "item"  # item (the paper's) | affinity
     token_first: bool = False  # behavioural token before its title (False: after, the paper's layout)
-    text_placeholder: bool = False  # text-only prompts keep a constant [PH] token where the behavioural token would be
+    text_placeholder: bool = True  # text-only prompts keep a constant [PH] token where the behavioural token would be
     score_head: bool = False
     lora: bool = True
     lora_r: int = 8

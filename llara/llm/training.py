@@ -2,8 +2,6 @@
 
 Objectives (weights in :class:`TrainConfig`, combinable):
 - ``generative`` (the paper's): next-token cross-entropy on the answer (title + end marker), prompt masked;
-- ``listwise``: softmax cross-entropy over the C candidates scored by their answer log-likelihood (prompt KV cache
-  shared by the C continuations); with it, the generative loss is read off the target's continuation;
 - ``head``: softmax cross-entropy over the score head's candidate scores.
 
 Everything random is a function of (seed, step): example order, curriculum draws, templates, score noise (per global
@@ -41,11 +39,9 @@ from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpo
 from llara.llm.curriculum import example_modes, hybrid_probability, template_draws
 from llara.llm.data import Example, collate, step_indices
 from llara.llm.model import LlaraModel
-from llara.llm.objectives import answer_targets, soft_answer_loss, teacher_distribution
 from llara.llm.prompts import PromptEncoder
-from llara.llm.scoring import candidate_logprobs, continuation_ids, reduce_scores
 
-LOG_FIELDS = ["step", "loss", "generative", "listwise", "head", "lr", "hybrid_probability", "hybrid_share", "examples"]
+LOG_FIELDS = ["step", "loss", "generative", "head", "lr", "hybrid_probability", "hybrid_share", "examples"]
 
 
 @dataclass
@@ -54,17 +50,14 @@ class TrainConfig:
     steps: int = 60
     batch_size: int = 8  # examples per optimizer step
     micro_batch: int = 4  # examples per forward pass (gradient accumulation)
-    lr: float = 2e-4
+    lr: float = 8e-4
     warmup_steps: int = 5
-    warmup_start_lr: float = 2e-6
-    min_lr: float = 2e-6
-    weight_decay: float = 0.0
+    warmup_start_lr: float = 8e-6
+    min_lr: float = 8e-6
+    weight_decay: float = 1e-5
     optimizer: str = "adam"  # adam | adamw
     grad_clip: float = 1.0
     generative_weight: float = 1.0
-    distill: float = 0.0  # share of the recommender's candidate distribution in the answer targets at step 1 (-> 0)
-    distill_temperature: float = 1.0  # of the recommender's softmax over its standardized scores
-    listwise_weight: float = 0.0
     head_weight: float = 0.0
     length_norm: bool = True
     score_noise: float = 0.0
@@ -186,41 +179,24 @@ def noise_generators(seed: int, step: int, lo: int, hi: int) -> list[torch.Gener
 
 
 def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], modes: list[str],
-               templates: list[int], cfg: TrainConfig, generator, scale: LossScale | None = None,
-               progress: float = 0.0) -> tuple[torch.Tensor, dict]:
+               templates: list[int], cfg: TrainConfig, generator, scale: LossScale | None = None
+               ) -> tuple[torch.Tensor, dict]:
     """A micro-batch's share of the step's loss: per-example losses summed and divided by ``scale.examples``, token
-    losses by ``scale.answer_tokens`` (default: this batch's own counts, i.e. plain means). ``progress`` (0 at the
-    first step, towards 1 at the last) sets the share of the recommender's distribution in the answer targets."""
+    losses by ``scale.answer_tokens`` (default: this batch's own counts, i.e. plain means)."""
     scale = scale or LossScale.of(encoder, examples)
-    listwise = cfg.listwise_weight > 0
-    batch = collate(encoder, examples, modes, templates, with_answer=not listwise and cfg.generative_weight > 0,
+    batch = collate(encoder, examples, modes, templates, with_answer=cfg.generative_weight > 0,
                     pad_id=model.loaded.pad_token_id)
     parts: dict[str, torch.Tensor] = {}
     with autocast_context(model, cfg.autocast):
         embeds, z, has = model.input_embeds(batch, cfg.score_noise, generator)
-        out = model.hidden_states(batch, embeds, use_cache=listwise)
+        out = model.hidden_states(batch, embeds)
         target = batch.target_index.to(model.device)
         if cfg.head_weight > 0:
             scores = model.head_scores(out.last_hidden_state, batch)
             parts["head"] = nn.functional.cross_entropy(scores, target, reduction="sum") / scale.examples
-        if listwise:
-            ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
-            lp = candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=out)
-            scores = reduce_scores(lp, mask, cfg.length_norm)
-            parts["listwise"] = nn.functional.cross_entropy(scores, target, reduction="sum") / scale.examples
-            if cfg.generative_weight > 0:
-                rows = torch.arange(len(examples), device=model.device)
-                parts["generative"] = -lp[rows, target].sum() / scale.answer_tokens
-        elif cfg.generative_weight > 0:
-            mix = cfg.distill * (1.0 - progress)
-            if mix > 0:
-                teacher = teacher_distribution(target, z, has, mix, cfg.distill_temperature)
-                loss = soft_answer_loss(model, out.last_hidden_state, batch.labels,
-                                        answer_targets(encoder, examples, teacher))
-            else:
-                loss = model.answer_loss(out.last_hidden_state, batch.labels, "sum")
-            parts["generative"] = loss / scale.answer_tokens
-    weights = {"generative": cfg.generative_weight, "listwise": cfg.listwise_weight, "head": cfg.head_weight}
+        if cfg.generative_weight > 0:
+            parts["generative"] = model.answer_loss(out.last_hidden_state, batch.labels, "sum") / scale.answer_tokens
+    weights = {"generative": cfg.generative_weight, "head": cfg.head_weight}
     loss = sum(weights[k] * v for k, v in parts.items())
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -252,8 +228,6 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
     """
     out_dir = Path(out_dir)
     ckpt_root = out_dir / "checkpoints"
-    require(not (cfg.gradient_checkpointing and cfg.listwise_weight > 0), "gradient_checkpointing",
-            "not available with listwise_weight > 0 (the listwise loss reuses the prompt's KV cache)")
     d = distributed.setup(model.device)
     lo, hi = distributed.shard(d, cfg.batch_size)
     if not d.is_main:
@@ -285,7 +259,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         log("decoder layers compiled (torch.compile): the first step includes the compilation")
     model.train()
     n_templates = len(encoder.templates)
-    parts = [k for k in ("generative", "listwise", "head") if getattr(cfg, f"{k}_weight") > 0]
+    parts = [k for k in ("generative", "head") if getattr(cfg, f"{k}_weight") > 0]
     t0, seen = time.time(), 0
     progress = tqdm(range(start + 1, cfg.steps + 1), desc="finetune", initial=start, total=cfg.steps, mininterval=5,
                     disable=not d.is_main)
@@ -304,8 +278,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         for a in range(lo, hi, cfg.micro_batch):
             b = min(hi, a + cfg.micro_batch)
             generators = noise_generators(cfg.seed, step, a, b) if cfg.score_noise > 0 else None
-            loss, values = batch_loss(model, encoder, chosen[a:b], modes[a:b], templates[a:b], cfg, generators, scale,
-                                      progress=(step - 1) / cfg.steps)
+            loss, values = batch_loss(model, encoder, chosen[a:b], modes[a:b], templates[a:b], cfg, generators, scale)
             loss.backward()
             sums[0] += float(loss.detach())
             for j, name in enumerate(parts):
@@ -320,7 +293,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         row = {"step": step, "loss": sums[0], "lr": lr, "examples": step * cfg.batch_size,
                "hybrid_probability": hybrid_probability(cfg.schedule, step, cfg.steps) if cfg.schedule != "id-only" else 0.0,
                "hybrid_share": sum(m != "text" for m in modes) / len(modes)}
-        row.update({k: float("nan") for k in ("generative", "listwise", "head")})
+        row.update({k: float("nan") for k in ("generative", "head")})
         row.update(dict(zip(parts, sums[1:])))
         rows.append(row)
         progress.set_postfix(loss=f"{sums[0]:.3f}", ex_s=f"{seen / max(1e-9, time.time() - t0):.2f}")

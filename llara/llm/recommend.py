@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import polars as pl
 
 from llara.data.idmap import IdMap, id_maps_beside

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llara.atomic import atomic_dir
 from llara.entrypoint import exit_with
+from llara.errors import InputError
 from llara.llm.loading import check_model_source, convert_gguf, find_smollm2_gguf, verify_smollm2_gguf
 from tasks.common import get_logger
 from tasks.params import LLMParams, load_params
@@ -28,8 +29,12 @@ def prepare_llm(params: LLMParams) -> Path:
     check_model_source(params.model)
     log.info("copying %s%s -> %s", params.model, f"@{params.revision}" if params.revision else "", out)
     pin = dict(trust_remote_code=params.trust_remote_code, revision=params.revision)  # revision None: the hub's main
-    tokenizer = AutoTokenizer.from_pretrained(params.model, **pin)
-    model = AutoModelForCausalLM.from_pretrained(params.model, **pin)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(params.model, **pin)
+        model = AutoModelForCausalLM.from_pretrained(params.model, **pin)
+    except (OSError, ValueError) as exc:
+        where = f"llm.model {params.model}" + (f" at llm.revision {params.revision}" if params.revision else "")
+        raise InputError(where, f"cannot load it ({str(exc).splitlines()[0]})") from None
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -91,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=None, help="params.yaml recipe (default: finetune.recipe)")
     parser.add_argument("--variant", default="hybrid-curriculum")
+    parser.add_argument("--protocol", default=None, help="split protocol (default: finetune.protocol)")
     parser.add_argument("--steps", type=int, default=2500, help="optimizer steps planned (default 2500 = 20k examples)")
     parser.add_argument("--eval-every", type=int, default=125, help="steps between evaluations (and checkpoints)")
     parser.add_argument("--split", default="val", help="split part evaluated (default: val)")
@@ -111,7 +112,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    setup = finetune_setup(args.variant, args.recipe)
+    setup = finetune_setup(args.variant, args.recipe, protocol=args.protocol)
     overrides = parse_overrides(args.overrides)
     train_cfg, model_cfg = apply_overrides(setup.train_cfg, setup.model_cfg, overrides)
     train_cfg = dataclasses.replace(train_cfg, steps=args.steps, checkpoint_every=args.eval_every,

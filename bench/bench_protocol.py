@@ -23,6 +23,8 @@ def main() -> None:
     parser.add_argument("--protocol", default="leave-one-out")
     parser.add_argument("--variants", nargs="+", default=None, help="default: finetune.variants")
     parser.add_argument("--max-rows", type=int, default=None, help="evaluate the first N test rows only (quick checks)")
+    parser.add_argument("--modes", nargs="+", default=None,
+                        help="evaluation modes (default: evaluate.modes; rank_llm is ~2/3 of the evaluation time)")
     args = parser.parse_args()
     os.chdir(ROOT)  # the stages' paths are relative to the repository root
     from llara.llm.workflow import finetune
@@ -33,7 +35,8 @@ def main() -> None:
 
     params = load_params()
     fparams = params.finetune.model_copy(update={"protocol": args.protocol})
-    eparams = params.evaluate.model_copy(update={"splits": ["test"], "max_rows": args.max_rows})
+    eparams = params.evaluate.model_copy(update={"splits": ["test"], "max_rows": args.max_rows,
+                                                   **({"modes": args.modes} if args.modes else {})})
     variants = args.variants or list(fparams.variants)
     log = get_logger("bench_protocol")
     t0 = time.time()
@@ -45,10 +48,10 @@ def main() -> None:
                                 eval_root=ROOT / "data" / "eval")[args.protocol]
     first = results[variants[0]]
     fmt = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
-    summary = "; ".join(
-        f"{v}: generate {fmt(r['generate']['hr@1'])} (valid {r['generate']['valid_ratio']['value']:.3f}), "
-        f"rank_llm {fmt(r['rank_llm']['hr@1'])}, recommender {fmt(r['recommender']['hr@1'])}, paired generate "
-        f"{fmt(r['paired_vs_recommender']['generate']['hr@1'])}" for v, r in results.items())
+    summary = "; ".join(f"{v}: " + ", ".join(
+        [f"{m} {fmt(r[m]['hr@1'])}" + (f" (valid {r[m]['valid_ratio']['value']:.3f})" if m == "generate" else "")
+         for m in eparams.modes] + [f"recommender {fmt(r['recommender']['hr@1'])}"]
+        + [f"paired {m} {fmt(r['paired_vs_recommender'][m]['hr@1'])}" for m in eparams.modes]) for v, r in results.items())
     print(summary)
     record(f"bench_protocol {args.protocol} ({fparams.recipe} recipe, {fparams.profile} profile, n="
            f"{first['generate']['hr@1']['n']}, training {t_train / 60:.0f} min, total {(time.time() - t0) / 60:.0f} min): "

@@ -140,8 +140,8 @@ class FinetuneSetup:
 
 
 def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype: str | None = None,
-                   device: str = "cpu") -> FinetuneSetup:
-    """Defaults: the first of finetune.variants, finetune.recipe, llm.dtype; on CPU."""
+                   device: str = "cpu", protocol: str | None = None) -> FinetuneSetup:
+    """Defaults: the first of finetune.variants, finetune.recipe, finetune.protocol, llm.dtype; on CPU."""
     from llara.llm.recipes import LLMSettings
     from llara.llm.workflow import variant_configs
     from llara.llm.runs import load_recommender_dir
@@ -149,7 +149,8 @@ def finetune_setup(variant: str | None = None, recipe: str | None = None, dtype:
     from tasks.params import load_params
 
     params = load_params(ROOT / "params.yaml")
-    fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe})
+    fparams = params.finetune.model_copy(update={"recipe": recipe or params.finetune.recipe,
+                                                 "protocol": protocol or params.finetune.protocol})
     train_cfg, model_cfg = variant_configs(variant or fparams.variants[0], fparams.chosen_recipe,
                                            fparams.chosen_profile, fparams.seed)
     settings = LLMSettings(str(ROOT / params.llm.base_dir), dtype or params.llm.dtype, device)

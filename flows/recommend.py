@@ -138,9 +138,9 @@ def shared_api() -> Iterator[None]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield
     finally:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()  # the run's logs reach the server before it stops
+        APILogWorker.drain_all(timeout=5)  # the run's logs reach the server before it stops
         os.environ.pop("PREFECT_API_URL", None)
         server.stop()
 

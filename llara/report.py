@@ -38,7 +38,8 @@ class ReportConfig:
 
     out: str = "reports/index.html"
     metrics: dict[str, str] = field(default_factory=lambda: {"Recommenders": "metrics/recommenders.json",
-                                                             "LLaRA": "metrics/llara.json"})
+                                                             "LLaRA": "metrics/llara.json",
+                                                             "LLaRA leave-one-out": "metrics/llara_leave-one-out.json"})
     plots: list[str] = field(default_factory=lambda: ["metrics/**/*.csv", "metrics/**/*.tsv"])
     predictions: list[str] = field(default_factory=lambda: ["data/eval/*/test/*.parquet"])
     items: str = "data/ingested/items.parquet"

@@ -37,6 +37,8 @@ def outputs(tmp_path: Path) -> Path:
         "hybrid": {"generate": {"hr@1": _summary(0.4421, 0.34, 0.54, 95), "valid_ratio": _summary(0.97, 0.93, 1.0, 95)},
                    "rank": {"hr@1": _summary(0.4632, 0.36, 0.56, 95)}},
     }}))
+    (tmp_path / "metrics/llara_leave-one-out.json").write_text(json.dumps({"leave-one-out": {
+        "hybrid": {"generate": {"hr@1": _summary(0.41, 0.38, 0.44, 943)}}}}))
     curve = tmp_path / "metrics/finetune/paper/hybrid/loss.csv"
     curve.write_text("step,loss\n" + "".join(f"{s},{2.0 / (s + 1):.4f}\n" for s in range(20)))
     (tmp_path / "metrics/finetune/paper/hybrid/empty.csv").write_text("step,note\n")

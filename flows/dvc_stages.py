@@ -213,13 +213,34 @@ def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
         proc.wait()
 
 
+class OutputTail:
+    """The last ``tail`` lines of a command's output, plus every line that says what DVC did with a stage ("Running
+    stage", "is cached"): a long stage's own output (progress bars) must not push those out of the tail that
+    :func:`classify` reads (a 240-step fine-tuning was reported "skipped")."""
+
+    MARKS = ("Running stage '", "is cached - skipping run")
+
+    def __init__(self, tail: int = 200):
+        self.kept: collections.deque[str] = collections.deque(maxlen=tail)
+        self.marks: list[str] = []
+
+    def append(self, line: str) -> None:
+        self.kept.append(line)
+        if any(mark in line for mark in self.MARKS):
+            self.marks.append(line)
+
+    def lines(self) -> list[str]:
+        kept = list(self.kept)
+        return [m for m in self.marks if m not in kept] + kept
+
+
 def run_dvc(root: Path, args: list[str], log: Callable[[str], None], tail: int = 200,
             timeout_s: float | None = None) -> tuple[int, list[str]]:
     """Run ``dvc <args>`` in ``root``, streaming every output line to ``log``; returns (exit code, last lines).
 
     DVC runs in a process group of its own, tied to this process's life (:mod:`flows.guard`); after ``timeout_s``
     the group is stopped and the exit code is :data:`TIMEOUT_EXIT`."""
-    kept: collections.deque[str] = collections.deque(maxlen=tail)
+    kept = OutputTail(tail)
     env = subprocess_env({PARENT_ENV: str(os.getpid())})
     flows_parent = str(Path(__file__).resolve().parents[1])  # flows.guard importable from any cwd
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [flows_parent, env.get("PYTHONPATH", "")]))
@@ -245,10 +266,11 @@ def run_dvc(root: Path, args: list[str], log: Callable[[str], None], tail: int =
                 timer.cancel()
         code = proc.wait()
     if timed_out.is_set():
-        kept.append(f"error: timed out after {timeout_s:.0f} s (stopped)")
-        log(kept[-1])
-        return TIMEOUT_EXIT, list(kept)
-    return code, list(kept)
+        message = f"error: timed out after {timeout_s:.0f} s (stopped)"
+        kept.append(message)
+        log(message)
+        return TIMEOUT_EXIT, kept.lines()
+    return code, kept.lines()
 
 
 def run_stage(root: Path, stage: str, log: Callable[[str], None], *, force: bool = False,

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.dvc_stages import StageFailed, classify, failed_stage, failure_message, iter_output, load_stage_graph, stage_name
+from flows.dvc_stages import (
+    OutputTail, StageFailed, classify, failed_stage, failure_message, iter_output, load_stage_graph, stage_name,
+)
 from flows.workspace import (
     BACKUP_FILE, overridden_params, params_overrides, restore_interrupted_override, workspace_lock,
 )
@@ -131,6 +133,12 @@ def test_output_parsing():
     assert failure_message(["ERROR: missing dependency"]) == ("missing dependency", None)
     assert classify("split@paper", ["Running stage 'split@paper':"]) == "ran"
     assert classify("split@paper", ["Stage 'split@paper' didn't change, skipping"]) == "skipped"
+    # a long stage: its progress lines push DVC's "Running stage" out of the kept tail, the classification stays
+    tail = OutputTail(tail=5)
+    for line in ["Running stage 'finetune@hybrid':", *[f"finetune: {k}/240" for k in range(240)], "done"]:
+        tail.append(line)
+    assert len(tail.lines()) == 6 and tail.lines()[-1] == "done"
+    assert classify("finetune@hybrid", tail.lines()) == "ran"
     assert stage_name("sub/dvc.yaml:split@paper") == "split"
     assert failed_stage(["ERROR: failed to reproduce 'split@paper': failed to run: x, exited with 1"]) == "split@paper"
 

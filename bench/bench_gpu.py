@@ -45,32 +45,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from llara.llm.data import Example  # noqa: E402
+from llara.recommenders.table import TableRecommender  # noqa: E402
 
 PART_BYTES = 48 * 2 ** 20
 LLM_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "chat_template.jinja")
-
-
-class TableRecommender:
-    """A frozen recommender reduced to its item-embedding table (what the paper recipe's prompts carry); ``encode``
-    and ``score`` (not used by the paper recipe's losses) are the mean history embedding and its dot product."""
-
-    name = "table"
-
-    def __init__(self, table: torch.Tensor):
-        self.table = table.float()
-        self.dim = table.shape[1]
-        self.n_items = table.shape[0] - 1  # row 0 is padding
-
-    def item_embeddings(self, items):
-        return self.table[torch.as_tensor(list(items), dtype=torch.long)]
-
-    def encode(self, histories):
-        return torch.stack([self.item_embeddings(h).mean(0) for h in histories])
-
-    def score(self, histories, candidates):
-        user = self.encode(histories)
-        return (user[:, None, :] * torch.stack([self.item_embeddings(c) for c in candidates])).sum(-1)
 
 
 # ------------------------------------------------------------------------------------------------------ bundle ---

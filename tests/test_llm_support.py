@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from llara.llm.data import Example
+from llara.recommenders.table import TableRecommender
 
 WORDS = ["Red", "Blue", "Night", "River", "Storm", "Garden", "Silent", "Golden", "City", "Dream", "Winter", "Echo"]
 
@@ -30,28 +31,15 @@ def fake_examples(n_rows: int, n_items: int, n_cands: int = 5, seed: int = 0) ->
     return out
 
 
-class StandInRecommender:
+class StandInRecommender(TableRecommender):
     """Same interface as llara.recommenders' exports, from seeded random embeddings."""
 
     name = "stand-in"
 
     def __init__(self, n_items: int, dim: int = 16, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.dim = dim
-        self.n_items = n_items
-        self.table = torch.randn(n_items + 1, dim, generator=g)
-        self.table[0] = 0
-
-    def item_embeddings(self, items):
-        return self.table[torch.as_tensor(list(items), dtype=torch.long)]
-
-    def encode(self, histories):
-        return torch.stack([self.item_embeddings(h).mean(0) for h in histories])
-
-    def score(self, histories, candidates):
-        user = self.encode(histories)
-        emb = torch.stack([self.item_embeddings(c) for c in candidates])
-        return (user[:, None, :] * emb).sum(-1)
+        table = torch.randn(n_items + 1, dim, generator=torch.Generator().manual_seed(seed))
+        table[0] = 0
+        super().__init__(table)
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ Two datasets: MovieLens-100K (``paper`` split; a 1-epoch SASRec export; the base
 interactions (bench_split_scale.py's generator, ``paper`` protocol with a seeded user split). For each it times, in
 this process (files just written, so mostly from the page cache):
 - the fine-tuning key's inputs (sha256 streamed once per process): train rows (train.parquet), item table,
-  recommender export, base LLM folder, prompt templates; next to reading the train rows (read_examples; on the
-  synthetic data only the parquet read), the start-up cost they add to;
+  recommender export, base LLM folder, prompt templates; next to reading the train rows (read_examples), the
+  start-up cost they add to;
 - the pretraining key: digest of the train/validation tensors; next to building those tensors (sequence_data; on
   the synthetic data a vectorized stand-in of the same shape: sequence_data's Python lists need several GiB there).
 Prints a table; the last line is ``content_key_startup_s=<largest key time>``.
@@ -57,15 +57,13 @@ def size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in files) / 2**20
 
 
-def llm_key(split: Path, items: Path, export: Path | None, llm: Path | None, large: bool = False
-            ) -> tuple[float, float, float]:
-    """(seconds for the key, MB hashed, seconds to read the train rows: read_examples, or for ``large`` data only the
-    parquet read, since read_examples' Python objects would not fit beside the other jobs of this machine)."""
+def llm_key(split: Path, items: Path, export: Path | None, llm: Path | None) -> tuple[float, float, float]:
+    """(seconds for the key, MB hashed, seconds to read the train rows: read_examples)."""
     paths = {"train rows": split / "train.parquet", "items": items}
     paths.update({k: v for k, v in (("recommender", export), ("base LLM", llm)) if v is not None})
     key, seconds = timed(lambda: ContentKey({name: (model_digest(p) if name == "base LLM" else tree_digest(p))
                                              for name, p in paths.items()}).value("prompts", [str(t) for t in load_templates("movie")]))
-    _, read = timed(lambda: pl.read_parquet(split / "train.parquet") if large else read_examples(split / "train.parquet"))
+    _, read = timed(lambda: read_examples(split / "train.parquet"))
     return seconds, sum(size_mb(p) for p in paths.values()), read
 
 
@@ -124,7 +122,7 @@ def synthetic(work: Path, n: int) -> list[tuple]:
     split_to_dir(read_dataset(work / "ingested"), SplitConfig(protocol="paper", heldout_users=None), work / "paper")
     items = work / "ingested" / "items.parquet"
     label = f"synthetic {n / 1e6:g}M"
-    return [(label, "fine-tuning (train rows + items)", *llm_key(work / "paper", items, None, None, large=True)),
+    return [(label, "fine-tuning (train rows + items)", *llm_key(work / "paper", items, None, None)),
             (label, "pretraining", *recommender_key(work / "paper", items, large=True))]
 
 

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import ROOT, record  # noqa: E402
 
@@ -93,9 +95,7 @@ def copy_workspace(dest: Path) -> None:
     (dest / "dvc.lock").unlink(missing_ok=True)
 
 
-def configure(work: Path, quick: bool, eval_users: int) -> None:
-    import yaml
-
+def configure(work: Path, quick: bool, eval_users: int, finetune_steps: int | None) -> None:
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["ingest"].update(source="generic", input_dir="data/raw/synth", movielens_local_dir=None,
                             interactions_file="interactions.parquet", items_file="items.parquet",
@@ -110,12 +110,12 @@ def configure(work: Path, quick: bool, eval_users: int) -> None:
     params["pretrain"].update(epochs=3)  # the cost of an epoch is the point; early stopping would need ~20 at 1M
     if quick:
         params["finetune"]["profiles"]["default"].update(steps=2, compile=False)
+    if finetune_steps is not None:  # a step costs the same at any data size (fixed batch); start-up is what grows
+        params["finetune"]["profiles"]["default"].update(steps=finetune_steps)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def set_rerank(work: Path) -> None:
-    import yaml
-
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["recommend"]["rerank"] = True
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--rerank", action=argparse.BooleanOptionalAction, default=None,
                         help="night 1 re-ranks with the LLM (default: on with --quick; off at 1M, where a new champion "
                              "means re-ranking 100k users, hours on 2 cores: bench_recommend.py gives that cost)")
+    parser.add_argument("--finetune-steps", type=int, default=None,
+                        help="fine-tuning steps (default: the default profile's; --quick: 2). A step's cost does not "
+                             "depend on the data size, so a shorter run measures what grows (start-up, data) sooner")
     args = parser.parse_args()
     n, n_users, n_items = (5_000, 300, 200) if args.quick else (1_000_000, 100_000, 20_000)
     eval_users = args.eval_users or (16 if args.quick else 200)
@@ -168,7 +171,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         copy_workspace(work)
         make_data(work / "data/raw/synth", n, n_users, n_items)
-        configure(work, args.quick, eval_users)
+        configure(work, args.quick, eval_users, args.finetune_steps)
         subprocess.run(dvc("config", "--local", "core.no_scm", "true"), cwd=work, check=True, capture_output=True)
     step("night 0: dvc repro promote recommend", dvc("repro", "promote", "recommend"))
     if "delta" not in state:
@@ -180,13 +183,15 @@ def main() -> None:
     for stage in STAGES:
         step(stage, dvc("repro", "--single-item", stage))
     steps = ["merge", "dvc commit fetch", *STAGES]
+    ft_steps = yaml.safe_load((work / "params.yaml").read_text())["finetune"]["profiles"]["default"]["steps"]
     print(f"nightly loop: {n:,} interactions, {n_users:,} users, {n_items:,} items, delta {state['delta']:,} "
-          f"interactions; evaluate/promote on {eval_users} users")
+          f"interactions; evaluate/promote on {eval_users} users; {ft_steps} fine-tuning steps")
     print(f"{'step':<30}{'seconds':>10}{'peak GiB':>10}")
     for name in ["night 0: dvc repro promote recommend", *steps]:
         print(f"{name:<30}{state[name]['seconds']:>10.1f}{state[name]['peak_gib']:>10.2f}")
     total = sum(state[s]["seconds"] for s in steps)
-    line = (f"bench_nightly ({n:,} interactions, {n_users:,} users, {n_items:,} items, delta {state['delta']:,}): "
+    line = (f"bench_nightly ({n:,} interactions, {n_users:,} users, {n_items:,} items, delta {state['delta']:,}, "
+            f"{ft_steps} fine-tuning steps): "
             + ", ".join(f"{s} {state[s]['seconds']:.0f} s / {state[s]['peak_gib']:.2f} GiB" for s in steps)
             + f"; night 1 total {total:.0f} s (night 0: {state['night 0: dvc repro promote recommend']['seconds']:.0f} s)")
     if not args.quick:

@@ -60,6 +60,37 @@ def test_split_target_outside_candidates_is_an_input_error(tmp_path):
         read_examples(write_rows(tmp_path / "rows.parquet", bad))
 
 
+def test_split_rows_read_back_as_written(tmp_path):
+    rows = fake_examples(7, 30)
+    table = read_examples(write_rows(tmp_path / "rows.parquet", rows))
+    assert len(table) == 7 and list(table) == rows and table[-1] == rows[6] and table[2:5] == rows[2:5]
+    with pytest.raises(IndexError):
+        table[7]
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("empty history", "row 1: empty history"), ("null history", "row 1: missing history"),
+    ("null candidate", "row 1: missing item in candidates"), ("null target", "row 1: missing target"),
+    ("no column", "missing column 'candidates'"),
+])
+def test_bad_split_rows_name_the_row(tmp_path, fault, message):
+    import polars as pl
+
+    path = write_rows(tmp_path / "rows.parquet", fake_examples(3, 30))
+    df = pl.read_parquet(path)
+    if fault == "no column":
+        df = df.drop("candidates")
+    else:
+        column = {"empty history": "history", "null history": "history", "null candidate": "candidates",
+                  "null target": "target"}[fault]
+        values = df[column].to_list()
+        values[1] = values[1][:2] + [None] if fault == "null candidate" else [] if fault == "empty history" else None
+        df = df.with_columns(pl.Series(column, values, dtype=df[column].dtype))
+    df.write_parquet(path)
+    with pytest.raises(InputError, match=message):
+        read_examples(path)
+
+
 def test_cli_reports_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "llara", "recommend", str(tmp_path / "run"), "--history", "1"],
                           capture_output=True, text=True, cwd=ROOT)

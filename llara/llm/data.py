@@ -28,23 +28,78 @@ class Example:
         return self.candidates.index(self.target)
 
 
-def read_examples(path: str | Path) -> list[Example]:
-    """Rows of a split parquet (user, history, target, candidates); the target must be among the candidates."""
+class ExampleTable(Sequence[Example]):
+    """Split rows held as flat int64 arrays; an :class:`Example` is built when a row is read (``table[i]``; a slice
+    gives a list). As Python tuples the train rows of a 10M-interaction split would take several GB and a minute to
+    build, while fine-tuning reads only ``steps x batch_size`` of them."""
+
+    def __init__(self, users: np.ndarray, targets: np.ndarray, history: tuple[np.ndarray, np.ndarray],
+                 candidates: tuple[np.ndarray, np.ndarray]):
+        self.users, self.targets = users, targets
+        (self._history, self._history_at), (self._candidates, self._candidates_at) = history, candidates
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        i = index % len(self)
+        history = self._history[self._history_at[i]:self._history_at[i + 1]]
+        candidates = self._candidates[self._candidates_at[i]:self._candidates_at[i + 1]]
+        return Example(i, int(self.users[i]), tuple(history.tolist()), int(self.targets[i]),
+                       tuple(candidates.tolist()))
+
+
+def _int_lists(column, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, offsets) of a list-of-integers column; a missing list or element is an input error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.to_arrow()
+    array = array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array
+    if array.null_count:
+        raise InputError(path, f"row {pc.index(array.is_null(), True).as_py()}: missing {name}")
+    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(array)
+    if values.null_count:
+        at = int(np.searchsorted(np.cumsum(lengths), pc.index(values.is_null(), True).as_py(), side="right"))
+        raise InputError(path, f"row {at}: missing item in {name}")
+    return values.to_numpy(zero_copy_only=False).astype(np.int64), np.concatenate([[0], np.cumsum(lengths)])
+
+
+def read_examples(path: str | Path) -> ExampleTable:
+    """Rows of a split parquet (user, history, target, candidates), checked at once: a non-empty history, the target
+    among the candidates."""
     import polars as pl
 
     path = Path(path)
     require(path.is_file(), path, "split file not found (run `dvc repro split`)")
-    df = pl.read_parquet(path)
-    for col in ("user", "history", "target", "candidates"):
-        require(col in df.columns, path, f"missing column '{col}'")
-    out = []
-    for i, (user, history, target, cands) in enumerate(df.select("user", "history", "target", "candidates").iter_rows()):
-        require(len(history) > 0, path, f"row {i}: empty history")
-        if target not in cands:
-            raise InputError(path, f"row {i}: target {target} is not among the candidates")
-        out.append(Example(i, int(user), tuple(history), int(target), tuple(cands)))
-    require(len(out) > 0, path, "no rows")
-    return out
+    columns = ["user", "history", "target", "candidates"]
+    present = pl.read_parquet_schema(path)
+    for col in columns:
+        require(col in present, path, f"missing column '{col}'")
+    df = pl.read_parquet(path, columns=columns)
+    require(df.height > 0, path, "no rows")
+    for col in ("user", "target"):
+        if df[col].null_count():
+            raise InputError(path, f"row {df[col].is_null().arg_max()}: missing {col}")
+    history, history_at = _int_lists(df["history"], path, "history")
+    empty = np.flatnonzero(np.diff(history_at) == 0)
+    if len(empty):
+        raise InputError(path, f"row {empty[0]}: empty history")
+    candidates, candidates_at = _int_lists(df["candidates"], path, "candidates")
+    targets = df["target"].to_numpy().astype(np.int64)
+    row_of = np.repeat(np.arange(df.height), np.diff(candidates_at))
+    found = np.zeros(df.height, dtype=bool)
+    found[row_of[candidates == targets[row_of]]] = True
+    if not found.all():
+        i = int(np.flatnonzero(~found)[0])
+        raise InputError(path, f"row {i}: target {targets[i]} is not among the candidates")
+    return ExampleTable(df["user"].to_numpy().astype(np.int64), targets, (history, history_at),
+                        (candidates, candidates_at))
 
 
 def read_titles(items_path: str | Path) -> dict[int, str]:

@@ -12,6 +12,8 @@ Resumable: the workspace (``--work``) keeps DVC's state and finished steps, so a
 
     python bench/bench_nightly.py            # 1M interactions, 100k users, 20k items, 1% delta
     python bench/bench_nightly.py --quick    # CI size: 5k interactions, 300 users, 200 items, 2 fine-tuning steps
+    python bench/bench_nightly.py --finetune-steps 30   # 1M, fine-tuning shortened (a step costs the same at any
+                                                        # data size: bench_e2e.py / bench_finetune.py give its rate)
 """
 
 from __future__ import annotations

@@ -1,0 +1,86 @@
+"""The long experiments' scripts run end to end: `bench/bench_learning.py` (learning curves, resumable) and
+`bench/bench_protocol.py` (the headline on another protocol), each in a small real workspace (a synthetic dataset,
+the pipeline's own `dvc repro` of split, SASRec and its export, a tiny random Llama with the real tokenizer). They
+check what the scripts promise (CSV rows, a resumed run that continues, the metrics file with paired differences),
+not their numbers, which a tiny model cannot make meaningful.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _flow_helpers import child_env, dvc, make_workspace  # noqa: E402
+from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: E402,F401
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tokenizer_dir) -> Path:  # noqa: F811
+    root = make_workspace(tmp_path_factory.mktemp("experiments") / "ws", users=40, n_items=30)
+    make_tiny_llm(tokenizer_dir, root / "data/llm/base")  # where stage `llm` would put it
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["split"].update(protocols=["paper", "leave-one-out"])
+    params["pretrain"].update(backbones=["sasrec"], epochs=2)
+    params["llm"].update(model="data/llm/base", dtype="float32", device="cpu")
+    params["finetune"]["profiles"]["default"].update(steps=2, batch_size=2, micro_batch=2, warmup_steps=1,
+                                                     checkpoint_every=10, compile=False, autocast=False)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = dvc(root, "repro", "--single-item", "ingest", "split@leave-one-out", "pretrain@leave-one-out-sasrec",
+               "export@leave-one-out-sasrec", "split@paper", "pretrain@paper-sasrec", "export@paper-sasrec",
+               check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root
+
+
+def bench(root: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, f"bench/{script}", *args], cwd=root, env=child_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_learning_curve_rows_and_resume(workspace: Path):
+    out = workspace / "data/learning/smoke"
+    args = ["--steps", "4", "--eval-every", "2", "--users", "6", "--threads", "1", "--protocol", "leave-one-out",
+            "--out", str(out)]
+    first = bench(workspace, "bench_learning.py", *args)
+    rows = list(csv.DictReader((out / "curve.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 2, 4]
+    assert [int(r["examples"]) for r in rows] == [0, 4, 8]  # batch_size 2
+    assert all(int(r["n"]) == 6 and 0 <= float(r["generate_hr1"]) <= 1 and 0 <= float(r["valid_ratio"]) <= 1
+               for r in rows)
+    assert float(rows[-1]["cpu_min"]) > 0 and first.stdout.strip().splitlines()[-1].startswith("ours_best_generate_hr1=")
+
+    # killed after step 2's checkpoint: the same command resumes there, drops the CSV's later row and recomputes it
+    # as the uninterrupted run had it
+    checkpoints = sorted((out / "run/checkpoints").iterdir())
+    assert len(checkpoints) == 2
+    shutil.rmtree(checkpoints[-1])
+    again = bench(workspace, "bench_learning.py", *args)
+    assert "(step 2/4)" in again.stdout
+    resumed = list(csv.DictReader((out / "curve.csv").open()))
+    same = [c for c in rows[0] if c not in ("cpu_min", "wall_min")]
+    assert [{c: r[c] for c in same} for r in resumed] == [{c: r[c] for c in same} for r in rows]
+
+
+def test_protocol_headline_writes_paired_metrics(workspace: Path):
+    proc = bench(workspace, "bench_protocol.py", "--protocol", "leave-one-out", "--max-rows", "5",
+                 "--modes", "generate", "rank_llm")
+    metrics = json.loads((workspace / "metrics/llara_leave-one-out.json").read_text())
+    result = metrics["leave-one-out"]["hybrid-curriculum"]
+    for mode in ("generate", "rank_llm"):
+        assert result[mode]["hr@1"]["n"] == 5
+        paired = result["paired_vs_recommender"][mode]["hr@1"]
+        assert paired["value"] == pytest.approx(paired["model"] - paired["baseline"])
+    assert proc.stdout.strip().splitlines()[-1].startswith("generate_hr1=")
+    assert (workspace / "data/runs/leave-one-out/hybrid-curriculum").is_dir()

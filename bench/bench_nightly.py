@@ -80,6 +80,7 @@ def make_delta(path: Path, data: Path, fraction: float, seed: int = 1) -> int:
     users += [f"n{u:07d}" for u in rng.integers(0, max(1, n // 40), n // 10)]
     items = rng.integers(0, n_items, n)
     t0 = int(old["timestamp"].max()) + 1
+    path.parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"user": users, "item": [f"i{i:05d}" for i in items],
                   "timestamp": t0 + np.arange(n)}).write_parquet(path)
     path.with_name(path.name + ".done").touch()

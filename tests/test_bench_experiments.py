@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tokenizer_dir) -> Path:  # noqa: F811
-    root = make_workspace(tmp_path_factory.mktemp("experiments") / "ws", users=40, n_items=30)
+    root = make_workspace(tmp_path_factory.mktemp("experiments") / "ws", users=40, n_items=40)
     make_tiny_llm(tokenizer_dir, root / "data/llm/base")  # where stage `llm` would put it
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["split"].update(protocols=["paper", "leave-one-out"])

@@ -82,7 +82,7 @@ class Profile:
 
     __pydantic_config__ = {"extra": "forbid"}
 
-    steps: int = 240  # optimizer steps (generate HR@1 and rank_llm need ~200+ on CPU: docs/llara.md)
+    steps: int = 300  # optimizer steps (generate HR@1 and rank_llm need ~200+ on CPU: docs/llara.md)
     batch_size: int = 8  # examples per optimizer step
     micro_batch: int = 4  # examples per forward pass (gradient accumulation)
     warmup_steps: int = 5

@@ -47,7 +47,7 @@ LOG_FIELDS = ["step", "loss", "generative", "head", "lr", "hybrid_probability", 
 @dataclass
 class TrainConfig:
     schedule: str = "curriculum"
-    steps: int = 240
+    steps: int = 300
     batch_size: int = 8  # examples per optimizer step
     micro_batch: int = 4  # examples per forward pass (gradient accumulation)
     lr: float = 8e-4

@@ -67,7 +67,7 @@ def _int_lists(column, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     if values.null_count:
         at = int(np.searchsorted(np.cumsum(lengths), pc.index(values.is_null(), True).as_py(), side="right"))
         raise InputError(path, f"row {at}: missing item in {name}")
-    return values.to_numpy(zero_copy_only=False).astype(np.int64), np.concatenate([[0], np.cumsum(lengths)])
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64), np.concatenate([[0], np.cumsum(lengths)])
 
 
 def read_examples(path: str | Path) -> ExampleTable:
@@ -91,14 +91,18 @@ def read_examples(path: str | Path) -> ExampleTable:
     if len(empty):
         raise InputError(path, f"row {empty[0]}: empty history")
     candidates, candidates_at = _int_lists(df["candidates"], path, "candidates")
-    targets = df["target"].to_numpy().astype(np.int64)
-    row_of = np.repeat(np.arange(df.height), np.diff(candidates_at))
-    found = np.zeros(df.height, dtype=bool)
-    found[row_of[candidates == targets[row_of]]] = True
+    targets = np.asarray(df["target"].to_numpy(), dtype=np.int64)
+    widths = np.diff(candidates_at)
+    if widths[0] > 0 and (widths == widths[0]).all():  # the usual case: as many candidates in every row
+        found = (candidates.reshape(df.height, -1) == targets[:, None]).any(axis=1)
+    else:
+        row_of = np.repeat(np.arange(df.height), widths)
+        found = np.zeros(df.height, dtype=bool)
+        found[row_of[candidates == targets[row_of]]] = True
     if not found.all():
         i = int(np.flatnonzero(~found)[0])
         raise InputError(path, f"row {i}: target {targets[i]} is not among the candidates")
-    return ExampleTable(df["user"].to_numpy().astype(np.int64), targets, (history, history_at),
+    return ExampleTable(np.asarray(df["user"].to_numpy(), dtype=np.int64), targets, (history, history_at),
                         (candidates, candidates_at))
 
 

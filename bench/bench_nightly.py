@@ -7,7 +7,9 @@ marker into the inbox and runs the nightly loop one step at a time, each in its 
 validated, into ledger parts + `dvc commit fetch`), ingest, split, pretrain, export, fine-tune (default profile),
 evaluate, promote, recommend (``users: active``; night 0 writes the recommender's top-k for every user, night 1
 re-scores the active users, with the champion LLM when ``--rerank``, everyone when the champion changed, and carries
-the others over). Peak RSS is the step's process tree (``wait4``'s ru_maxrss).
+the others over); night 2 drops another delta and, with the champion kept (no training), runs merge, ingest and
+`recommend`, which re-scores only the users active since night 1. Peak RSS is the step's process tree (``wait4``'s
+ru_maxrss).
 Resumable: the workspace (``--work``) keeps DVC's state and finished steps, so a rerun continues where it stopped.
 
     python bench/bench_nightly.py            # 1M interactions, 100k users, 20k items, 1% delta
@@ -66,8 +68,9 @@ def make_data(directory: Path, n: int, n_users: int, n_items: int, seed: int = 0
                   "title": [f"Synthetic title {i}" for i in range(n_items)]}).write_parquet(directory / "items.parquet")
 
 
-def make_delta(path: Path, data: Path, fraction: float, seed: int = 1) -> int:
-    """New interactions (after every existing timestamp) for random existing users and 10% new users."""
+def make_delta(path: Path, data: Path, fraction: float, seed: int = 1, after: int = 0) -> int:
+    """New interactions (after every existing timestamp, and ``after`` more) for random existing users and 10% new
+    users."""
     import numpy as np
     import polars as pl
 
@@ -79,7 +82,7 @@ def make_delta(path: Path, data: Path, fraction: float, seed: int = 1) -> int:
     users = [known[i] for i in rng.integers(0, len(known), n - n // 10)]
     users += [f"n{u:07d}" for u in rng.integers(0, max(1, n // 40), n // 10)]
     items = rng.integers(0, n_items, n)
-    t0 = int(old["timestamp"].max()) + 1
+    t0 = int(old["timestamp"].max()) + 1 + after
     path.parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"user": users, "item": [f"i{i:05d}" for i in items],
                   "timestamp": t0 + np.arange(n)}).write_parquet(path)
@@ -186,17 +189,27 @@ def main() -> None:
     for stage in STAGES:
         step(stage, dvc("repro", "--single-item", stage))
     steps = ["merge", "dvc commit fetch", *STAGES]
+    # night 2: another delta, the champion kept (no training): `recommend` re-scores only the users active since
+    if "delta 2" not in state:
+        state["delta 2"] = make_delta(work / "data/inbox/delta-2.parquet", work / "data/raw/synth", args.delta, seed=2,
+                                      after=state["delta"])
+    step("night 2: merge", [sys.executable, "-c", MERGE])
+    step("night 2: dvc commit fetch", dvc("commit", "--force", "fetch"))
+    step("night 2: ingest", dvc("repro", "--single-item", "ingest"))
+    step("night 2: recommend (active users)", dvc("repro", "--single-item", "recommend"))
+    night2 = ["night 2: merge", "night 2: dvc commit fetch", "night 2: ingest", "night 2: recommend (active users)"]
     ft_steps = yaml.safe_load((work / "params.yaml").read_text())["finetune"]["profiles"]["default"]["steps"]
     print(f"nightly loop: {n:,} interactions, {n_users:,} users, {n_items:,} items, delta {state['delta']:,} "
           f"interactions; evaluate/promote on {eval_users} users; {ft_steps} fine-tuning steps")
-    print(f"{'step':<30}{'seconds':>10}{'peak GiB':>10}")
-    for name in ["night 0: dvc repro promote recommend", *steps]:
-        print(f"{name:<30}{state[name]['seconds']:>10.1f}{state[name]['peak_gib']:>10.2f}")
+    print(f"{'step':<36}{'seconds':>10}{'peak GiB':>10}")
+    for name in ["night 0: dvc repro promote recommend", *steps, *night2]:
+        print(f"{name:<36}{state[name]['seconds']:>10.1f}{state[name]['peak_gib']:>10.2f}")
     total = sum(state[s]["seconds"] for s in steps)
     line = (f"bench_nightly ({n:,} interactions, {n_users:,} users, {n_items:,} items, delta {state['delta']:,}, "
             f"{ft_steps} fine-tuning steps): "
             + ", ".join(f"{s} {state[s]['seconds']:.0f} s / {state[s]['peak_gib']:.2f} GiB" for s in steps)
-            + f"; night 1 total {total:.0f} s (night 0: {state['night 0: dvc repro promote recommend']['seconds']:.0f} s)")
+            + f"; night 1 total {total:.0f} s (night 0: {state['night 0: dvc repro promote recommend']['seconds']:.0f} s); "
+            + "night 2, champion kept: " + ", ".join(f"{s[9:]} {state[s]['seconds']:.0f} s" for s in night2))
     if not args.quick:
         record(line)
     print(f"nightly_total_s={total:.0f}")

@@ -43,7 +43,7 @@ from llara.llm.data import read_examples  # noqa: E402
 from llara.llm.prompts import load_templates  # noqa: E402
 from llara.recommenders.evaluation import sequence_data  # noqa: E402
 from llara.recommenders.workflow import read_item_index  # noqa: E402
-from llara.data.split import read_split  # noqa: E402
+from llara.data.split_files import read_split  # noqa: E402
 
 
 def timed(fn):

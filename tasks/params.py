@@ -29,8 +29,8 @@ from llara.data.tables import Columns, check_text_options
 from llara.data.sources import check_url, fetch_movielens_100k
 from llara.data.split import PROTOCOLS, SplitConfig
 from llara.errors import ConfigError, InputError
-from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, VARIANTS, LLMSettings,
-                               Profile, Recipe)
+from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES, VARIANTS,
+                               LLMSettings, Profile, Recipe)
 from llara.recommenders.config import BackboneConfig, TrainConfig
 from llara.recommenders.registry import FAMILIES, Family
 from llara.report import ReportConfig
@@ -222,7 +222,7 @@ class LLMParams(Strict):
 
     model: str = "smollm2"  # smollm2 | a Hugging Face id | a local HF folder
     base_dir: str = LLMSettings.model
-    dtype: Literal["bfloat16", "float32", "float16"] = LLMSettings.dtype
+    dtype: Literal[DTYPE_NAMES] = LLMSettings.dtype
     device: str = LLMSettings.device  # auto (CUDA when present) | cpu | cuda | cuda:N
     trust_remote_code: bool = False
     revision: str | None = None  # the hub commit (or tag) of a Hugging Face id, so the weights under it cannot change

@@ -140,3 +140,26 @@ def test_rank_without_head_uses_loglik(tiny_llm_dir):
     model, enc, _, _ = build_tiny(tiny_llm_dir, config=ModelConfig(lora_r=4, lora_dropout=0.0))
     batch = collate(enc, fake_examples(2, 30), ["hybrid", "text"], [0, 1], False, model.loaded.pad_token_id)
     assert torch.equal(rank_scores(model, enc, batch, use_head=True), rank_scores(model, enc, batch, use_head=False))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_uses_bf16_only_where_the_cpu_multiplies_it_natively(tiny_llm_dir, monkeypatch, native):
+    """On AVX2-only CPUs bf16 matmuls run a reference loop (75x slower than float32): `auto` loads float32 there and
+    training's bf16 autocast is off; where oneDNN has bf16 kernels both are bf16."""
+    from llara.llm.loading import load_llm, resolve_dtype
+    from llara.llm.training import autocast_context
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    want = torch.bfloat16 if native else torch.float32
+    assert resolve_dtype("auto", "cpu") == want and resolve_dtype("float32", "cpu") == torch.float32
+    llm = load_llm(str(tiny_llm_dir), dtype="auto", device="cpu")
+    assert next(llm.model.parameters()).dtype == want
+
+    class OnCpu:
+        device = torch.device("cpu")
+
+    with autocast_context(OnCpu(), enabled=True):
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == want
+    with pytest.raises(Exception, match="llm.dtype.*unknown dtype 'bf16'"):
+        resolve_dtype("bf16")

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from llara.llm.data import Example
-from llara.recommenders.table import TableRecommender
 
 WORDS = ["Red", "Blue", "Night", "River", "Storm", "Garden", "Silent", "Golden", "City", "Dream", "Winter", "Echo"]
 
@@ -31,15 +30,26 @@ def fake_examples(n_rows: int, n_items: int, n_cands: int = 5, seed: int = 0) ->
     return out
 
 
-class StandInRecommender(TableRecommender):
-    """Same interface as llara.recommenders' exports, from seeded random embeddings."""
+class StandInRecommender:
+    """Same interface as llara.recommenders' exports, from seeded random item embeddings (row 0 is padding): a
+    history's representation is its mean embedding, a candidate's score the dot product with it."""
 
     name = "stand-in"
 
     def __init__(self, n_items: int, dim: int = 16, seed: int = 0):
-        table = torch.randn(n_items + 1, dim, generator=torch.Generator().manual_seed(seed))
-        table[0] = 0
-        super().__init__(table)
+        self.table = torch.randn(n_items + 1, dim, generator=torch.Generator().manual_seed(seed))
+        self.table[0] = 0
+        self.dim, self.n_items = dim, n_items
+
+    def item_embeddings(self, items):
+        return self.table[torch.as_tensor(list(items), dtype=torch.long)]
+
+    def encode(self, histories):
+        return torch.stack([self.item_embeddings(h).mean(0) for h in histories])
+
+    def score(self, histories, candidates):
+        user = self.encode(histories)
+        return (user[:, None, :] * torch.stack([self.item_embeddings(c) for c in candidates])).sum(-1)
 
 
 @pytest.fixture(scope="session")

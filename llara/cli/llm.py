@@ -8,7 +8,7 @@ import json
 
 def register(sub: argparse._SubParsersAction) -> None:
     from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, PROFILES, RECIPES,
-                                   VARIANTS, LLMSettings)
+                                   VARIANTS, DTYPE_NAMES, LLMSettings)
 
     f = sub.add_parser("finetune", help="fine-tune a LLaRA variant",
                        description="Fine-tune one LLaRA variant under a recipe and a profile (the library's, as in "
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one recipe or profile setting (docs/params.md, finetune.recipes / profiles), "
                         "e.g. --set lr=8e-4; repeatable")
     f.add_argument("--prompts", default=DEFAULT_PROMPTS, help=f"movie | game | artist | item | template file (default: {DEFAULT_PROMPTS})")
-    f.add_argument("--dtype", default=LLMSettings.dtype, help=f"bfloat16 | float32 | float16 (default: {LLMSettings.dtype})")
+    f.add_argument("--dtype", default=LLMSettings.dtype, help=f"{' | '.join(DTYPE_NAMES)} (default: {LLMSettings.dtype}: "
+                   "bfloat16 where the device multiplies it natively, else float32)")
     f.add_argument("--device", default=LLMSettings.device, help="auto | cpu | cuda")
     f.add_argument("--seed", type=int, default=DEFAULT_SEED)
     f.set_defaults(func=_finetune)

@@ -14,6 +14,8 @@ from llara.errors import require_config
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 CANDIDATE_FEATURES = ("item", "affinity")
+# auto: bfloat16 where the device multiplies it natively, else float32 (llara.llm.loading.resolve_dtype)
+DTYPE_NAMES = ("auto", "bfloat16", "float32", "float16")
 DEFAULT_PROMPTS = "movie"  # movie | game | artist | item | a template file
 DEFAULT_SEED = 0
 
@@ -23,7 +25,7 @@ class LLMSettings:
     """Which base LLM a run loads, and how."""
 
     model: str = "data/llm/base"  # HF folder or hub id (the pipeline's stage `llm` writes this folder)
-    dtype: str = "bfloat16"  # bfloat16 | float32 | float16
+    dtype: str = "auto"  # one of DTYPE_NAMES
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     trust_remote_code: bool = False
 
@@ -88,7 +90,7 @@ class Profile:
     warmup_steps: int = 5
     checkpoint_every: int = 10
     llm: str | None = None  # another base LLM than llm.base_dir (e.g. meta-llama/Llama-2-7b-hf)
-    autocast: bool = True  # bf16 autocast
+    autocast: bool = True  # bf16 autocast where the device multiplies bf16 natively
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, same results
     attention: str = "auto"  # attention kernel while training: auto (eager on CPU), eager, sdpa
     compile: bool | str = "auto"  # torch.compile the decoder layers while training: true, false, auto

@@ -12,15 +12,17 @@ Conventions:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import polars as pl
 import torch
 from torch import nn
 
 from llara.errors import InputError, require
 from llara.recommenders.config import BackboneConfig
+
+if TYPE_CHECKING:  # polars is imported where used: the models and the padding load without it (bench_gpu's device)
+    import polars as pl
 
 PAD = 0
 
@@ -41,6 +43,8 @@ class ItemIndex:
     @classmethod
     def from_items_table(cls, items: pl.DataFrame, where: str | Path) -> "ItemIndex":
         """All items of the item table, sorted by id."""
+        import polars as pl
+
         require("item" in items.columns, where, "missing column 'item'")
         ids = items["item"].cast(pl.Int64)
         require(ids.n_unique() == ids.len(), where, "duplicate item ids")
@@ -60,6 +64,8 @@ class ItemIndex:
 
     def frame(self) -> pl.DataFrame:
         """The map as written to ``item_map.parquet``: item (dataset id), index (embedding row)."""
+        import polars as pl
+
         return pl.DataFrame(
             {"item": self.ids, "index": np.arange(1, self.ids.size + 1, dtype=np.int64)},
             schema={"item": pl.Int64, "index": pl.Int64},
@@ -67,6 +73,8 @@ class ItemIndex:
 
     @classmethod
     def from_frame(cls, df: pl.DataFrame, where: str | Path) -> "ItemIndex":
+        import polars as pl
+
         for col in ("item", "index"):
             require(col in df.columns, where, f"missing column '{col}'")
             require(df.schema[col] == pl.Int64, where, f"column '{col}' has type {df.schema[col]}, expected Int64")
@@ -80,24 +88,40 @@ def pad_history_column(histories: pl.Series, index: ItemIndex, window: int, wher
     """A list column of dataset-id histories (oldest first) -> left-padded (B, window) LongTensor of embedding rows,
     vectorized (no Python list per row: those took several GiB for the train rows of a 10M-interaction split)."""
     tails = histories.list.tail(window)
-    lengths = tails.list.len().fill_null(0).to_numpy().astype(np.int64)
+    lengths = _nonempty(tails.list.len().fill_null(0).to_numpy().astype(np.int64), where)
+    flat = tails.explode()  # no empty list left, so a null is a missing item
+    require(flat.null_count() == 0, where, "a history has a missing item")
+    return _pad_tails(lengths, flat.to_numpy(), index, window, where)
+
+
+def pad_histories(histories: Sequence[Sequence[int]], index: ItemIndex, window: int, where: str | Path) -> torch.Tensor:
+    """:func:`pad_history_column` of histories given as Python sequences (no polars needed)."""
+    tails = [list(h)[-window:] if window else [] for h in histories]
+    lengths = np.fromiter((len(t) for t in tails), dtype=np.int64, count=len(tails))
+    _nonempty(lengths, where)
+    try:
+        flat = np.fromiter((i for t in tails for i in t), dtype=np.int64, count=int(lengths.sum()))
+    except TypeError:  # None
+        raise InputError(where, "a history has a missing item") from None
+    return _pad_tails(lengths, flat, index, window, where)
+
+
+def _nonempty(lengths: np.ndarray, where: str | Path) -> np.ndarray:
     empty = np.flatnonzero(lengths == 0)
     if len(empty):
         raise InputError(where, f"history {empty[0]} is empty (a recommender needs at least one item)")
-    flat = tails.explode()
-    require(flat.null_count() == 0, where, "a history has a missing item")
-    rows = index.to_rows(flat.to_numpy(), where)
+    return lengths
+
+
+def _pad_tails(lengths: np.ndarray, flat: np.ndarray, index: ItemIndex, window: int, where: str | Path) -> torch.Tensor:
+    """Histories' last ``window`` items, concatenated (``flat``) with their non-zero ``lengths`` -> left-padded rows."""
+    rows = index.to_rows(flat, where)
     row_of = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.cumsum(lengths) - lengths
     column = window - lengths[row_of] + (np.arange(len(rows)) - starts[row_of])
     out = np.zeros((len(lengths), window), dtype=np.int64)
     out[row_of, column] = rows
     return torch.from_numpy(out)
-
-
-def pad_histories(histories: Sequence[Sequence[int]], index: ItemIndex, window: int, where: str | Path) -> torch.Tensor:
-    """:func:`pad_history_column` of histories given as Python sequences."""
-    return pad_history_column(pl.Series([list(h) for h in histories], dtype=pl.List(pl.Int64)), index, window, where)
 
 
 class SequentialRecommender(nn.Module):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import polars as pl
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
@@ -73,6 +72,8 @@ def load_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], where: 
 def read_item_map(path: str | Path) -> ItemIndex:
     path = Path(path)
     require(path.is_file(), path, "file not found")
+    import polars as pl  # here only: the rest of this module loads without it (bench_gpu's device)
+
     try:
         df = pl.read_parquet(path)
     except Exception as exc:

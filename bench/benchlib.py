@@ -86,9 +86,11 @@ def right_padded(batch: Batch, pad: int) -> Batch:
 
 
 def machine(threads: int | None = None) -> str:
-    """Host, cores, the torch threads the measurement used (default: this process's) and a GPU when present."""
+    """Host, cores, the CPU's vector capability (AVX2 / AVX512: machines of one name differ, and bf16 speed with them),
+    the torch threads the measurement used (default: this process's) and a GPU when present."""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{platform.node()} ({os.cpu_count()} cpus, {threads or torch.get_num_threads()} torch threads{gpu})"
+    return (f"{platform.node()} ({os.cpu_count()} cpus, {torch.backends.cpu.get_cpu_capability()}, "
+            f"{threads or torch.get_num_threads()} torch threads{gpu})")
 
 
 def record(line: str, threads: int | None = None) -> None:

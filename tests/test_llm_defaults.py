@@ -65,3 +65,13 @@ def test_with_settings_replaces_checks_and_names_the_key():
         with pytest.raises(ConfigError) as err:
             recipes.with_settings(recipes.RECIPES["paper"], recipes.PROFILES["default"], bad)
         assert err.value.key == key
+
+
+def test_dtype_names_are_the_ones_the_loader_resolves():
+    """params.yaml's schema and the CLI list recipes.DTYPE_NAMES; the loader (which stage `llm` imports without
+    recipes.py) resolves exactly those."""
+    from llara.llm.loading import DTYPES, resolve_dtype
+    from llara.llm.recipes import DTYPE_NAMES
+
+    assert set(DTYPE_NAMES) == {"auto", *DTYPES}
+    assert all(resolve_dtype(name) in DTYPES.values() for name in DTYPE_NAMES)

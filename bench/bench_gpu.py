@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> dict:
     clock = benchlib.make_clock("wall", torch.get_num_threads(), device)
     rate = benchlib.matmul_rate(torch.bfloat16, device, clock, seconds=0.5 if args.quick else 2.0)
     rows = {part: read_rows(bundle, part) for part in ("train", "test")}
-    titles = read_titles(bundle)
+    titles, prompts = read_titles(bundle), read_configs(bundle)["prompts"]
     recommender = read_recommender(bundle)
     llm_dir = base_llm(args, work)
     weights = "given" if args.llm else ("gguf" if args.gguf_parts else "random")
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> dict:
                                                seed=args.seed)
         train_cfg = replace(train_cfg, warmup_steps=max(1, steps // 20))  # the authors' 5% warm-up
         torch.manual_seed(args.seed)
-        model, enc = build(settings, recommender, titles, read_configs(bundle)["prompts"], model_cfg)
+        model, enc = build(settings, recommender, titles, prompts, model_cfg)
         return model, enc, train_cfg
 
     # (2) throughput and MFU: the first step (allocations, kernel choice) is not timed
@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
     """bench_learning's curves of the bundle's recipes: {recipe: rows}, also written to <out>/curve-<recipe>.csv."""
-    from bench_learning import point_row, write_curve
+    from bench_learning import CurveRecorder
 
     from llara.llm.evaluation import evaluate
     from llara.llm.loading import resolve_device
@@ -294,31 +294,18 @@ def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
                             compile=False, gradient_checkpointing=False)  # neither changes what is learned
         torch.manual_seed(train_cfg.seed)
         model, enc = build(settings, recommender, titles, configs["prompts"], model_cfg)
-        rows: list[dict] = []
-        path = out / f"curve-{recipe}.csv"
-        spent = {"cpu": 0.0, "wall": 0.0, "mark": (time.process_time(), time.time())}
-
-        def measure(step: int) -> None:
-            now = (time.process_time(), time.time())
-            spent["cpu"] += now[0] - spent["mark"][0]
-            spent["wall"] += now[1] - spent["mark"][1]
-            metrics, _ = evaluate(model, enc, held, item_mode=eval_item_mode(configs["variant"]), seed=train_cfg.seed,
-                                  batch_size=args.eval_batch, length_norm=train_cfg.length_norm, frame=False)
-            rows.append(point_row(step, step * train_cfg.batch_size, spent["cpu"], spent["wall"], metrics))
-            write_curve(path, rows)
-            r = rows[-1]
-            print(f"{recipe} step {step}: generate {r['generate_hr1']:.3f} valid {r['valid_ratio']:.3f} rank_llm "
-                  f"{r['rank_llm_hr1']:.3f} (recommender {r['recommender_hr1']:.3f}), {r['wall_min']:.1f} min", flush=True)
-            spent["mark"] = (time.process_time(), time.time())
+        recorder = CurveRecorder(out / f"curve-{recipe}.csv", lambda: evaluate(
+            model, enc, held, item_mode=eval_item_mode(configs["variant"]), seed=train_cfg.seed,
+            batch_size=args.eval_batch, length_norm=train_cfg.length_norm, frame=False)[0], label=f"{recipe} ")
 
         def on_step(row: dict) -> bool:
             if row["step"] % args.eval_every == 0 or row["step"] == steps:
-                measure(row["step"])
+                recorder.point(row["step"], row["step"] * train_cfg.batch_size)
             return False
 
-        measure(0)
+        recorder.point(0, 0)
         train(model, enc, examples, train_cfg, work / recipe, {"recipe": recipe}, log=lambda m: None, on_step=on_step)
-        curves[recipe] = rows
+        curves[recipe] = recorder.rows
         del model
     shutil.rmtree(work, ignore_errors=True)
     return curves

@@ -87,6 +87,39 @@ def write_curve(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+class CurveRecorder:
+    """One learning curve: training time between points (evaluation excluded) and a CSV row per point, rewritten
+    as each comes. ``evaluate_point()`` returns the metrics of the model as it is now."""
+
+    def __init__(self, path: Path, evaluate_point, label: str = ""):
+        self.path, self.evaluate_point, self.label = path, evaluate_point, label
+        self.rows: list[dict] = []
+        self.cpu = self.wall = 0.0
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        self.mark = (time.process_time(), time.time())
+
+    def resume(self, upto: int) -> None:
+        """Keep the CSV's rows up to step ``upto`` and continue their time totals."""
+        self.rows = read_curve(self.path, upto)
+        if self.rows:
+            self.cpu, self.wall = (float(self.rows[-1][k]) * 60 for k in ("cpu_min", "wall_min"))
+
+    def point(self, step: int, examples: int) -> dict:
+        now = (time.process_time(), time.time())
+        self.cpu += now[0] - self.mark[0]
+        self.wall += now[1] - self.mark[1]
+        self.rows.append(point_row(step, examples, self.cpu, self.wall, self.evaluate_point()))
+        write_curve(self.path, self.rows)
+        r = self.rows[-1]
+        print(f"{self.label}step {step}: generate {r['generate_hr1']:.3f} valid {r['valid_ratio']:.3f} rank_llm "
+              f"{r['rank_llm_hr1']:.3f} (recommender {r['recommender_hr1']:.3f}) cpu {r['cpu_min']:.1f} min, wall "
+              f"{r['wall_min']:.1f} min", flush=True)
+        self.restart_clock()
+        return r
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=None, help="params.yaml recipe (default: finetune.recipe)")
@@ -127,35 +160,21 @@ def main() -> None:
     (args.out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     curve = args.out / "curve.csv"
     mode = eval_item_mode(args.variant)
-    state = {"rows": None, "cpu": 0.0, "wall": 0.0, "mark": (time.process_time(), time.time())}
-
-    def measure(step: int) -> None:
-        metrics, _ = evaluate(model, encoder, held, item_mode=mode, seed=train_cfg.seed, batch_size=16,
-                              length_norm=train_cfg.length_norm)
-        state["rows"].append(point_row(step, step * train_cfg.batch_size, state["cpu"], state["wall"], metrics))
-        write_curve(curve, state["rows"])
-        r = state["rows"][-1]
-        print(f"step {step}: generate {r['generate_hr1']:.3f} valid {r['valid_ratio']:.3f} rank_llm "
-              f"{r['rank_llm_hr1']:.3f} (recommender {r['recommender_hr1']:.3f}) cpu {r['cpu_min']:.1f} min", flush=True)
+    recorder = CurveRecorder(curve, lambda: evaluate(model, encoder, held, item_mode=mode, seed=train_cfg.seed,
+                                                     batch_size=16, length_norm=train_cfg.length_norm)[0])
+    resumed = {"done": False}
 
     def on_step(row: dict) -> bool:
-        if state["rows"] is None:  # first step of this session: the resumed step is row["step"] - 1
-            state["rows"] = read_curve(curve, row["step"] - 1)
-            if state["rows"]:
-                state["cpu"], state["wall"] = (float(state["rows"][-1][k]) * 60 for k in ("cpu_min", "wall_min"))
-        now = (time.process_time(), time.time())
-        state["cpu"] += now[0] - state["mark"][0]
-        state["wall"] += now[1] - state["mark"][1]
+        if not resumed["done"]:  # first step of this session: the resumed step is row["step"] - 1
+            recorder.resume(row["step"] - 1)
+            resumed["done"] = True
         if row["step"] % args.eval_every == 0 or row["step"] == args.steps:
-            measure(row["step"])
-        state["mark"] = (time.process_time(), time.time())
+            recorder.point(row["step"], row["step"] * train_cfg.batch_size)
         return False
 
     if not read_curve(curve, 0):
-        state["rows"] = []
-        measure(0)
-        state["rows"] = None
-    state["mark"] = (time.process_time(), time.time())
+        recorder.point(0, 0)
+    recorder.restart_clock()
     train(model, encoder, examples, train_cfg, args.out / "run", settings, log=print, on_step=on_step)
     rows = read_curve(curve, args.steps)
     best = max(rows, key=lambda r: float(r["generate_hr1"]))

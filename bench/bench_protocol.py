@@ -4,7 +4,8 @@ users, CIs about +-0.03 instead of +-0.10 on the 95 `paper` users).
 Trains params.yaml's `finetune.variants` with its recipe and profile on that protocol's train rows (the pipeline's
 workflow and stage code, resumable from data/runs/<protocol>/<variant>/), evaluates them on its test rows exactly as
 stage `evaluate` does (generate, rank, rank_llm, the recommender alone, paired differences) and writes
-metrics/llara_<protocol>.json (the report shows it when params.yaml's report.metrics names it). Needs the pipeline's
+metrics/llara_<protocol>.json (the report shows it when params.yaml's report.metrics names it). On CPU it takes the
+pipeline's fine-tuning slot (it waits while a `finetune@` stage or another CPU run of it trains). Needs the pipeline's
 split and recommender for the protocol (`dvc repro export@<protocol>-<backbone>`). Last line: the first variant's
 generate HR@1, ``generate_hr1=<value>``.
 """
@@ -27,8 +28,9 @@ def main() -> None:
                         help="evaluation modes (default: evaluate.modes; rank_llm is ~2/3 of the evaluation time)")
     args = parser.parse_args()
     os.chdir(ROOT)  # the stages' paths are relative to the repository root
+    from llara.llm.loading import resolve_device
     from llara.llm.workflow import finetune
-    from tasks.common import get_logger
+    from tasks.common import cpu_slot, get_logger
     from tasks.evaluate import evaluate_variants
     from tasks.finetune import finetune_job
     from tasks.params import load_params
@@ -39,13 +41,15 @@ def main() -> None:
                                                    **({"modes": args.modes} if args.modes else {})})
     variants = args.variants or list(fparams.variants)
     log = get_logger("bench_protocol")
-    t0 = time.time()
-    for variant in variants:
-        finetune(finetune_job(fparams, params.llm, variant), log=log.info)
-    t_train = time.time() - t0
     out = ROOT / "metrics" / f"llara_{args.protocol}.json"
-    results = evaluate_variants(fparams, eparams, params.llm, variants, metrics_path=out,
-                                eval_root=ROOT / "data" / "eval")[args.protocol]
+    # the pipeline's CPU slot: beside its fine-tuning (or another run of this) both would run several times slower
+    with cpu_slot("cpu-finetune", resolve_device(params.llm.device).type, log.info):
+        t0 = time.time()
+        for variant in variants:
+            finetune(finetune_job(fparams, params.llm, variant), log=log.info)
+        t_train = time.time() - t0
+        results = evaluate_variants(fparams, eparams, params.llm, variants, metrics_path=out,
+                                    eval_root=ROOT / "data" / "eval")[args.protocol]
     first = results[variants[0]]
     fmt = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     summary = "; ".join(f"{v}: " + ", ".join(

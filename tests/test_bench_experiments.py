@@ -73,14 +73,41 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     assert [{c: r[c] for c in same} for r in resumed] == [{c: r[c] for c in same} for r in rows]
 
 
-def test_protocol_headline_writes_paired_metrics(workspace: Path):
-    proc = bench(workspace, "bench_protocol.py", "--protocol", "leave-one-out", "--max-rows", "5",
-                 "--modes", "generate", "rank_llm")
+def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspace: Path, tmp_path, monkeypatch):
+    """While another CPU fine-tuning holds the pipeline's slot the script waits (two would each run several times
+    slower), then trains and evaluates."""
+    import tempfile
+    import threading
+
+    from tasks.common import cpu_slot, cpu_slot_path
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the child's TMPDIR below: a lock of this test alone
+    lines: list[str] = []
+    waiting = threading.Event()
+
+    def read(stream) -> None:
+        for line in stream:
+            lines.append(line)
+            if "waiting for another cpu-finetune" in line:
+                waiting.set()
+
+    with cpu_slot("cpu-finetune", "cpu", print, path=cpu_slot_path("cpu-finetune")):
+        proc = subprocess.Popen([sys.executable, "bench/bench_protocol.py", "--protocol", "leave-one-out",
+                                 "--max-rows", "5", "--modes", "generate", "rank_llm"], cwd=workspace,
+                                env=child_env(TMPDIR=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        reader = threading.Thread(target=read, args=(proc.stderr,), daemon=True)
+        reader.start()
+        assert waiting.wait(300), "".join(lines)[-3000:]
+        assert proc.poll() is None and not (workspace / "data/runs/leave-one-out").exists()  # nothing trained yet
+    stdout = proc.stdout.read()
+    assert proc.wait(900) == 0, stdout[-2000:] + "".join(lines)[-3000:]
+    reader.join(10)
     metrics = json.loads((workspace / "metrics/llara_leave-one-out.json").read_text())
     result = metrics["leave-one-out"]["hybrid-curriculum"]
     for mode in ("generate", "rank_llm"):
         assert result[mode]["hr@1"]["n"] == 5
         paired = result["paired_vs_recommender"][mode]["hr@1"]
         assert paired["value"] == pytest.approx(paired["model"] - paired["baseline"])
-    assert proc.stdout.strip().splitlines()[-1].startswith("generate_hr1=")
+    assert stdout.strip().splitlines()[-1].startswith("generate_hr1=")
     assert (workspace / "data/runs/leave-one-out/hybrid-curriculum").is_dir()

@@ -103,3 +103,25 @@ def test_entry_points_cap_the_onednn_kernel_cache(monkeypatch):
     monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "7")  # the user's environment wins
     run_reporting_errors(lambda: None)
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "7"
+
+
+def test_rank_llm_sums_the_answer_log_likelihood_while_rank_follows_the_recipe(tiny_llm_dir):
+    """rank_llm ranks by the whole answer's log-probability (summed), whatever the recipe; a head-less run's `rank`
+    keeps the recipe's length normalization (as serving does)."""
+    from llara.metrics import target_ranks
+
+    model, enc, _, _ = build_tiny(tiny_llm_dir, config=ModelConfig(lora_r=4, lora_dropout=0.0))
+    ex = fake_examples(12, 30)
+    templates = eval_templates(enc, ex, 0)
+
+    def table(norm: bool) -> np.ndarray:
+        rows = [rank_scores(model, enc, collate(enc, [e], ["hybrid"], [t], False, model.loaded.pad_token_id),
+                            length_norm=norm)[0].numpy() for e, t in zip(ex, templates)]
+        return target_ranks(np.stack(rows), [e.target_index for e in ex])
+
+    summed, mean = table(False), table(True)
+    assert not np.array_equal(summed, mean), "the two reductions must rank differently here for the test to bite"
+    for norm, expected_rank in ((True, mean), (False, summed)):
+        _, pred = evaluate(model, enc, ex, modes=["rank", "rank_llm"], batch_size=4, length_norm=norm)
+        assert pred["rank_llm"].to_list() == summed.tolist()
+        assert pred["rank"].to_list() == expected_rank.tolist()

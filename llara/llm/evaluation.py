@@ -4,9 +4,11 @@
   ValidRatio = valid / all; also both under the authors' parser (``*_authors_parser``: exactly one candidate title is a
   substring of the answer), for comparison with the paper.
 - rank: candidates ordered by the run's scores: the score head's when the recipe has one, else the answer
-  log-likelihood. HR@1, HR@5, NDCG@5.
-- rank_llm: candidates ordered by the length-normalized log-likelihood of their answer (title + end marker): what the
-  language model itself prefers, the ranking that generation approximates (equal to rank without a head).
+  log-likelihood, length-normalized when the recipe says so (``length_norm``, as in serving). HR@1, HR@5, NDCG@5.
+- rank_llm: candidates ordered by the log-probability of their whole answer (title + end marker, summed over its
+  tokens): what the language model itself prefers, the ranking that greedy generation approximates, whatever the
+  recipe. Summed, not length-normalized: the mean favours long titles, whose later tokens are nearly certain once
+  the first is chosen (validation HR@1, docs/llara.md#rank_llm).
 No recommender score is added in any mode.
 - recommender: the frozen recommender alone on the same rows and candidates, and ``paired_vs_recommender``: per mode,
   the per-user paired difference of HR@1 (model - recommender) with a paired bootstrap CI.
@@ -60,7 +62,8 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
              use_head: bool = True, max_new_tokens: int | None = None, frame: bool = True):
     """Metrics of the requested modes, the recommender alone and the paired differences, and one prediction row per
     example (in the input order): a polars DataFrame, or with ``frame=False`` its columns as a dict (no polars
-    needed, e.g. on a GPU machine that lacks it).
+    needed, e.g. on a GPU machine that lacks it). ``length_norm`` (the run's recipe) applies to ``rank`` without a
+    head only; ``rank_llm`` always sums.
 
     Batches hold prompts of similar length; with generation and a score head, the head's scores are read off the
     generation's prompt pass (one forward pass per prompt for every mode)."""
@@ -91,10 +94,12 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
             for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=on_prompt)):
                 answers[i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
         for m in ranked:
-            if m not in scores:  # without a head both modes are the answer likelihood: computed once
+            if m not in scores:  # the same answer likelihood for both (no head, summed): computed once
+                norm = length_norm and m == "rank"
                 other = "rank_llm" if m == "rank" else "rank"
-                scores[m] = scores[other] if (not heads and other in scores) else rank_scores(
-                    model, encoder, batch, length_norm=length_norm, use_head=heads and m == "rank")
+                shared = not heads and not length_norm and other in scores
+                scores[m] = scores[other] if shared else rank_scores(
+                    model, encoder, batch, length_norm=norm, use_head=heads and m == "rank")
             for i, row in zip(idx, scores[m].float().cpu()):
                 score_rows[m][i] = row
     pred: dict[str, list] = {"row": [e.row for e in examples], "user": [e.user for e in examples],

@@ -111,3 +111,37 @@ def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspac
         assert paired["value"] == pytest.approx(paired["model"] - paired["baseline"])
     assert stdout.strip().splitlines()[-1].startswith("generate_hr1=")
     assert (workspace / "data/runs/leave-one-out/hybrid-curriculum").is_dir()
+
+
+def test_answer_score_reductions_agree_with_evaluation_and_update_a_metrics_file(workspace: Path):
+    """The `sum` reduction is the evaluation's rank_llm (two code paths, one number); --update-metrics rewrites a
+    metrics file's rank_llm entry and its paired difference; a second call re-reads the cached log-probabilities."""
+    metrics_file = workspace / "metrics/llara_leave-one-out.json"
+    if not metrics_file.is_file():  # normally written by the protocol test above
+        bench(workspace, "bench_protocol.py", "--protocol", "leave-one-out", "--max-rows", "5", "--modes", "rank_llm")
+    evaluated = json.loads(metrics_file.read_text())["leave-one-out"]["hybrid-curriculum"]
+    n = evaluated["recommender"]["hr@1"]["n"]
+    first = bench(workspace, "bench_answer_score.py", "--split", "test", "--users", str(n))
+    rows = {r["reduction"]: r for r in csv.DictReader((workspace / "metrics/answer_score/leave-one-out-test.csv").open())}
+    assert set(rows) == {"sum", "mean", "first"} and all(int(r["n"]) == n for r in rows.values())
+    assert float(rows["sum"]["hr1"]) == pytest.approx(evaluated["rank_llm"]["hr@1"]["value"])
+    assert float(rows["mean"]["delta_vs_mean"]) == 0
+    assert first.stdout.strip().splitlines()[-1] == f"rank_llm_hr1={float(rows['sum']['hr1']):.4f}"
+
+    stale = json.loads(metrics_file.read_text())
+    stale["leave-one-out"]["hybrid-curriculum"]["rank_llm"]["hr@1"]["value"] = 0.123  # as if scored the old way
+    stale["leave-one-out"]["hybrid-curriculum"]["paired_vs_recommender"]["rank_llm"]["hr@1"]["value"] = -0.5
+    metrics_file.write_text(json.dumps(stale))
+    again = bench(workspace, "bench_answer_score.py", "--split", "test", "--users", str(n),
+                  "--update-metrics", "metrics/llara_leave-one-out.json")
+    assert "reusing the answer log-probabilities" in again.stdout
+    updated = json.loads(metrics_file.read_text())["leave-one-out"]["hybrid-curriculum"]
+    assert updated["rank_llm"] == evaluated["rank_llm"]
+    assert updated["paired_vs_recommender"]["rank_llm"] == evaluated["paired_vs_recommender"]["rank_llm"]
+    assert {k: v for k, v in updated.items() if k not in ("rank_llm", "paired_vs_recommender")} == {
+        k: v for k, v in evaluated.items() if k not in ("rank_llm", "paired_vs_recommender")}  # the rest untouched
+
+    wrong = subprocess.run([sys.executable, "bench/bench_answer_score.py", "--split", "test", "--users", str(n - 1),
+                            "--update-metrics", "metrics/llara_leave-one-out.json"], cwd=workspace, env=child_env(),
+                           capture_output=True, text=True, timeout=900)
+    assert wrong.returncode != 0 and f"evaluated on {n} rows" in wrong.stderr

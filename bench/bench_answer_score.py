@@ -66,6 +66,15 @@ def answer_logprobs(model, encoder, examples, item_mode: str, seed: int, batch_s
     return lp, mask
 
 
+def cache_path(protocol: str, split: str, variant: str, run, split_file, rows: int, seed: int, batch_size: int):
+    """Where the log-probabilities of these rows under this run are kept: named by the content of its inputs."""
+    from llara.fingerprint import ContentKey, file_digest, tree_digest
+
+    key = ContentKey().add("run", tree_digest(run / "final")).add("split", file_digest(split_file))
+    key.value("settings", {"rows": rows, "seed": seed, "batch_size": batch_size})
+    return ROOT / "data" / "answer_scores" / f"{protocol}-{split}-{variant}-{key.digest[:16]}.npz"
+
+
 def update_metrics(path, protocol: str, variant: str, ranks: np.ndarray, recommender_hits: np.ndarray,
                    seed: int) -> None:
     """``rank_llm`` of ``path`` (a metrics/llara*.json evaluated on the same rows) rewritten from ``ranks``."""
@@ -99,7 +108,6 @@ def main() -> None:
         parser.error("--update-metrics needs --split test (metrics files hold test rows)")
     os.chdir(ROOT)  # the run's recommender and items are named relative to the repository root
     from llara.atomic import atomic_path
-    from llara.fingerprint import ContentKey, file_digest, tree_digest
     from llara.llm.data import read_examples
     from llara.llm.evaluation import recommender_scores
     from llara.llm.runs import eval_item_mode, load_run
@@ -114,9 +122,7 @@ def main() -> None:
     split_file = SPLIT_ROOT / args.protocol / f"{args.split}.parquet"
     examples = read_examples(split_file)
     examples = examples[: args.users or len(examples)]
-    key = ContentKey().add("run", tree_digest(directory / "final")).add("split", file_digest(split_file))
-    key.value("settings", {"rows": len(examples), "seed": seed, "batch_size": batch_size})
-    cache = ROOT / "data" / "answer_scores" / f"{args.protocol}-{args.split}-{args.variant}-{key.digest[:16]}.npz"
+    cache = cache_path(args.protocol, args.split, args.variant, directory, split_file, len(examples), seed, batch_size)
     model, encoder, _ = load_run(directory, device=params.llm.device)
     if cache.is_file():
         print(f"reusing the answer log-probabilities of {cache.relative_to(ROOT)}")

@@ -102,7 +102,8 @@ def main() -> None:
     parser.add_argument("--variant", default="hybrid-curriculum")
     parser.add_argument("--users", type=int, default=None, help="the split's first N rows (default: all)")
     parser.add_argument("--update-metrics", default=None, metavar="FILE",
-                        help="write the sum ranking into FILE's rank_llm (test split only)")
+                        help="write the sum ranking into FILE's rank_llm (test split only; FILE must hold this run's evaluation "
+                             "of the same rows: the row count is checked, the run is not)")
     args = parser.parse_args()
     if args.update_metrics and args.split != "test":
         parser.error("--update-metrics needs --split test (metrics files hold test rows)")

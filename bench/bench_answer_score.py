@@ -26,13 +26,15 @@ REDUCTIONS = ("sum", "mean", "first")
 
 
 def reduce(lp: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
-    """(rows, candidates) scores from per-token log-probabilities (rows, candidates, tokens), 0 where masked."""
-    total = lp.sum(-1)
-    if how == "sum":
-        return total
-    if how == "mean":
-        return total / np.clip(mask.sum(-1), 1, None)
-    return lp[:, :, 0]
+    """(rows, candidates) scores from per-token log-probabilities (rows, candidates, tokens), 0 where masked: the
+    first token's, or llara.llm.scoring's reduction (sum, or the mean over the answer's tokens)."""
+    if how == "first":
+        return lp[:, :, 0]
+    import torch
+
+    from llara.llm.scoring import reduce_scores
+
+    return reduce_scores(torch.from_numpy(lp), torch.from_numpy(mask), length_norm=how == "mean").numpy()
 
 
 def answer_logprobs(model, encoder, examples, item_mode: str, seed: int, batch_size: int) -> tuple[np.ndarray, ...]:
@@ -131,12 +133,12 @@ def main() -> None:
             lp, mask = saved["lp"], saved["mask"]
     else:
         lp, mask = answer_logprobs(model, encoder, examples, eval_item_mode(args.variant), seed, batch_size)
-        cache.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:  # a file object: savez would append .npz to a name
             np.savez_compressed(fh, lp=lp, mask=mask)
     targets = [e.target_index for e in examples]
     recommender_hits = hit_at_k(target_ranks(recommender_scores(model, examples), targets), 1)
-    hits = {how: hit_at_k(target_ranks(reduce(lp, mask, how), targets), 1) for how in REDUCTIONS}
+    ranks = {how: target_ranks(reduce(lp, mask, how), targets) for how in REDUCTIONS}
+    hits = {how: hit_at_k(r, 1) for how, r in ranks.items()}
     fmt = lambda d: f"{d['value']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"  # noqa: E731
     rows = ["reduction,hr1,hr1_lo,hr1_hi,delta_vs_mean,delta_vs_mean_lo,delta_vs_mean_hi,delta_vs_recommender,"
             "delta_vs_recommender_lo,delta_vs_recommender_hi,n"]
@@ -151,12 +153,10 @@ def main() -> None:
             how, own["value"], *own["ci95"], vs_mean["value"], *vs_mean["ci95"], vs_rec["value"], *vs_rec["ci95"],
             len(examples)]))
     out = ROOT / "metrics" / "answer_score" / f"{args.protocol}-{args.split}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(rows) + "\n")
     if args.update_metrics:
-        update_metrics(ROOT / args.update_metrics, args.protocol, args.variant,
-                       target_ranks(reduce(lp, mask, "sum"), targets), recommender_hits, seed)
+        update_metrics(ROOT / args.update_metrics, args.protocol, args.variant, ranks["sum"], recommender_hits, seed)
         print(f"rank_llm of {args.update_metrics} rewritten (summed answer log-likelihood)")
     summary = ", ".join(f"{how} {hits[how].mean():.3f}" for how in REDUCTIONS)
     record(f"bench_answer_score {args.protocol} {args.split} ({args.variant}, n={len(examples)}): rank_llm HR@1 by "

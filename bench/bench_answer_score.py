@@ -38,28 +38,18 @@ def reduce(lp: np.ndarray, mask: np.ndarray, how: str) -> np.ndarray:
 
 
 def answer_logprobs(model, encoder, examples, item_mode: str, seed: int, batch_size: int) -> tuple[np.ndarray, ...]:
-    """(log-probs (N, C, T), mask (N, C, T)) in the input order, batched as llara.llm.evaluation batches."""
-    import torch
-
-    from llara.llm.data import collate
-    from llara.llm.evaluation import eval_templates, length_order
-    from llara.llm.scoring import candidate_logprobs, continuation_ids
+    """(log-probs (N, C, T), mask (N, C, T)) in the input order, in llara.llm.evaluation's batches."""
+    from llara.llm.evaluation import eval_batches, eval_templates
+    from llara.llm.scoring import answer_logprobs as batch_logprobs
 
     templates = eval_templates(encoder, examples, seed)
-    order = length_order(encoder, examples, item_mode, templates)
     parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     t0 = time.time()
-    with torch.no_grad():
-        for lo in range(0, len(examples), batch_size):
-            idx = order[lo:lo + batch_size]
-            batch = collate(encoder, [examples[i] for i in idx], [item_mode] * len(idx), [templates[i] for i in idx],
-                            False, model.loaded.pad_token_id)
-            embeds, _, _ = model.input_embeds(batch)
-            ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
-            lp = candidate_logprobs(model, batch, embeds, ids, mask).float().cpu().numpy()
-            for k, i in enumerate(idx):
-                parts[i] = lp[k], mask[k].numpy()
-            print(f"rows {lo + len(idx)}/{len(examples)} ({time.time() - t0:.0f} s)", flush=True)
+    for idx, batch in eval_batches(model, encoder, examples, item_mode, templates, batch_size):
+        lp, mask = batch_logprobs(model, encoder, batch)
+        for k, i in enumerate(idx):
+            parts[i] = lp[k].float().cpu().numpy(), mask[k].numpy()
+        print(f"rows {len(parts)}/{len(examples)} ({time.time() - t0:.0f} s)", flush=True)
     width = max(p[0].shape[-1] for p in parts.values())
     lp = np.zeros((len(examples), len(examples[0].candidates), width), np.float32)
     mask = np.zeros(lp.shape, np.int8)

@@ -8,7 +8,7 @@
 - rank_llm: candidates ordered by the log-probability of their whole answer (title + end marker, summed over its
   tokens): what the language model itself prefers, the ranking that greedy generation approximates, whatever the
   recipe. Summed, not length-normalized: the mean favours long titles, whose later tokens are nearly certain once
-  the first is chosen (validation HR@1, docs/llara.md#rank_llm).
+  the first is chosen (validation HR@1, docs/llara.md#rank_llm-the-answers-probability).
 No recommender score is added in any mode.
 - recommender: the frozen recommender alone on the same rows and candidates, and ``paired_vs_recommender``: per mode,
   the per-user paired difference of HR@1 (model - recommender) with a paired bootstrap CI.
@@ -17,14 +17,14 @@ Returns the metrics (llara.metrics.summarize dicts) and one prediction row per e
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from llara.llm.curriculum import template_draws
-from llara.llm.data import Example, collate
+from llara.llm.data import Batch, Example, collate
 from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, newline_token_ids
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
@@ -44,6 +44,16 @@ def length_order(encoder: PromptEncoder, examples: Sequence[Example], item_mode:
     """Example indices by prompt length (stable): batches of similar lengths waste little compute on padding."""
     lengths = [len(encoder.encode(e.history, e.candidates, item_mode, t).input_ids) for e, t in zip(examples, templates)]
     return sorted(range(len(examples)), key=lambda i: lengths[i])
+
+
+def eval_batches(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], item_mode: str,
+                 templates: Sequence[int], batch_size: int) -> Iterator[tuple[list[int], Batch]]:
+    """(example indices, batch) in evaluation order: batches of prompts of similar length, each row with its template."""
+    order = length_order(encoder, examples, item_mode, templates)
+    for lo in range(0, len(examples), batch_size):
+        idx = order[lo:lo + batch_size]
+        yield idx, collate(encoder, [examples[i] for i in idx], [item_mode] * len(idx), [templates[i] for i in idx],
+                           False, model.loaded.pad_token_id)
 
 
 @torch.no_grad()
@@ -77,12 +87,9 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     heads = use_head and model.head is not None
     answers: list = [None] * n
     score_rows: dict[str, list] = {m: [None] * n for m in ranked}
-    order = length_order(encoder, examples, item_mode, templates)
-    for lo in tqdm(range(0, n, batch_size), desc="evaluate", mininterval=5):
-        idx = order[lo:lo + batch_size]
+    for idx, batch in tqdm(eval_batches(model, encoder, examples, item_mode, templates, batch_size),
+                           total=-(-n // batch_size), desc="evaluate", mininterval=5):
         chunk = [examples[i] for i in idx]
-        batch = collate(encoder, chunk, [item_mode] * len(chunk), [templates[i] for i in idx], False,
-                        model.loaded.pad_token_id)
         scores: dict[str, torch.Tensor] = {}
 
         def keep(hidden, z, has):

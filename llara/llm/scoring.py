@@ -57,6 +57,17 @@ def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, co
     return lp * cont_mask
 
 
+@torch.no_grad()
+def answer_logprobs(model: LlaraModel, encoder: PromptEncoder, batch: Batch, embeds: torch.Tensor | None = None,
+                    prompt_out=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities (B, C, T), mask (B, C, T)) of each candidate's answer tokens given the prompt; reuses the
+    prompt's input embeddings and cached pass when given."""
+    if embeds is None:
+        embeds, _, _ = model.input_embeds(batch)
+    ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
+    return candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=prompt_out), mask
+
+
 def reduce_scores(logprobs: torch.Tensor, mask: torch.Tensor, length_norm: bool = True) -> torch.Tensor:
     total = logprobs.sum(dim=-1)
     if not length_norm:
@@ -68,13 +79,12 @@ def reduce_scores(logprobs: torch.Tensor, mask: torch.Tensor, length_norm: bool 
 def rank_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, length_norm: bool = True,
                 use_head: bool = False) -> torch.Tensor:
     """(B, C) candidate scores: the score head's when ``use_head`` (and present), else the answer log-likelihood."""
-    embeds, z, has = model.input_embeds(batch)
+    embeds, _, _ = model.input_embeds(batch)
     use_head = use_head and model.head is not None
     out = model.hidden_states(batch, embeds, use_cache=not use_head)
-    if use_head and model.head is not None:
+    if use_head:
         return model.head_scores(out.last_hidden_state, batch).float().cpu()
-    ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
-    lp = candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=out)
+    lp, mask = answer_logprobs(model, encoder, batch, embeds, prompt_out=out)
     return reduce_scores(lp, mask, length_norm).float().cpu()
 
 

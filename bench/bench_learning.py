@@ -7,8 +7,9 @@ fixed subset of validation users every ``--eval-every`` steps (and before traini
 recommender alone on the same users. Each point records examples seen, training CPU-minutes (the process's CPU time,
 all threads, evaluation excluded) and wall minutes. Rows go to ``<out>/curve.csv`` as they come.
 
-Resumable: the run directory keeps a checkpoint at every evaluation; rerunning the same command continues from the
-last one (the CSV's later rows are dropped and recomputed), so a long run can be stopped and continued later. The
+Resumable: the run directory keeps a checkpoint every ``--checkpoint-every`` steps (with the time totals so far in
+``clock.json``); rerunning the same command continues from the last one (the CSV's later rows are dropped and
+recomputed), so a long run can be stopped, losing at most that many steps, and continued later. The
 learning-rate schedule and the curriculum are planned for ``--steps``: a point at step s is the model after s steps of
 that plan, not a run planned to end at s.
 
@@ -89,27 +90,47 @@ def write_curve(path: Path, rows: list[dict]) -> None:
 
 class CurveRecorder:
     """One learning curve: training time between points (evaluation excluded) and a CSV row per point, rewritten
-    as each comes. ``evaluate_point()`` returns the metrics of the model as it is now."""
+    as each comes. ``evaluate_point()`` returns the metrics of the model as it is now. With a ``clock`` file, the
+    time totals at each checkpoint are kept there, so a run resumed between two points continues them."""
 
-    def __init__(self, path: Path, evaluate_point, label: str = ""):
-        self.path, self.evaluate_point, self.label = path, evaluate_point, label
+    def __init__(self, path: Path, evaluate_point, label: str = "", clock: Path | None = None):
+        self.path, self.evaluate_point, self.label, self.clock = path, evaluate_point, label, clock
         self.rows: list[dict] = []
         self.cpu = self.wall = 0.0
+        self.saved: dict[str, list[float]] = {}
         self.restart_clock()
 
     def restart_clock(self) -> None:
         self.mark = (time.process_time(), time.time())
 
-    def resume(self, upto: int) -> None:
-        """Keep the CSV's rows up to step ``upto`` and continue their time totals."""
-        self.rows = read_curve(self.path, upto)
-        if self.rows:
-            self.cpu, self.wall = (float(self.rows[-1][k]) * 60 for k in ("cpu_min", "wall_min"))
-
-    def point(self, step: int, examples: int) -> dict:
+    def tick(self) -> None:
         now = (time.process_time(), time.time())
         self.cpu += now[0] - self.mark[0]
         self.wall += now[1] - self.mark[1]
+        self.mark = now
+
+    def resume(self, upto: int) -> None:
+        """Keep the CSV's rows up to step ``upto`` and continue the time totals of that step's checkpoint (of the
+        last row when the clock file lacks it)."""
+        self.rows = read_curve(self.path, upto)
+        if self.rows:
+            self.cpu, self.wall = (float(self.rows[-1][k]) * 60 for k in ("cpu_min", "wall_min"))
+        if self.clock is not None and self.clock.is_file():
+            self.saved = {k: v for k, v in json.loads(self.clock.read_text()).items() if int(k) <= upto}
+            last = max(map(int, self.saved), default=-1)
+            if last >= (int(self.rows[-1]["step"]) if self.rows else 0):
+                self.cpu, self.wall = self.saved[str(last)]
+
+    def checkpoint(self, step: int) -> None:
+        """Record the time totals at a checkpoint's step."""
+        self.tick()
+        self.saved[str(step)] = [self.cpu, self.wall]
+        tmp = self.clock.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.saved, sort_keys=True) + "\n")
+        tmp.replace(self.clock)
+
+    def point(self, step: int, examples: int) -> dict:
+        self.tick()
         self.rows.append(point_row(step, examples, self.cpu, self.wall, self.evaluate_point()))
         write_curve(self.path, self.rows)
         r = self.rows[-1]
@@ -126,7 +147,9 @@ def main() -> None:
     parser.add_argument("--variant", default="hybrid-curriculum")
     parser.add_argument("--protocol", default=None, help="split protocol (default: finetune.protocol)")
     parser.add_argument("--steps", type=int, default=2500, help="optimizer steps planned (default 2500 = 20k examples)")
-    parser.add_argument("--eval-every", type=int, default=125, help="steps between evaluations (and checkpoints)")
+    parser.add_argument("--eval-every", type=int, default=125, help="steps between evaluations")
+    parser.add_argument("--checkpoint-every", type=int, default=25,
+                        help="steps between resumable checkpoints (default 25: a stopped run loses at most 25 steps)")
     parser.add_argument("--split", default="val", help="split part evaluated (default: val)")
     parser.add_argument("--users", type=int, default=200, help="first N rows of that part (default 200)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -148,7 +171,7 @@ def main() -> None:
     setup = finetune_setup(args.variant, args.recipe, protocol=args.protocol)
     overrides = parse_overrides(args.overrides)
     train_cfg, model_cfg = apply_overrides(setup.train_cfg, setup.model_cfg, overrides)
-    train_cfg = dataclasses.replace(train_cfg, steps=args.steps, checkpoint_every=args.eval_every,
+    train_cfg = dataclasses.replace(train_cfg, steps=args.steps, checkpoint_every=args.checkpoint_every,
                                     warmup_steps=min(train_cfg.warmup_steps, max(0, args.steps - 1)))
     setup.model_cfg = model_cfg
     model, encoder = setup.build()
@@ -161,13 +184,16 @@ def main() -> None:
     curve = args.out / "curve.csv"
     mode = eval_item_mode(args.variant)
     recorder = CurveRecorder(curve, lambda: evaluate(model, encoder, held, item_mode=mode, seed=train_cfg.seed,
-                                                     batch_size=16, length_norm=train_cfg.length_norm)[0])
+                                                     batch_size=16, length_norm=train_cfg.length_norm)[0],
+                             clock=args.out / "clock.json")
     resumed = {"done": False}
 
     def on_step(row: dict) -> bool:
         if not resumed["done"]:  # first step of this session: the resumed step is row["step"] - 1
             recorder.resume(row["step"] - 1)
             resumed["done"] = True
+        if row["step"] % args.checkpoint_every == 0 or row["step"] == args.steps:  # train() saved one at this step
+            recorder.checkpoint(row["step"])
         if row["step"] % args.eval_every == 0 or row["step"] == args.steps:
             recorder.point(row["step"], row["step"] * train_cfg.batch_size)
         return False

@@ -51,8 +51,8 @@ def bench(root: Path, script: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_learning_curve_rows_and_resume(workspace: Path):
     out = workspace / "data/learning/smoke"
-    args = ["--steps", "4", "--eval-every", "2", "--users", "6", "--threads", "1", "--protocol", "leave-one-out",
-            "--out", str(out)]
+    args = ["--steps", "4", "--eval-every", "2", "--checkpoint-every", "1", "--users", "6", "--threads", "1",
+            "--protocol", "leave-one-out", "--out", str(out)]
     first = bench(workspace, "bench_learning.py", *args)
     rows = list(csv.DictReader((out / "curve.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 2, 4]
@@ -61,16 +61,21 @@ def test_learning_curve_rows_and_resume(workspace: Path):
                for r in rows)
     assert float(rows[-1]["cpu_min"]) > 0 and first.stdout.strip().splitlines()[-1].startswith("ours_best_generate_hr1=")
 
-    # killed after step 2's checkpoint: the same command resumes there, drops the CSV's later row and recomputes it
-    # as the uninterrupted run had it
+    # killed after step 3's checkpoint, between two points: the same command resumes there, continues the time
+    # totals kept for step 3, drops the CSV's later row and recomputes it as the uninterrupted run had it
     checkpoints = sorted((out / "run/checkpoints").iterdir())
-    assert len(checkpoints) == 2
+    assert len(checkpoints) == 2  # steps 3 and 4 kept (checkpoint every step)
     shutil.rmtree(checkpoints[-1])
+    clock = json.loads((out / "clock.json").read_text())
+    assert sorted(map(int, clock)) == [1, 2, 3, 4] and clock["3"][0] >= float(rows[1]["cpu_min"]) * 60
+    clock["3"] = [600.0, 900.0]  # as if steps 1-3 had taken 10 CPU-minutes
+    (out / "clock.json").write_text(json.dumps(clock))
     again = bench(workspace, "bench_learning.py", *args)
-    assert "(step 2/4)" in again.stdout
+    assert "(step 3/4)" in again.stdout
     resumed = list(csv.DictReader((out / "curve.csv").open()))
     same = [c for c in rows[0] if c not in ("cpu_min", "wall_min")]
     assert [{c: r[c] for c in same} for r in resumed] == [{c: r[c] for c in same} for r in rows]
+    assert resumed[1]["cpu_min"] == rows[1]["cpu_min"] and 10 < float(resumed[2]["cpu_min"]) < 10 + 5
 
 
 def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspace: Path, tmp_path, monkeypatch):

@@ -77,16 +77,28 @@ def is_learning_curve(columns) -> bool:
     return LEARNING_COLUMNS <= set(columns)
 
 
-def learning_png(curves: dict[str, object], figure, to_png) -> bytes | None:
+def learning_groups(curves: dict[str, object]) -> dict[str, dict[str, object]]:
+    """Curves grouped by the users they were evaluated on (their row count n and the recommender's HR@1 there): one
+    chart per group, so curves on different users never share an axis or a recommender line."""
+    groups: dict[str, dict[str, object]] = {}
+    for label, df in sorted(curves.items()):
+        key = "users unknown"
+        if {"n", "recommender_hr1"} <= set(df.columns) and len(df):
+            key = f"n={int(df['n'][0])} users, recommender alone {float(df['recommender_hr1'][0]):.3f}"
+        groups.setdefault(key, {})[label] = df
+    return groups
+
+
+def learning_png(curves: dict[str, object], figure, to_png, users: str = "") -> bytes | None:
     """One chart: validation HR@1 against examples seen for each curve (label -> polars frame of a
-    bench_learning CSV): generate (solid, with its CI band) and rank_llm (dashed)."""
+    bench_learning CSV, all on the same users): generate (solid, with its CI band) and rank_llm (dashed)."""
     if not curves:
         return None
     fig = figure(7.5, 4.0)
     ax = fig.add_subplot()
     for label, df in sorted(curves.items()):
         x = df["examples"].to_list()
-        line, = ax.plot(x, df["generate_hr1"].to_list(), label=f"{label}: generate", linewidth=1.6)
+        line, = ax.plot(x, df["generate_hr1"].to_list(), label=f"{label}: generate", linewidth=1.6, marker=".")
         ax.fill_between(x, df["generate_lo"].to_list(), df["generate_hi"].to_list(), color=line.get_color(), alpha=0.15)
         ax.plot(x, df["rank_llm_hr1"].to_list(), "--", color=line.get_color(), label=f"{label}: rank_llm", linewidth=1.2)
     if "recommender_hr1" in next(iter(curves.values())).columns:
@@ -94,7 +106,7 @@ def learning_png(curves: dict[str, object], figure, to_png) -> bytes | None:
                    linestyle=":", label="recommender alone")
     ax.set_xlabel("training examples seen")
     ax.set_ylabel("validation HR@1 (95% CI band: generate)")
-    ax.set_title("Learning curves (bench/bench_learning.py)")
+    ax.set_title("Learning curves (bench/bench_learning.py)" + (f": {users}" if users else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return to_png(fig)

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from llara.atomic import atomic_path
-from llara.contribution import contribution_html, contribution_rows, is_learning_curve, learning_png
+from llara.contribution import contribution_html, contribution_rows, is_learning_curve, learning_groups, learning_png
 from llara.data.idmap import id_maps_beside
 from llara.errors import ConfigError, InputError, require_config, require_range
 from llara.metrics_files import MetricRow, format_summary, grouped, load_metrics, metric_rows
@@ -309,8 +309,9 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
             curves.append(_img(png, str(path)))
     body += curves or ['<p class="note">no training curves found</p>']
     body.append("<h2>Learning curves</h2>")
-    png = learning_png(learning, _figure, _png)
-    body.append(_img(png, "learning curves") if png else '<p class="note">no learning curves (bench/bench_learning.py)</p>')
+    charts = [(users, learning_png(group, _figure, _png, users)) for users, group in learning_groups(learning).items()]
+    body += [_img(png, f"learning curves, {users}") for users, png in charts if png] or [
+        '<p class="note">no learning curves (bench/bench_learning.py)</p>']
     body.append("<h2>Example recommendations</h2>")
     examples = []
     for path in expand_globs(config.predictions, root):

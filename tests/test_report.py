@@ -204,10 +204,14 @@ def test_contribution_table_and_learning_curves(outputs: Path):
         lines += [f"{s},{s * 8},{s},{s},{min(1, slope * s):.3f},0,1,0.9,{min(1, slope * s):.3f},0,1,0.5,0.5,200"
                   for s in range(0, 6)]
         (learning / f"{recipe}.csv").write_text("\n".join(lines) + "\n")
+    # a curve on other users (94, another recommender level) gets its own chart
+    (learning / "ours-94.csv").write_text(lines[0] + "\n0,0,0,0,0.01,0,0.03,0.2,0.0,0,0,0,0.511,94\n")
     html_text = render_html(_config(outputs))
     assert 'class="metrics contribution"' in html_text and "(−)" in html_text
-    assert 'alt="learning curves"' in html_text and "no learning curves" not in html_text
+    assert 'alt="learning curves, n=200 users, recommender alone 0.500"' in html_text
+    assert 'alt="learning curves, n=94 users, recommender alone 0.511"' in html_text
+    assert "no learning curves" not in html_text
     # the learning CSVs are drawn in the learning chart, not as generic training curves
     assert 'alt="' + str(learning / "ours.csv") + '"' not in html_text
     # ablation chart: HR@1s only, not the paired differences
-    assert html_text.count("data:image/png;base64,") == 3  # ablation + loss curve + learning chart
+    assert html_text.count("data:image/png;base64,") == 4  # ablation + loss curve + two learning charts

@@ -1,7 +1,8 @@
 """Rank mode: score every candidate by the log-likelihood of its answer (title + end marker) given the prompt.
 
-The prompt is encoded once; its KV cache is expanded to the C continuations of each row, which are scored in one
-batched pass. ``length_norm`` averages the token log-probabilities (summed log-likelihood favours short titles).
+The prompt is encoded once; the C continuations of each row are then scored in one pass over its KV cache, packed
+into one sequence under a block mask. ``length_norm`` averages the token log-probabilities (summed log-likelihood
+favours short titles).
 """
 
 from __future__ import annotations
@@ -28,9 +29,43 @@ def continuation_ids(encoder: PromptEncoder, batch: Batch, pad_id: int) -> tuple
     return ids, mask
 
 
+def pack_answers(cont_ids: torch.Tensor, cont_mask: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, ...]:
+    """Each row's candidate answers (all but their last token: the inputs that predict the rest) packed into one
+    sequence: (ids (B, W), owner (B, W): the candidate of each position, -1 for padding, offset (B, W): its index
+    within that answer)."""
+    steps = (cont_mask.sum(-1) - 1).clamp(min=0).tolist()  # (B, C)
+    cont_ids, b = cont_ids.cpu(), cont_ids.shape[0]
+    width = max(1, max(sum(row) for row in steps))
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    owner = torch.full((b, width), -1, dtype=torch.long)
+    offset = torch.zeros((b, width), dtype=torch.long)
+    for i, row in enumerate(steps):
+        pos = 0
+        for j, n in enumerate(row):
+            ids[i, pos:pos + n] = cont_ids[i, j, :n]
+            owner[i, pos:pos + n] = j
+            offset[i, pos:pos + n] = torch.arange(n)
+            pos += n
+    return ids, owner, offset
+
+
+def block_mask(prompt_mask: torch.Tensor, owner: torch.Tensor, offset: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive 4D mask (B, 1, W, P + W): a packed position sees the real prompt tokens and the earlier positions of
+    its own answer, nothing of the other candidates' (padding positions see the prompt only)."""
+    same = (owner[:, :, None] == owner[:, None, :]) & (owner[:, None, :] >= 0)
+    causal = offset[:, None, :] <= offset[:, :, None]
+    allowed = torch.cat([prompt_mask.bool()[:, None, :].expand(-1, owner.shape[1], -1), same & causal], dim=2)
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
 def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, cont_ids: torch.Tensor,
                        cont_mask: torch.Tensor, prompt_out=None) -> torch.Tensor:
-    """Per-token log-probabilities (B, C, T) of each candidate's continuation (0 where masked)."""
+    """Per-token log-probabilities (B, C, T) of each candidate's continuation (0 where masked).
+
+    The first token is read off the prompt's last position; the rest in one pass over the prompt's cache, the C
+    answers of a row packed into one sequence under a block mask (:func:`block_mask`): each answer token is computed
+    once, without padding to the longest answer and without copying the prompt's cache C times."""
     device = model.device
     b, c, t = cont_ids.shape
     cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
@@ -38,22 +73,20 @@ def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, co
         prompt_out = model.hidden_states(batch, embeds, use_cache=True)
     hidden = prompt_out.last_hidden_state
     first = torch.log_softmax(model.lm_head(hidden[:, -1]).float(), dim=-1)  # left padding: last position is real
-    lp_first = torch.gather(first, 1, cont_ids[:, :, 0])  # (B, C)
-    if t == 1:
-        return (lp_first * cont_mask[:, :, 0])[..., None]
-    cache = prompt_out.cache
-    cache.batch_repeat_interleave(c)
-    inputs = cont_ids[:, :, :-1].reshape(b * c, t - 1)
-    prompt_mask = batch.attention_mask.to(device).repeat_interleave(c, dim=0)
-    step_mask = cont_mask[:, :, :-1].reshape(b * c, t - 1)
-    start = batch.position_ids[:, -1].to(device).repeat_interleave(c)[:, None] + 1
-    out = model.decoder(inputs_embeds=model.causal_lm.get_input_embeddings()(inputs),
-                        attention_mask=torch.cat([prompt_mask, step_mask], dim=1),
-                        position_ids=start + torch.arange(t - 1, device=device)[None, :],
-                        cache=cache, use_cache=True)
-    logits = model.lm_head(out.last_hidden_state).float()  # (B*C, T-1, V)
-    rest = torch.gather(torch.log_softmax(logits, dim=-1), 2, cont_ids[:, :, 1:].reshape(b * c, t - 1, 1))
-    lp = torch.cat([lp_first[..., None], rest.view(b, c, t - 1)], dim=2)
+    lp = torch.zeros((b, c, t), dtype=torch.float32, device=device)
+    lp[:, :, 0] = torch.gather(first, 1, cont_ids[:, :, 0])
+    if t > 1:
+        ids, owner, offset = pack_answers(cont_ids, cont_mask, model.loaded.pad_token_id)
+        mask = block_mask(batch.attention_mask, owner, offset, embeds.dtype)
+        start = batch.position_ids[:, -1:] + 1
+        out = model.decoder(inputs_embeds=model.causal_lm.get_input_embeddings()(ids.to(device)),
+                            attention_mask=mask.to(device), position_ids=(start + offset).to(device),
+                            cache=prompt_out.cache, use_cache=True)
+        rows, cols = torch.nonzero(owner >= 0, as_tuple=True)
+        j, k = owner[rows, cols].to(device), offset[rows, cols].to(device) + 1  # each position predicts token k
+        rows = rows.to(device)
+        logits = model.lm_head(out.last_hidden_state[rows, cols.to(device)]).float()
+        lp[rows, j, k] = torch.log_softmax(logits, dim=-1).gather(1, cont_ids[rows, j, k][:, None]).squeeze(1)
     return lp * cont_mask
 
 

@@ -2,7 +2,7 @@
 
 (a) the authors' procedure: greedy, 64 new tokens, no early stop, batch 8, RIGHT padding;
 (b) our generate mode: left padding, max new tokens from the longest candidate answer, stop at the end marker;
-(c) our rank mode by answer log-likelihood: prompt once, KV cache shared by the 20 continuations;
+(c) our rank mode by answer log-likelihood: prompt once, the 20 answers packed under a block mask over its KV cache;
 (d) naive ranking: 20 full sequences per user, one by one;
 (e) our default evaluation: both modes in one pass over the prompts (`evaluate`'s default);
 (f) our rank mode with the run's score head (when it has one): the prompt pass alone.

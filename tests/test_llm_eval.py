@@ -125,3 +125,18 @@ def test_rank_llm_sums_the_answer_log_likelihood_while_rank_follows_the_recipe(t
         _, pred = evaluate(model, enc, ex, modes=["rank", "rank_llm"], batch_size=4, length_norm=norm)
         assert pred["rank_llm"].to_list() == summed.tolist()
         assert pred["rank"].to_list() == expected_rank.tolist()
+
+
+def test_generation_shares_its_prompt_pass_with_the_likelihood_modes(tiny):
+    """With generation, the rank modes are scored off the generation's prompt pass (`rank_llm` on a copy of its
+    cache): the same scores as a pass of their own, and the same answers as generation alone."""
+    model, enc = tiny
+    ex = fake_examples(6, 30)
+    _, every = evaluate(model, enc, ex, batch_size=3, max_new_tokens=6)
+    _, generated = evaluate(model, enc, ex, modes=["generate"], batch_size=3, max_new_tokens=6)
+    _, ranked = evaluate(model, enc, ex, modes=["rank", "rank_llm"], batch_size=3)
+    answers = generated["generated"].to_list()
+    assert len({a[1:] for a in answers}) > 1  # answers that differ past the first token: the cache's use is tested
+    assert every["generated"].to_list() == answers
+    assert np.allclose(scores(every), scores(ranked), atol=1e-5)
+    assert every["rank_llm"].to_list() == ranked["rank_llm"].to_list()

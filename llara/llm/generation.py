@@ -26,8 +26,9 @@ def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_i
                     early_stop: bool = True, on_prompt: Callable | None = None) -> list[list[int]]:
     """Greedy token ids generated after each (left-padded) prompt, up to and excluding the first stop token.
 
-    ``on_prompt(hidden, z, has)`` receives the prompt pass's hidden states (and the recommender scores of
-    :meth:`LlaraModel.input_embeds`), e.g. to read the score head off the same pass."""
+    ``on_prompt(out, z, has)`` receives the prompt pass's output (``last_hidden_state`` and the KV ``cache``, which
+    generation goes on extending: copy it to use it elsewhere) and the recommender scores of
+    :meth:`LlaraModel.input_embeds`, e.g. to read the rank scores off the same pass."""
     device = model.device
     embeds, z, has = model.input_embeds(batch)
     mask = batch.attention_mask.to(device)
@@ -37,7 +38,7 @@ def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_i
     b = embeds.shape[0]
     out = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
     if on_prompt is not None:
-        on_prompt(out.last_hidden_state, z, has)
+        on_prompt(out, z, has)
     cache, hidden = out.cache, out.last_hidden_state[:, -1]
     next_pos = positions[:, -1] + 1
     done = torch.zeros(b, dtype=torch.bool, device=device)

@@ -77,7 +77,7 @@ def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, co
     lp[:, :, 0] = torch.gather(first, 1, cont_ids[:, :, 0])
     if t > 1:
         ids, owner, offset = pack_answers(cont_ids, cont_mask, model.loaded.pad_token_id)
-        mask = block_mask(batch.attention_mask, owner, offset, embeds.dtype)
+        mask = block_mask(batch.attention_mask, owner, offset, hidden.dtype)
         start = batch.position_ids[:, -1:] + 1
         out = model.decoder(inputs_embeds=model.causal_lm.get_input_embeddings()(ids.to(device)),
                             attention_mask=mask.to(device), position_ids=(start + offset).to(device),
@@ -94,8 +94,8 @@ def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, co
 def answer_logprobs(model: LlaraModel, encoder: PromptEncoder, batch: Batch, embeds: torch.Tensor | None = None,
                     prompt_out=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities (B, C, T), mask (B, C, T)) of each candidate's answer tokens given the prompt; reuses the
-    prompt's input embeddings and cached pass when given."""
-    if embeds is None:
+    prompt's input embeddings and cached pass (``last_hidden_state`` and ``cache``, which it extends) when given."""
+    if embeds is None and prompt_out is None:
         embeds, _, _ = model.input_embeds(batch)
     ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
     return candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=prompt_out), mask

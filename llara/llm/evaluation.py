@@ -17,8 +17,6 @@ Returns the metrics (llara.metrics.summarize dicts) and one prediction row per e
 
 from __future__ import annotations
 
-import copy
-from types import SimpleNamespace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -30,7 +28,7 @@ from llara.llm.data import Batch, Example, collate
 from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, newline_token_ids
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
-from llara.llm.scoring import answer_logprobs, reduce_scores
+from llara.llm.scoring import mode_scores, prompt_scores
 from llara.metrics import hit_at_k, paired_difference, ranking_metrics, summarize, target_ranks
 
 EVAL_MODES = ("generate", "rank", "rank_llm")
@@ -58,22 +56,6 @@ def eval_batches(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[E
                            False, model.loaded.pad_token_id)
 
 
-def prompt_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, out, ranked: Sequence[str], heads: bool,
-                  length_norm: bool, copy_cache: bool) -> dict[str, torch.Tensor]:
-    """The rank modes' (B, C) scores off one prompt pass ``out``: ``rank`` from the score head when ``heads``, else
-    from the answer log-likelihood reduced as ``length_norm`` says; ``rank_llm`` from the same log-likelihood, summed.
-    The answers are scored on a copy of the prompt's cache when ``copy_cache`` (generation goes on with it)."""
-    scores = {"rank": model.head_scores(out.last_hidden_state, batch)} if heads and "rank" in ranked else {}
-    likelihood = [m for m in ranked if m not in scores]
-    if likelihood:
-        prompt = SimpleNamespace(last_hidden_state=out.last_hidden_state,
-                                 cache=copy.deepcopy(out.cache) if copy_cache else out.cache)
-        lp, mask = answer_logprobs(model, encoder, batch, prompt_out=prompt)
-        for m in likelihood:
-            scores[m] = reduce_scores(lp, mask, length_norm=length_norm and m == "rank")
-    return scores
-
-
 @torch.no_grad()
 def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.ndarray:
     """(N, C) scores of the frozen recommender alone on each row's candidates."""
@@ -95,8 +77,8 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     head only; ``rank_llm`` always sums.
 
     Batches hold prompts of similar length; every mode reads its scores off one forward pass per prompt (with
-    generation, the generation's: :func:`prompt_scores`), and ``rank`` without a head and ``rank_llm`` share one
-    scoring of the answers."""
+    generation, the generation's: :func:`llara.llm.scoring.prompt_scores`), and ``rank`` without a head and
+    ``rank_llm`` share one scoring of the answers."""
     model.eval()
     examples = list(examples)
     n = len(examples)
@@ -118,9 +100,7 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
             for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=on_prompt)):
                 answers[i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
         elif ranked:
-            embeds, _, _ = model.input_embeds(batch)
-            out = model.hidden_states(batch, embeds, use_cache=not (heads and ranked == ["rank"]))
-            scores = prompt_scores(model, encoder, batch, out, ranked, heads, length_norm, copy_cache=False)
+            scores = mode_scores(model, encoder, batch, ranked, heads, length_norm)
         for m in ranked:
             for i, row in zip(idx, scores[m].float().cpu()):
                 score_rows[m][i] = row

@@ -2,11 +2,14 @@
 
 The prompt is encoded once; the C continuations of each row are then scored in one pass over its KV cache, packed
 into one sequence under a block mask. ``length_norm`` averages the token log-probabilities (summed log-likelihood
-favours short titles).
+favours short titles). :func:`prompt_scores` reads every rank mode's scores off one prompt pass (evaluation, serving
+and the benchmarks share it).
 """
 
 from __future__ import annotations
 
+import copy
+from types import SimpleNamespace
 from typing import Sequence
 
 import torch
@@ -59,9 +62,16 @@ def block_mask(prompt_mask: torch.Tensor, owner: torch.Tensor, offset: torch.Ten
     return mask.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, cont_ids: torch.Tensor,
-                       cont_mask: torch.Tensor, prompt_out=None) -> torch.Tensor:
-    """Per-token log-probabilities (B, C, T) of each candidate's continuation (0 where masked).
+def prompt_pass(model: LlaraModel, batch: Batch, use_cache: bool = True):
+    """The prompt's forward pass (``last_hidden_state``, and its KV ``cache`` when ``use_cache``)."""
+    embeds, _, _ = model.input_embeds(batch)
+    return model.hidden_states(batch, embeds, use_cache=use_cache)
+
+
+def candidate_logprobs(model: LlaraModel, batch: Batch, prompt_out, cont_ids: torch.Tensor,
+                       cont_mask: torch.Tensor) -> torch.Tensor:
+    """Per-token log-probabilities (B, C, T) of each candidate's continuation (0 where masked), given the prompt's
+    pass ``prompt_out`` (its ``cache`` is extended).
 
     The first token is read off the prompt's last position; the rest in one pass over the prompt's cache, the C
     answers of a row packed into one sequence under a block mask (:func:`block_mask`): each answer token is computed
@@ -69,8 +79,6 @@ def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, co
     device = model.device
     b, c, t = cont_ids.shape
     cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
-    if prompt_out is None:
-        prompt_out = model.hidden_states(batch, embeds, use_cache=True)
     hidden = prompt_out.last_hidden_state
     first = torch.log_softmax(model.lm_head(hidden[:, -1]).float(), dim=-1)  # left padding: last position is real
     lp = torch.zeros((b, c, t), dtype=torch.float32, device=device)
@@ -91,14 +99,14 @@ def candidate_logprobs(model: LlaraModel, batch: Batch, embeds: torch.Tensor, co
 
 
 @torch.no_grad()
-def answer_logprobs(model: LlaraModel, encoder: PromptEncoder, batch: Batch, embeds: torch.Tensor | None = None,
+def answer_logprobs(model: LlaraModel, encoder: PromptEncoder, batch: Batch,
                     prompt_out=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probabilities (B, C, T), mask (B, C, T)) of each candidate's answer tokens given the prompt; reuses the
-    prompt's input embeddings and cached pass (``last_hidden_state`` and ``cache``, which it extends) when given."""
-    if embeds is None and prompt_out is None:
-        embeds, _, _ = model.input_embeds(batch)
+    prompt's cached pass (``last_hidden_state`` and ``cache``, which it extends) when given, else makes one."""
+    if prompt_out is None:
+        prompt_out = prompt_pass(model, batch)
     ids, mask = continuation_ids(encoder, batch, model.loaded.pad_token_id)
-    return candidate_logprobs(model, batch, embeds, ids, mask, prompt_out=prompt_out), mask
+    return candidate_logprobs(model, batch, prompt_out, ids, mask), mask
 
 
 def reduce_scores(logprobs: torch.Tensor, mask: torch.Tensor, length_norm: bool = True) -> torch.Tensor:
@@ -108,17 +116,37 @@ def reduce_scores(logprobs: torch.Tensor, mask: torch.Tensor, length_norm: bool 
     return total / mask.to(total.device).sum(dim=-1).clamp(min=1)
 
 
+def prompt_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, out, modes: Sequence[str],
+                  use_head: bool, length_norm: bool, copy_cache: bool = False) -> dict[str, torch.Tensor]:
+    """The rank modes' (B, C) scores off one prompt pass ``out``: ``rank`` from the score head when ``use_head`` (and
+    the model has one), else from the answer log-likelihood reduced as ``length_norm`` says; ``rank_llm`` from the same
+    log-likelihood, summed. The answers are scored on a copy of the prompt's cache when ``copy_cache`` (generation
+    goes on with it)."""
+    use_head = use_head and model.head is not None
+    scores = {"rank": model.head_scores(out.last_hidden_state, batch)} if use_head and "rank" in modes else {}
+    likelihood = [m for m in modes if m not in scores]
+    if likelihood:
+        prompt = SimpleNamespace(last_hidden_state=out.last_hidden_state,
+                                 cache=copy.deepcopy(out.cache) if copy_cache else out.cache)
+        lp, mask = answer_logprobs(model, encoder, batch, prompt_out=prompt)
+        for m in likelihood:
+            scores[m] = reduce_scores(lp, mask, length_norm=length_norm and m == "rank")
+    return scores
+
+
 @torch.no_grad()
+def mode_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, modes: Sequence[str],
+                use_head: bool, length_norm: bool) -> dict[str, torch.Tensor]:
+    """:func:`prompt_scores` off a prompt pass of their own (with no KV cache when the head alone is asked for)."""
+    head_only = use_head and model.head is not None and list(modes) == ["rank"]
+    return prompt_scores(model, encoder, batch, prompt_pass(model, batch, use_cache=not head_only), modes, use_head,
+                         length_norm)
+
+
 def rank_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, length_norm: bool = True,
                 use_head: bool = False) -> torch.Tensor:
     """(B, C) candidate scores: the score head's when ``use_head`` (and present), else the answer log-likelihood."""
-    embeds, _, _ = model.input_embeds(batch)
-    use_head = use_head and model.head is not None
-    out = model.hidden_states(batch, embeds, use_cache=not use_head)
-    if use_head:
-        return model.head_scores(out.last_hidden_state, batch).float().cpu()
-    lp, mask = answer_logprobs(model, encoder, batch, embeds, prompt_out=out)
-    return reduce_scores(lp, mask, length_norm).float().cpu()
+    return mode_scores(model, encoder, batch, ["rank"], use_head, length_norm)["rank"].float().cpu()
 
 
 @torch.no_grad()

@@ -83,6 +83,9 @@ def update_metrics(path, protocol: str, variant: str, ranks: np.ndarray, recomme
     require(entry is not None, path, f"no {protocol}/{variant} entry to update")
     n = entry["recommender"]["hr@1"]["n"]
     require(n == len(ranks), path, f"{protocol}/{variant} was evaluated on {n} rows, these scores cover {len(ranks)}")
+    recorded, here = entry["recommender"]["hr@1"]["value"], float(recommender_hits.mean())
+    require(abs(recorded - here) < 1e-9, path, f"{protocol}/{variant}: its recommender HR@1 is {recorded:.4f}, on these "
+            f"rows and this run's recommender {here:.4f} (another split or recommender)")
     entry["rank_llm"] = ranking_metrics(ranks, ks=(1, 5), ndcg_ks=(5,), seed=seed)
     entry["paired_vs_recommender"]["rank_llm"] = {"hr@1": paired_difference(hit_at_k(ranks, 1), recommender_hits,
                                                                             seed=seed)}
@@ -98,7 +101,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=None, help="the split's first N rows (default: all)")
     parser.add_argument("--update-metrics", default=None, metavar="FILE",
                         help="write the sum ranking into FILE's rank_llm (test split only; FILE must hold this run's evaluation "
-                             "of the same rows: the row count is checked, the run is not)")
+                             "of the same rows: the row count and the recommender's HR@1 on them are checked, the "
+                             "LLM run is not)")
     args = parser.parse_args()
     if args.update_metrics and args.split != "test":
         parser.error("--update-metrics needs --split test (metrics files hold test rows)")

@@ -7,7 +7,7 @@ stage `evaluate` does (generate, rank, rank_llm, the recommender alone, paired d
 metrics/llara_<protocol>.json (the report shows it when params.yaml's report.metrics names it). On CPU it takes the
 pipeline's fine-tuning slot (it waits while a `finetune@` stage or another CPU run of it trains). Needs the pipeline's
 split and recommender for the protocol (`dvc repro export@<protocol>-<backbone>`). Last line: the first variant's
-generate HR@1, ``generate_hr1=<value>``.
+HR@1 in the first mode evaluated (generate by default), ``<mode>_hr1=<value>``.
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def main() -> None:
         + [f"paired {m} {fmt(r['paired_vs_recommender'][m]['hr@1'])}" for m in eparams.modes]) for v, r in results.items())
     print(summary)
     record(f"bench_protocol {args.protocol} ({fparams.recipe} recipe, {fparams.profile} profile, n="
-           f"{first['generate']['hr@1']['n']}, training {t_train / 60:.0f} min, total {(time.time() - t0) / 60:.0f} min): "
+           f"{first['recommender']['hr@1']['n']}, training {t_train / 60:.0f} min, total {(time.time() - t0) / 60:.0f} min): "
            f"{summary}; written to {out.relative_to(ROOT)}")
-    print(f"generate_hr1={first['generate']['hr@1']['value']:.3f}")
+    print(f"{eparams.modes[0]}_hr1={first[eparams.modes[0]]['hr@1']['value']:.3f}")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,8 @@ def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspac
 
 def test_answer_score_reductions_agree_with_evaluation_and_update_a_metrics_file(workspace: Path):
     """The `sum` reduction is the evaluation's rank_llm (two code paths, one number); --update-metrics rewrites a
-    metrics file's rank_llm entry and its paired difference; a second call re-reads the cached log-probabilities."""
+    metrics file's rank_llm entry and its paired difference; a second call re-reads the cached log-probabilities; a
+    metrics file of other rows or another recommender is refused, untouched."""
     metrics_file = workspace / "metrics/llara_leave-one-out.json"
     if not metrics_file.is_file():  # normally written by the protocol test above
         bench(workspace, "bench_protocol.py", "--protocol", "leave-one-out", "--max-rows", "5", "--modes", "rank_llm")
@@ -146,7 +147,16 @@ def test_answer_score_reductions_agree_with_evaluation_and_update_a_metrics_file
     assert {k: v for k, v in updated.items() if k not in ("rank_llm", "paired_vs_recommender")} == {
         k: v for k, v in evaluated.items() if k not in ("rank_llm", "paired_vs_recommender")}  # the rest untouched
 
-    wrong = subprocess.run([sys.executable, "bench/bench_answer_score.py", "--split", "test", "--users", str(n - 1),
-                            "--update-metrics", "metrics/llara_leave-one-out.json"], cwd=workspace, env=child_env(),
-                           capture_output=True, text=True, timeout=900)
+    def update(users: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "bench/bench_answer_score.py", "--split", "test", "--users", str(users),
+                               "--update-metrics", "metrics/llara_leave-one-out.json"], cwd=workspace,
+                              env=child_env(), capture_output=True, text=True, timeout=900)
+
+    wrong = update(n - 1)
     assert wrong.returncode != 0 and f"evaluated on {n} rows" in wrong.stderr
+    other = json.loads(metrics_file.read_text())
+    other["leave-one-out"]["hybrid-curriculum"]["recommender"]["hr@1"]["value"] += 1 / n  # another recommender
+    metrics_file.write_text(json.dumps(other))
+    wrong = update(n)
+    assert wrong.returncode != 0 and "its recommender HR@1" in wrong.stderr
+    assert json.loads(metrics_file.read_text()) == other  # nothing written

@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import yaml
@@ -98,3 +99,78 @@ def make_workspace(dest: Path, users: int = 30, per_user: int = 12, n_items: int
 def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=child_env(), capture_output=True,
                           text=True, check=check)
+
+
+MINI_DVC_YAML = """
+stages:
+  make:
+    foreach: [a, b]
+    do:
+      cmd: python scripts.py make ${item}
+      deps:
+        - scripts.py
+      outs:
+        - out/${item}.txt
+  join:
+    cmd: python scripts.py join
+    deps: [out/a.txt, out/b.txt]
+    outs: [joined.txt]
+  flaky:
+    cmd: python scripts.py flaky
+    outs: [flaky.txt]
+  bad:
+    cmd: python scripts.py bad
+    outs: [bad.txt]
+  slow:
+    cmd: python scripts.py slow
+    params: [split.seed]
+    outs: [slow.txt]
+"""
+
+MINI_SCRIPTS = '''
+import json, sys, time
+from pathlib import Path
+
+def attempt(name):
+    path = Path("attempts") / name
+    path.parent.mkdir(exist_ok=True)
+    count = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(count))
+    return count
+
+what = sys.argv[1]
+if what == "make":
+    name = sys.argv[2]
+    start = time.time()
+    time.sleep(1.5)
+    Path("out").mkdir(exist_ok=True)
+    Path(f"out/{name}.txt").write_text(name)
+    Path("times").mkdir(exist_ok=True)
+    Path(f"times/{name}.json").write_text(json.dumps([start, time.time()]))
+elif what == "join":
+    Path("joined.txt").write_text(Path("out/a.txt").read_text() + Path("out/b.txt").read_text())
+elif what == "flaky":
+    if attempt("flaky") == 1:
+        print("error: download interrupted", file=sys.stderr)
+        sys.exit(1)
+    Path("flaky.txt").write_text("ok")
+elif what == "slow":  # records its pid, then runs until stopped
+    Path(sys.argv[0]).resolve().parent.joinpath("slow.pid").write_text(str(__import__("os").getpid()))
+    time.sleep(300)
+    Path("slow.txt").write_text("done")
+elif what == "bad":
+    attempt("bad")
+    print("error: data.csv: row 3: column 'user' is not an integer", file=sys.stderr)
+    sys.exit(2)
+'''
+
+
+def make_mini_repo(tmp_path: Path) -> Path:
+    """A tiny DVC repo (no git) whose stages are python sleepers, a flaky one and one that reports bad input."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "dvc.yaml").write_text(MINI_DVC_YAML)
+    (root / "scripts.py").write_text(textwrap.dedent(MINI_SCRIPTS))
+    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True, env=child_env())
+    return root

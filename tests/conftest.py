@@ -109,3 +109,12 @@ def sigkill_when(child, ready, timeout: float = 300) -> None:
         time.sleep(0.1)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """A Prefect test server for the tests of one module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

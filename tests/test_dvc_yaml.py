@@ -111,3 +111,29 @@ def test_readme_shows_the_stage_graph(subprocess_env):
     assert dag.returncode == 0, dag.stderr
     chart = re.search(r"```mermaid\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
     assert chart.strip() == dag.stdout.strip()
+
+
+def test_finetune_deps_cover_every_training_module(repo_root: Path):
+    """finetune@* lists llara/llm's training modules one by one: each one they import must be listed too."""
+    import ast
+
+    stage = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["finetune"]["do"]
+    listed = {Path(d).stem for d in stage["deps"] if d.startswith("llara/llm/")}
+    assert {"training", "model", "runs", "prompts", "data"} <= listed
+    for name in sorted(listed):
+        tree = ast.parse((repo_root / "llara/llm" / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llara.llm"):
+                imported = [node.module.split(".")[2]] if node.module.count(".") >= 2 else [a.name for a in node.names]
+                assert set(imported) <= listed, f"llara/llm/{name}.py imports {imported}, not in finetune's deps"
+    unlisted = {p.stem for p in (repo_root / "llara/llm").glob("*.py")} - listed
+    assert unlisted == {"recommend"}  # a new module must be placed on one side
+
+
+def test_finetune_params_are_every_setting_but_the_variant_list(repo_root: Path):
+    from tasks.params import FinetuneParams
+
+    stage = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["finetune"]["do"]
+    keys = {p.split(".", 1)[1] for p in stage["params"] if p.startswith("finetune.")}
+    assert keys == set(FinetuneParams.model_fields) - {"variants"}
+    assert "llm" in stage["params"]

@@ -20,20 +20,21 @@ from _bad_input_helpers import Case, StageCase, assert_clean_failure, ingested, 
 # ------------------------------------------------------------------ stage entry points (python -m tasks.<stage>)
 
 
-def bad_zip(root: Path) -> str:
-    archive = root / "evil.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ml-100k/u.data", "1\t1\t5\t881250949\n")
-        zf.writestr("../escaped.txt", "gotcha")
-    return archive.as_uri()
+def zip_archive(name: str, members: dict[str, str]) -> Callable[[Path], str]:
+    """A zip ``name`` holding ``members`` (path -> text), made in the working copy; its file:// URL."""
+
+    def make(root: Path) -> str:
+        archive = root / name
+        with zipfile.ZipFile(archive, "w") as zf:
+            for member, text in members.items():
+                zf.writestr(member, text)
+        return archive.as_uri()
+
+    return make
 
 
-def wrong_checksum_zip(root: Path) -> str:
-    archive = root / "ml.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ml-100k/u.data", "1\t1\t5\t881250949\n")
-        zf.writestr("ml-100k/u.item", "1|A (1990)|x\n")
-    return archive.as_uri()
+BAD_ZIP = zip_archive("evil.zip", {"ml-100k/u.data": "1\t1\t5\t881250949\n", "../escaped.txt": "gotcha"})
+WRONG_CHECKSUM_ZIP = zip_archive("ml.zip", {"ml-100k/u.data": "1\t1\t5\t881250949\n", "ml-100k/u.item": "1|A (1990)|x\n"})
 
 
 def movielens_download(make_zip: Callable[[Path], str]):
@@ -70,9 +71,9 @@ STAGE_CASES = [
     StageCase("split-protocol-argument", ("tasks.split", "random"), lambda p: None, ("tasks.split", "invalid choice")),
     StageCase("fetch-generic-dir-missing", ("tasks.fetch",), set_key("ingest.input_dir", "data/raw/absent"), ("params.yaml", "ingest.input_dir", "does not exist")),
     StageCase("fetch-local-copy-checksum", ("tasks.fetch",), lambda p: p["ingest"].update(source="movielens", input_dir="data/raw/ml", movielens_local_dir="local-ml"), ("local-ml/u.data", "sha256 mismatch"), prepare=_corrupt_local_copy),
-    StageCase("fetch-zip-path-traversal", ("tasks.fetch",), movielens_download(bad_zip), ("evil.zip", "'../escaped.txt'", "outside the target directory"), needs_root=True),
+    StageCase("fetch-zip-path-traversal", ("tasks.fetch",), movielens_download(BAD_ZIP), ("evil.zip", "'../escaped.txt'", "outside the target directory"), needs_root=True),
     StageCase("fetch-url-missing-file", ("tasks.fetch",), movielens_download(lambda root: (root / "absent.zip").as_uri()), ("absent.zip", "No such file"), needs_root=True),
-    StageCase("fetch-zip-wrong-checksum", ("tasks.fetch",), movielens_download(wrong_checksum_zip), ("u.data", "sha256 mismatch"), needs_root=True),
+    StageCase("fetch-zip-wrong-checksum", ("tasks.fetch",), movielens_download(WRONG_CHECKSUM_ZIP), ("u.data", "sha256 mismatch"), needs_root=True),
 ]
 
 

@@ -80,14 +80,6 @@ def night(root: Path, overrides: list[str] | None = None) -> dict:
     return json.loads((root / "metrics/champion.json").read_text())
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
 @pytest.mark.integration
 def test_champion_challenger_rollback_and_remote_round_trip(workspace: Path, prefect_api, tmp_path: Path,
                                                             monkeypatch):

@@ -32,14 +32,6 @@ SIDE_STAGE = """
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
-
-@pytest.fixture(scope="module")
 def snapshot(tmp_path_factory) -> Path:
     """One copy of the repo (other people edit it meanwhile): every workspace of this module is a copy of it."""
     return make_workspace(tmp_path_factory.mktemp("snapshot") / "ws")

@@ -19,10 +19,11 @@ call at a time into a folder outside the checkout on the warm machine (``cp .gpu
 initializes the weights randomly with the same shapes: speed and MFU are the same, the evaluation then measures the
 code path only (HR@1 of random weights).
 
-``run`` phases: (1) the bf16 matmul rate of this device; (2) ``--measure-steps`` optimizer steps of the paper recipe at
-the paper profile's batch (128 examples) timed, examples/s, tokens/s and MFU (FLOPs counted from the real shapes as in
-bench_finetune.py); (3) training planned to fill ``--minutes`` (the curriculum and cosine schedule over those steps);
-(4) generate (and rank_llm) on the test rows. Writes ``<out>/bench_gpu.json``; last line ``gpu_examples_per_s=<value>``.
+``run`` phases: (1) the matmul rate of this device in the dtype it trains in (bf16 on a GPU, float32 on CPU);
+(2) ``--measure-steps`` optimizer steps of the paper recipe at the paper profile's batch (128 examples) timed,
+examples/s, tokens/s and MFU against (1) (FLOPs counted from the real shapes as in bench_finetune.py); (3) training
+planned to fill ``--minutes`` (the curriculum and cosine schedule over those steps); (4) generate (and rank_llm) on
+the test rows. Writes ``<out>/bench_gpu.json``; last line ``gpu_examples_per_s=<value>``.
 
 ``curve``: what ``bench/bench_learning.py`` measures on CPU, in minutes instead of CPU-hours: each recipe of
 ``configs.json`` (params.yaml's, default profile: batch 8, its learning rate and curriculum) trained for ``--examples``
@@ -204,7 +205,8 @@ def run(args: argparse.Namespace) -> dict:
     bundle = Path(args.bundle)
     work = Path(tempfile.mkdtemp(prefix="llara-gpu-"))
     clock = benchlib.make_clock("wall", torch.get_num_threads(), device)
-    rate = benchlib.matmul_rate(torch.bfloat16, device, clock, seconds=0.5 if args.quick else 2.0)
+    dtype = "bfloat16" if device.type == "cuda" else "float32"  # a CPU without native bf16 would emulate it
+    rate = benchlib.matmul_rate(getattr(torch, dtype), device, clock, seconds=0.5 if args.quick else 2.0)
     rows = {part: read_rows(bundle, part) for part in ("train", "test")}
     titles, prompts = read_titles(bundle), read_configs(bundle)["prompts"]
     recommender = read_recommender(bundle)
@@ -215,7 +217,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.quick:
         profile = replace(profile, batch_size=4, micro_batch=2)
     recipe = RECIPES["paper"]
-    settings = LLMSettings(str(llm_dir), "bfloat16" if device.type == "cuda" else "float32", str(device))
+    settings = LLMSettings(str(llm_dir), dtype, str(device))
     test = rows["test"][: args.test_rows or None]
 
     def fresh(steps: int):
@@ -238,7 +240,7 @@ def run(args: argparse.Namespace) -> dict:
              "examples_per_s": args.measure_steps * cfg.batch_size / seconds,
              "tokens_per_s": sum(w[2] for w in work_done) / seconds,
              "flop_per_s": sum(w[3] for w in work_done) / seconds}
-    speed["mfu_bf16"] = speed["flop_per_s"] / rate
+    speed["mfu"] = speed["flop_per_s"] / rate
     del model
     # (3) as much of the paper recipe as fits the budget
     budget_s = args.minutes * 60
@@ -253,7 +255,7 @@ def run(args: argparse.Namespace) -> dict:
                           length_norm=cfg.length_norm, frame=False)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "weights": weights,
-        "torch": torch.__version__, "bf16_matmul_flop_per_s": rate, **speed,
+        "torch": torch.__version__, "dtype": dtype, "matmul_flop_per_s": rate, **speed,
         "planned_steps": steps, "batch_size": cfg.batch_size, "examples_trained": steps * cfg.batch_size,
         "epochs": steps * cfg.batch_size / len(rows["train"]), "train_s": train_s, "final_loss": log_rows[-1]["loss"],
         "eval_s": time.time() - t_eval, "test_rows": len(test), "total_s": time.time() - t_start,
@@ -358,10 +360,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_gpu.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     fmt = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}] n={m['n']}"  # noqa: E731
-    print(f"device {result['device']} ({result['weights']} weights, torch {result['torch']}): bf16 matmul "
-          f"{result['bf16_matmul_flop_per_s'] / 1e12:.1f} TFLOP/s")
+    print(f"device {result['device']} ({result['weights']} weights, torch {result['torch']}): "
+          f"{result['dtype']} matmul {result['matmul_flop_per_s'] / 1e12:.1f} TFLOP/s")
     print(f"paper recipe, batch {result['batch_size']}: {result['s_per_step']:.2f} s/step, "
-          f"{result['examples_per_s']:.1f} examples/s, {result['tokens_per_s']:.0f} tokens/s, MFU {result['mfu_bf16']:.1%}")
+          f"{result['examples_per_s']:.1f} examples/s, {result['tokens_per_s']:.0f} tokens/s, MFU {result['mfu']:.1%}")
     print(f"trained {result['planned_steps']} steps ({result['examples_trained']} examples, "
           f"{result['epochs']:.2f} epochs) in {result['train_s']:.0f} s, final loss {result['final_loss']:.3f}")
     print(f"test ({result['test_rows']} rows): generate HR@1 {fmt(result['generate_hr1'])}, ValidRatio "

@@ -56,8 +56,8 @@ def test_bench_gpu_runs_without_the_pipeline_packages(tmp_path, tiny_llm_dir):
                           timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "bench_gpu.json").read_text())
-    assert result["weights"] == "random" and result["device"] == "cpu"
-    assert result["examples_per_s"] > 0 and 0 < result["mfu_bf16"] and result["planned_steps"] >= 2
+    assert result["weights"] == "random" and result["device"] == "cpu" and result["dtype"] == "float32"
+    assert result["examples_per_s"] > 0 and 0 < result["mfu"] and result["planned_steps"] >= 2
     assert result["generate_hr1"]["n"] == result["test_rows"] == 6
     assert 0 <= result["valid_ratio"]["value"] <= 1 and result["rank_llm_hr1"]["n"] == 6
     assert done.stdout.strip().splitlines()[-1].startswith("gpu_examples_per_s=")

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> dict:
     bundle = Path(args.bundle)
     work = Path(tempfile.mkdtemp(prefix="llara-gpu-"))
     clock = benchlib.make_clock("wall", torch.get_num_threads(), device)
-    dtype = "bfloat16" if device.type == "cuda" else "float32"  # a CPU without native bf16 would emulate it
+    dtype = "bfloat16" if device.type == "cuda" else "float32"  # every CPU trains in float32 here, as before
     rate = benchlib.matmul_rate(getattr(torch, dtype), device, clock, seconds=0.5 if args.quick else 2.0)
     rows = {part: read_rows(bundle, part) for part in ("train", "test")}
     titles, prompts = read_titles(bundle), read_configs(bundle)["prompts"]

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from llara.atomic import atomic_dir, atomic_path, write_json
-from llara.errors import InputError, require
+from llara.errors import require
 from llara.fingerprint import file_digest, json_digest, tree_digest, tree_files
 from llara.metrics import paired_difference, summarize
 

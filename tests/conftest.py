@@ -118,3 +118,21 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=90):
         yield
+
+
+@pytest.fixture()
+def mini_repo(tmp_path: Path) -> Path:
+    """A tiny DVC repo (no git): python sleepers, a flaky stage, a bad-input one (``_flow_helpers.make_mini_repo``)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _flow_helpers import make_mini_repo
+
+    return make_mini_repo(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def recommender_split(tmp_path_factory) -> tuple[Path, Path]:
+    """(items.parquet, split directory) of the recommender tests' tiny synthetic split (``_recommender_helpers``)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _recommender_helpers import make_fixture
+
+    return make_fixture(tmp_path_factory.mktemp("recfix"))

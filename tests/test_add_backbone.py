@@ -89,7 +89,7 @@ def test_unregistered_backbone_is_refused_everywhere():
 
 
 def test_cli_and_stage_arguments_accept_it_and_it_trains(toy, tmp_path, monkeypatch, cli):
-    from test_recommenders import make_fixture
+    from _recommender_helpers import make_fixture
 
     from tasks.common import stage_args  # noqa: I001
 

@@ -13,12 +13,7 @@ import yaml
 from llara.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import child_env, make_mini_repo  # noqa: E402
-
-
-@pytest.fixture()
-def mini_repo(tmp_path: Path) -> Path:
-    return make_mini_repo(tmp_path)
+from _flow_helpers import child_env  # noqa: E402
 
 
 @pytest.mark.integration

@@ -5,7 +5,6 @@ recommender export, base LLM, items, prompts) and the settings, never on paths o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

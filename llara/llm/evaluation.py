@@ -86,7 +86,6 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     stop_ids = [model.loaded.eos_token_id] + newline_token_ids(model.loaded.tokenizer)
     generate = "generate" in modes
     ranked = [m for m in RANK_MODES if m in modes]
-    heads = use_head and model.head is not None
     answers: list = [None] * n
     score_rows: dict[str, list] = {m: [None] * n for m in ranked}
     for idx, batch in tqdm(eval_batches(model, encoder, examples, item_mode, templates, batch_size),
@@ -96,11 +95,11 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
         if generate:
             limit = max_new_tokens or max(len(encoder.answer_ids(c)) for e in chunk for c in e.candidates)
             on_prompt = (lambda out, z, has: scores.update(prompt_scores(
-                model, encoder, batch, out, ranked, heads, length_norm, copy_cache=True))) if ranked else None
+                model, encoder, batch, out, ranked, use_head, length_norm, copy_cache=True))) if ranked else None
             for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=on_prompt)):
                 answers[i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
         elif ranked:
-            scores = mode_scores(model, encoder, batch, ranked, heads, length_norm)
+            scores = mode_scores(model, encoder, batch, ranked, use_head, length_norm)
         for m in ranked:
             for i, row in zip(idx, scores[m].float().cpu()):
                 score_rows[m][i] = row

@@ -6,8 +6,6 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-import torch
-
 from llara.errors import InputError, require
 from llara.llm.data import read_titles
 from llara.llm.features import ItemFeatures, Recommender

@@ -36,19 +36,20 @@ def pack_answers(cont_ids: torch.Tensor, cont_mask: torch.Tensor, pad_id: int) -
     """Each row's candidate answers (all but their last token: the inputs that predict the rest) packed into one
     sequence: (ids (B, W), owner (B, W): the candidate of each position, -1 for padding, offset (B, W): its index
     within that answer)."""
-    steps = (cont_mask.sum(-1) - 1).clamp(min=0).tolist()  # (B, C)
-    cont_ids, b = cont_ids.cpu(), cont_ids.shape[0]
-    width = max(1, max(sum(row) for row in steps))
+    cont_ids = cont_ids.cpu()
+    b, c, t = cont_ids.shape
+    steps = (cont_mask.cpu().sum(-1) - 1).clamp(min=0)  # (B, C): the inputs each answer contributes
+    width = max(1, int(steps.sum(-1).max()))
+    k = torch.arange(t).expand(b, c, t)
+    keep = k < steps[..., None]
+    row = torch.arange(b)[:, None, None].expand(b, c, t)[keep]
+    pos = ((steps.cumsum(-1) - steps)[..., None] + k)[keep]  # each answer starts where the previous ones end
     ids = torch.full((b, width), pad_id, dtype=torch.long)
     owner = torch.full((b, width), -1, dtype=torch.long)
     offset = torch.zeros((b, width), dtype=torch.long)
-    for i, row in enumerate(steps):
-        pos = 0
-        for j, n in enumerate(row):
-            ids[i, pos:pos + n] = cont_ids[i, j, :n]
-            owner[i, pos:pos + n] = j
-            offset[i, pos:pos + n] = torch.arange(n)
-            pos += n
+    ids[row, pos] = cont_ids[keep]
+    owner[row, pos] = torch.arange(c)[None, :, None].expand(b, c, t)[keep]
+    offset[row, pos] = k[keep]
     return ids, owner, offset
 
 
@@ -127,7 +128,7 @@ def prompt_scores(model: LlaraModel, encoder: PromptEncoder, batch: Batch, out, 
     likelihood = [m for m in modes if m not in scores]
     if likelihood:
         prompt = SimpleNamespace(last_hidden_state=out.last_hidden_state,
-                                 cache=copy.deepcopy(out.cache) if copy_cache else out.cache)
+                                 cache=copy.deepcopy(out.cache)) if copy_cache else out
         lp, mask = answer_logprobs(model, encoder, batch, prompt_out=prompt)
         for m in likelihood:
             scores[m] = reduce_scores(lp, mask, length_norm=length_norm and m == "rank")

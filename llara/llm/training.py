@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 from llara.atomic import atomic_dir, atomic_path
-from llara.errors import InputError, require
+from llara.errors import InputError
 from llara.fingerprint import ContentKey, array_digest
 from llara.llm import distributed
 from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint, save_weights

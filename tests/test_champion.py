@@ -2,8 +2,9 @@
 round trip: push after promotion, fresh clone, `dvc pull`, nothing to reproduce, `llara recommend` from the champion.
 
 Synthetic data with a learnable sequence (each user walks through consecutive items), a tiny random Llama with the
-real SmolLM2 tokenizer: the `ours` recipe (score head with the recommender's residual) ranks like the recommender,
-an untrained `paper`-recipe model (no score head, 0 steps) is at random level, so "better" and "worse" are certain.
+real SmolLM2 tokenizer. The `ours` recipe trained for 12 steps (its score head over the affinity features; no
+recommender score is added) is compared with an untrained `paper`-recipe model (no score head, 0 steps, random level)
+on the same users, so which is "better" and which "worse" is clear.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ def test_champion_challenger_rollback_and_remote_round_trip(workspace: Path, pre
     assert "no champion yet" in first["decision"]["reason"]
     assert remote.is_dir() and any(remote.rglob("*")), "a promotion pushes to the default remote"
 
-    # night 2: the `ours` recipe ranks like the recommender: better, promoted
+    # night 2: the trained `ours` recipe: better on the same users, promoted
     set_weak(root, False)
     better = night(root)
     assert better["decision"]["event"] == "promoted" and better["current"] == "v0002", better["decision"]

@@ -19,7 +19,8 @@ call at a time into a folder outside the checkout on the warm machine (``cp .gpu
 initializes the weights randomly with the same shapes: speed and MFU are the same, the evaluation then measures the
 code path only (HR@1 of random weights).
 
-``run`` phases: (1) the matmul rate of this device in the dtype it trains in (bf16 on a GPU, float32 on CPU);
+``run`` phases: (1) the matmul rate of this device in the dtype it trains in (params.yaml's ``llm.dtype``, as the
+pipeline resolves it: ``auto`` is bf16 on a GPU or a CPU with native bf16, else float32);
 (2) ``--measure-steps`` optimizer steps of the paper recipe at the paper profile's batch (128 examples) timed,
 examples/s, tokens/s and MFU against (1) (FLOPs counted from the real shapes as in bench_finetune.py); (3) training
 planned to fill ``--minutes`` (the curriculum and cosine schedule over those steps); (4) generate (and rank_llm) on
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> dict:
     import benchlib
 
     from llara.llm.evaluation import evaluate
-    from llara.llm.loading import resolve_device
+    from llara.llm.loading import resolve_device, resolve_dtype
     from llara.llm.recipes import PROFILES, RECIPES, LLMSettings
     from llara.llm.runs import build
     from llara.llm.training import train
@@ -205,10 +206,12 @@ def run(args: argparse.Namespace) -> dict:
     bundle = Path(args.bundle)
     work = Path(tempfile.mkdtemp(prefix="llara-gpu-"))
     clock = benchlib.make_clock("wall", torch.get_num_threads(), device)
-    dtype = "bfloat16" if device.type == "cuda" else "float32"  # every CPU trains in float32 here, as before
+    # the pipeline's rule (params.yaml llm.dtype; auto: bf16 where the device multiplies it natively, else float32)
+    configs = read_configs(bundle)
+    dtype = str(resolve_dtype(configs["dtype"], device)).removeprefix("torch.")
     rate = benchlib.matmul_rate(getattr(torch, dtype), device, clock, seconds=0.5 if args.quick else 2.0)
     rows = {part: read_rows(bundle, part) for part in ("train", "test")}
-    titles, prompts = read_titles(bundle), read_configs(bundle)["prompts"]
+    titles, prompts = read_titles(bundle), configs["prompts"]
     recommender = read_recommender(bundle)
     llm_dir = base_llm(args, work)
     weights = "given" if args.llm else ("gguf" if args.gguf_parts else "random")

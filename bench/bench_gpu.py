@@ -208,8 +208,8 @@ def run(args: argparse.Namespace) -> dict:
     clock = benchlib.make_clock("wall", torch.get_num_threads(), device)
     # the pipeline's rule (params.yaml llm.dtype; auto: bf16 where the device multiplies it natively, else float32)
     configs = read_configs(bundle)
-    dtype = str(resolve_dtype(configs["dtype"], device)).removeprefix("torch.")
-    rate = benchlib.matmul_rate(getattr(torch, dtype), device, clock, seconds=0.5 if args.quick else 2.0)
+    train_dtype = resolve_dtype(configs["dtype"], device)
+    rate = benchlib.matmul_rate(train_dtype, device, clock, seconds=0.5 if args.quick else 2.0)
     rows = {part: read_rows(bundle, part) for part in ("train", "test")}
     titles, prompts = read_titles(bundle), configs["prompts"]
     recommender = read_recommender(bundle)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.quick:
         profile = replace(profile, batch_size=4, micro_batch=2)
     recipe = RECIPES["paper"]
-    settings = LLMSettings(str(llm_dir), dtype, str(device))
+    settings = LLMSettings(str(llm_dir), configs["dtype"], str(device))  # load_llm resolves it as above
     test = rows["test"][: args.test_rows or None]
 
     def fresh(steps: int):
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> dict:
                           length_norm=cfg.length_norm, frame=False)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "weights": weights,
-        "torch": torch.__version__, "dtype": dtype, "matmul_flop_per_s": rate, **speed,
+        "torch": torch.__version__, "dtype": str(train_dtype).removeprefix("torch."), "matmul_flop_per_s": rate, **speed,
         "planned_steps": steps, "batch_size": cfg.batch_size, "examples_trained": steps * cfg.batch_size,
         "epochs": steps * cfg.batch_size / len(rows["train"]), "train_s": train_s, "final_loss": log_rows[-1]["loss"],
         "eval_s": time.time() - t_eval, "test_rows": len(test), "total_s": time.time() - t_start,

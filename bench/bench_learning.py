@@ -62,13 +62,15 @@ def apply_overrides(train_cfg, model_cfg, overrides: dict):
 
 
 def point_row(step: int, examples: int, cpu_s: float, wall_s: float, metrics: dict) -> dict:
+    """One CSV row; rates and bounds to 6 decimals (a bootstrap percentile can carry float noise in the last digits)."""
     gen, own = metrics["generate"], metrics["rank_llm"]
+    rates = {"generate_hr1": gen["hr@1"]["value"], "generate_lo": gen["hr@1"]["ci95"][0],
+             "generate_hi": gen["hr@1"]["ci95"][1], "valid_ratio": gen["valid_ratio"]["value"],
+             "rank_llm_hr1": own["hr@1"]["value"], "rank_llm_lo": own["hr@1"]["ci95"][0],
+             "rank_llm_hi": own["hr@1"]["ci95"][1], "rank_hr1": metrics["rank"]["hr@1"]["value"],
+             "recommender_hr1": metrics["recommender"]["hr@1"]["value"]}
     return {"step": step, "examples": examples, "cpu_min": round(cpu_s / 60, 3), "wall_min": round(wall_s / 60, 3),
-            "generate_hr1": gen["hr@1"]["value"], "generate_lo": gen["hr@1"]["ci95"][0],
-            "generate_hi": gen["hr@1"]["ci95"][1], "valid_ratio": gen["valid_ratio"]["value"],
-            "rank_llm_hr1": own["hr@1"]["value"], "rank_llm_lo": own["hr@1"]["ci95"][0],
-            "rank_llm_hi": own["hr@1"]["ci95"][1], "rank_hr1": metrics["rank"]["hr@1"]["value"],
-            "recommender_hr1": metrics["recommender"]["hr@1"]["value"], "n": gen["hr@1"]["n"]}
+            **{k: round(v, 6) for k, v in rates.items()}, "n": gen["hr@1"]["n"]}
 
 
 def read_curve(path: Path, upto: int) -> list[dict]:

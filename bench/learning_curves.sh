@@ -3,7 +3,8 @@
 # users, evaluated every 250 steps (2,000 examples), side by side with one torch thread each (on 2 cores about 1.3x
 # the throughput of one 2-thread run after the other). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
-# copy the CSVs to metrics/learning/<recipe>-loo-val200.csv to commit them.
+# copy the CSVs to metrics/learning/<recipe>-loo-val200.csv to commit them, then re-render the table of points with
+# `python bench/learning_table.py --update metrics/learning/README.md`.
 # Usage: bench/learning_curves.sh [recipe ...]   (default: ours paper)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -123,7 +123,6 @@ def prefect_api():
 @pytest.fixture()
 def mini_repo(tmp_path: Path) -> Path:
     """A tiny DVC repo (no git): python sleepers, a flaky stage, a bad-input one (``_flow_helpers.make_mini_repo``)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from _flow_helpers import make_mini_repo
 
     return make_mini_repo(tmp_path)
@@ -132,7 +131,6 @@ def mini_repo(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def recommender_split(tmp_path_factory) -> tuple[Path, Path]:
     """(items.parquet, split directory) of the recommender tests' tiny synthetic split (``_recommender_helpers``)."""
-    sys.path.insert(0, str(Path(__file__).parent))
     from _recommender_helpers import make_fixture
 
     return make_fixture(tmp_path_factory.mktemp("recfix"))

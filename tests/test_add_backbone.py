@@ -22,7 +22,6 @@ from llara.recommenders.registry import FAMILIES, Family
 from llara.recommenders.registry import family as find_family
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import child_env, dvc, make_workspace  # noqa: E402
-from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: E402,F401
+from _flow_helpers import child_env, dvc, make_workspace
+from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

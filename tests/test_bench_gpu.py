@@ -21,7 +21,6 @@ BLOCKED = ("polars", "pydantic", "prefect", "dvc")
 
 
 def test_bench_gpu_runs_without_the_pipeline_packages(tmp_path, tiny_llm_dir):
-    sys.path.insert(0, str(ROOT / "bench"))
     from bench_gpu import read_recommender, read_rows, read_titles, write_bundle
 
     from llara.llm.recipes import PROFILES, RECIPES

@@ -24,9 +24,8 @@ import yaml
 from llara import champion as registry
 from llara.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import SYNTH_DIR, child_env, dvc, make_workspace  # noqa: E402
-from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: E402,F401
+from _flow_helpers import SYNTH_DIR, child_env, dvc, make_workspace
+from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: F401
 
 WEAK = ["finetune.recipe=paper", "finetune.profiles.default.steps=0"]  # as one-run overrides
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_structure import import_graph, modules  # noqa: E402
+from test_structure import import_graph, modules
 
 ROOT = Path(__file__).resolve().parents[1]
 # Entry-point plumbing: reading params.yaml, logging, exit codes, atomic writes. They cannot change what a stage

@@ -12,8 +12,7 @@ import yaml
 
 from llara.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import child_env  # noqa: E402
+from _flow_helpers import child_env
 
 
 @pytest.mark.integration

@@ -22,8 +22,7 @@ from flows.workspace import (
 )
 from llara.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import child_env  # noqa: E402
+from _flow_helpers import child_env
 
 
 def test_graph_comes_from_dvc_yaml(mini_repo: Path):

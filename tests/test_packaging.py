@@ -19,8 +19,7 @@ from safetensors.torch import load_file
 
 from llara.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: E402,F401 (a fixture)
+from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

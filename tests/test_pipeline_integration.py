@@ -13,13 +13,12 @@ import polars as pl
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import CHEAP_TARGETS, SYNTH_DIR, child_env, dvc, make_workspace  # noqa: E402
-from test_inbox import deliver, kill_merge_at  # noqa: E402
+from _flow_helpers import CHEAP_TARGETS, SYNTH_DIR, child_env, dvc, make_workspace
+from test_inbox import deliver, kill_merge_at
 
-from llara.data.inbox import GenericDataset  # noqa: E402
-from llara.data.ingest import read_dataset  # noqa: E402
-from llara.data.tables import Columns  # noqa: E402
+from llara.data.inbox import GenericDataset
+from llara.data.ingest import read_dataset
+from llara.data.tables import Columns
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _flow_helpers import child_env, make_workspace  # noqa: E402
+from _flow_helpers import child_env, make_workspace
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -16,8 +15,7 @@ from llara.errors import InputError
 from llara.recommenders import FAMILIES, load_recommender
 from llara.recommenders.io import EMBEDDINGS_FILE, load_tensors, save_tensors
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _recommender_helpers import ITEM_IDS, N_ITEMS, WINDOW, load_data  # noqa: E402
+from _recommender_helpers import ITEM_IDS, N_ITEMS, WINDOW, load_data
 
 
 @pytest.fixture(scope="module")

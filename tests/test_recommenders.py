@@ -23,8 +23,7 @@ from llara.recommenders.evaluation import evaluate_rows
 from llara.recommenders.io import load_tensors
 from llara.recommenders.training import batch_loss, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _recommender_helpers import FAST, N_ITEMS, load_data, tiny_config  # noqa: E402
+from _recommender_helpers import FAST, N_ITEMS, load_data, tiny_config
 
 
 # ------------------------------------------------------------------ models

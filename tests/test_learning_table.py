@@ -1,0 +1,87 @@
+"""`bench/learning_table.py`: the learning-curve tables in markdown are rendered from the committed CSVs."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+from learning_table import ROOT, main, render
+
+COMMITTED = ROOT / "metrics" / "learning"
+
+
+def test_the_committed_tables_match_their_csvs(capsys):
+    assert main(["--check", str(COMMITTED / "README.md")]) == 0, capsys.readouterr().out
+    assert capsys.readouterr().out.strip().endswith("learning_tables_stale=0")
+
+
+def copy_curve(tmp: Path, name: str) -> Path:
+    return Path(shutil.copy(COMMITTED / f"{name}-loo-val200.csv", tmp / f"{name}.csv"))
+
+
+def edit_row(path: Path, step: int, **values) -> None:
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    columns = list(rows[0])
+    for row in rows:
+        if int(row["step"]) == step:
+            row.update({k: str(v) for k, v in values.items()})
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_a_changed_curve_makes_the_table_stale_until_updated(tmp_path, capsys):
+    ours, paper = copy_curve(tmp_path, "ours"), copy_curve(tmp_path, "paper")
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n\n<!-- learning-table ours={ours} paper={paper} -->\n{render({'ours': ours, 'paper': paper})}"
+                   "<!-- end learning-table -->\n\nafter\n")
+    assert main(["--check", str(doc)]) == 0
+    edit_row(ours, 250, generate_hr1=0.6125, generate_lo=0.5, generate_hi=0.7)
+    capsys.readouterr()
+    assert main(["--check", str(doc)]) == 1
+    out = capsys.readouterr().out
+    assert "out of date" in out and str(ours) in out and out.strip().endswith("learning_tables_stale=1")
+    before = doc.read_text()
+    assert main(["--update", str(doc)]) == 0
+    after = doc.read_text()
+    assert "| 250 | 2,000 | 0.613 [0.500, 0.700] |" in after and "0.613" not in before
+    assert after.startswith("intro\n\n") and after.endswith("<!-- end learning-table -->\n\nafter\n")
+    assert main(["--check", str(doc)]) == 0
+
+
+def test_columns_follow_the_recipe_and_missing_points_show_a_dash(tmp_path):
+    ours, paper = copy_curve(tmp_path, "ours"), copy_curve(tmp_path, "paper")
+    with ours.open("a") as fh:  # a point only `ours` has reached
+        fh.write("1000,8000,340.0,380.0,0.41,0.34,0.48,0.99,0.4,0.33,0.47,0.55,0.575,200\n")
+    lines = render({"ours": ours, "paper": paper}).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header.count("head") == 1 and header.index("head") < header.index("`paper` generate")  # paper has no head
+    last = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert last[:3] == ["1000", "8,000", "0.410 [0.340, 0.480]"] and last[-4:] == ["–"] * 4
+    assert len(lines) == 2 + len({0, 250, 500, 750, 1000})
+
+
+@pytest.mark.parametrize("argv, fault", [(["ours"], "expected recipe=path"),
+                                         (["nosuch=metrics/learning/ours-loo-val200.csv"], "not in params.yaml"),
+                                         (["ours=params.yaml"], "not a learning-curve CSV")])
+def test_bad_arguments_name_the_fault(argv, fault):
+    with pytest.raises(SystemExit, match=fault):
+        main(argv)
+
+
+def test_curve_rows_round_away_bootstrap_float_noise():
+    from bench_learning import COLUMNS, point_row
+
+    def mode(value: float, lo: float, hi: float) -> dict:
+        return {"hr@1": {"value": value, "ci95": [lo, hi], "n": 200}, "valid_ratio": {"value": 0.98}}
+
+    metrics = {"generate": mode(0.345, 0.2848750000000002, 0.41), "rank_llm": mode(0.37, 0.305, 0.44),
+               "rank": mode(0.535, 0.4, 0.6), "recommender": mode(0.575, 0.5, 0.64)}
+    row = point_row(750, 6000, 15270.54, 17494.5, metrics)
+    assert list(row) == COLUMNS
+    assert row["generate_lo"] == 0.284875 and row["generate_hi"] == 0.41 and row["cpu_min"] == 254.509
+    assert row["n"] == 200 and row["valid_ratio"] == 0.98

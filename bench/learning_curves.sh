@@ -3,17 +3,31 @@
 # users, evaluated every 250 steps (2,000 examples), side by side with one torch thread each (on 2 cores about 1.3x
 # the throughput of one 2-thread run after the other). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
-# copy the CSVs to metrics/learning/<recipe>-loo-val200.csv to commit them, then re-render the table of points with
-# `python bench/learning_table.py --update metrics/learning/README.md`.
-# Usage: bench/learning_curves.sh [recipe ...]   (default: ours paper)
+# `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table.
+# Usage: bench/learning_curves.sh [recipe ...]           (default: ours paper)
+#        bench/learning_curves.sh publish [recipe ...]   copy the curves measured so far to metrics/learning/ and
+#                                                        re-render the table of points (then commit them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"   # the environment scripts/setup.sh made
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 mkdir -p data/learning
+publish=false
+if [ "${1:-}" = publish ]; then publish=true; shift; fi
 recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(ours paper)
+if $publish; then
+  for r in "${recipes[@]}"; do   # a restarted run that has not caught up yet would drop committed points
+    src="data/learning/$r-loo/curve.csv" dst="metrics/learning/$r-loo-val200.csv"
+    [ -f "$src" ] || { echo "publish: $src: no curve measured yet" >&2; exit 1; }
+    if [ -f "$dst" ] && [ "$(wc -l < "$src")" -lt "$(wc -l < "$dst")" ]; then
+      echo "publish: $src has fewer points than $dst; not replaced" >&2; exit 1
+    fi
+    cp "$src" "$dst"
+  done
+  exec python bench/learning_table.py --update metrics/learning/README.md
+fi
 for r in "${recipes[@]}"; do
   python bench/bench_learning.py --recipe "$r" --protocol leave-one-out --users 200 --steps 2500 --eval-every 250 \
     --checkpoint-every 25 --threads 1 --out "data/learning/$r-loo" >> "data/learning/$r-loo.log" 2>&1 &

@@ -4,7 +4,8 @@
 # the throughput of one 2-thread run after the other). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
 # `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table.
-# Usage: bench/learning_curves.sh [recipe ...]           (default: ours paper)
+# Usage: bench/learning_curves.sh [recipe ...]           (default: ours paper; after scripts/setup.sh, on a fresh
+#                                                        clone too: it first reproduces the inputs it reads)
 #        bench/learning_curves.sh publish [recipe ...]   copy the curves measured so far to metrics/learning/ and
 #                                                        re-render the table of points (then commit them)
 set -euo pipefail
@@ -28,6 +29,10 @@ if $publish; then
   done
   exec python bench/learning_table.py --update metrics/learning/README.md
 fi
+# what the runs read (split, recommender, converted LLM): made here on a fresh machine, a no-op when up to date
+backbone="$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["finetune"]["backbone"])')"
+dvc repro "export@leave-one-out-$backbone" llm >> data/learning/prepare.log 2>&1 \
+  || { echo "learning_curves: preparing the inputs failed, see data/learning/prepare.log" >&2; exit 1; }
 for r in "${recipes[@]}"; do
   python bench/bench_learning.py --recipe "$r" --protocol leave-one-out --users 200 --steps 2500 --eval-every 250 \
     --checkpoint-every 25 --threads 1 --out "data/learning/$r-loo" >> "data/learning/$r-loo.log" 2>&1 &

@@ -9,7 +9,10 @@ all threads, evaluation excluded) and wall minutes. Rows go to ``<out>/curve.csv
 
 Resumable: the run directory keeps a checkpoint every ``--checkpoint-every`` steps (with the time totals so far in
 ``clock.json``); rerunning the same command continues from the last one (the CSV's later rows are dropped and
-recomputed), so a long run can be stopped, losing at most that many steps, and continued later. The
+recomputed), so a long run can be stopped, losing at most that many steps, and continued later. Checkpoints and curve
+are keyed on the content of their inputs (settings, train and evaluation rows, recommender export, base LLM, items,
+prompts; ``key`` in ``settings.json``): with any of them changed the run starts over, and a curve measured for other
+inputs is set aside as ``curve.<its key>.csv``, never mixed with the new points. The
 learning-rate schedule and the curriculum are planned for ``--steps``: a point at step s is the model after s steps of
 that plan, not a run planned to end at s.
 
@@ -71,6 +74,23 @@ def point_row(step: int, examples: int, cpu_s: float, wall_s: float, metrics: di
              "recommender_hr1": metrics["recommender"]["hr@1"]["value"]}
     return {"step": step, "examples": examples, "cpu_min": round(cpu_s / 60, 3), "wall_min": round(wall_s / 60, 3),
             **{k: round(v, 6) for k, v in rates.items()}, "n": gen["hr@1"]["n"]}
+
+
+def key_curve(out: Path, settings: dict, key: str, log=print) -> None:
+    """Write ``settings.json`` with the run's content key; a curve (and its clock) measured under another key is
+    moved aside to ``curve.<old key>.csv`` first (``unkeyed`` for runs recorded before keys)."""
+    previous = out / "settings.json"
+    old = json.loads(previous.read_text()).get("key") if previous.is_file() else None
+    curve = out / "curve.csv"
+    if old != key and curve.is_file():
+        aside = out / f"curve.{(old or 'unkeyed')[:16]}.csv"
+        curve.replace(aside)
+        (out / "clock.json").unlink(missing_ok=True)
+        log(f"{curve} was measured for other inputs (key {old or 'none'}, now {key[:16]}): moved to {aside.name}; "
+            "the curve starts over")
+    tmp = previous.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**settings, "key": key}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(previous)
 
 
 def read_curve(path: Path, upto: int) -> list[dict]:
@@ -164,9 +184,10 @@ def main() -> None:
         args.steps, args.eval_every, args.users = 4, 2, 8
     import torch
 
+    from llara.fingerprint import array_digest
     from llara.llm.evaluation import evaluate
     from llara.llm.runs import eval_item_mode
-    from llara.llm.training import train
+    from llara.llm.training import examples_arrays, run_fingerprint, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -182,7 +203,8 @@ def main() -> None:
     settings = {"recipe": setup.fparams.recipe, "variant": args.variant, "protocol": setup.fparams.protocol,
                 "split": args.split, "users": len(held), "overrides": overrides,
                 "train": train_cfg.to_dict(), "model": model_cfg.to_dict()}
-    (args.out / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    settings["inputs"] = {**setup.input_digests(encoder), "evaluation rows": array_digest(*examples_arrays(held))}
+    key_curve(args.out, settings, run_fingerprint(train_cfg, model, settings, examples).digest)
     curve = args.out / "curve.csv"
     mode = eval_item_mode(args.variant)
     recorder = CurveRecorder(curve, lambda: evaluate(model, encoder, held, item_mode=mode, seed=train_cfg.seed,

@@ -130,8 +130,21 @@ class FinetuneSetup:
     recommender: object
     titles: dict
 
+    def split_file(self, part: str = "train") -> Path:
+        return ROOT / "data/split" / self.fparams.protocol / f"{part}.parquet"
+
     def examples(self, part: str = "train") -> list:
-        return read_examples(ROOT / "data/split" / self.fparams.protocol / f"{part}.parquet")
+        return read_examples(self.split_file(part))
+
+    def input_digests(self, encoder) -> dict[str, str]:
+        """The content of what a run learns from (train rows, recommender export, base LLM, items, prompts), as the
+        `finetune` stage keys its checkpoints: a run resumed with other inputs starts over, naming what changed."""
+        from llara.llm.workflow import FinetuneJob, input_digests
+        from tasks.finetune import ITEMS, recommender_dir
+
+        job = FinetuneJob(variant="", train=self.split_file("train"), recommender=ROOT / recommender_dir(self.fparams),
+                          items=ROOT / ITEMS, out=ROOT)
+        return input_digests(job, self.settings, encoder.templates)
 
     def build(self):
         """A fresh (model, prompt encoder), seeded by finetune.seed."""

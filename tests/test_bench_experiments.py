@@ -76,6 +76,18 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     assert [{c: r[c] for c in same} for r in resumed] == [{c: r[c] for c in same} for r in rows]
     assert resumed[1]["cpu_min"] == rows[1]["cpu_min"] and 10 < float(resumed[2]["cpu_min"]) < 10 + 5
 
+    # keyed on content: every input the run reads is named in settings.json; with one changed (here a setting) the
+    # checkpoints are discarded and the old curve is set aside whole, not mixed with the new points
+    settings = json.loads((out / "settings.json").read_text())
+    assert set(settings["inputs"]) == {"train rows", "recommender", "base LLM", "items", "prompts", "evaluation rows"}
+    changed = bench(workspace, "bench_learning.py", *args, "-S", "lr=0.002")
+    assert "moved to curve." in changed.stdout and "discarding the checkpoints" in changed.stdout
+    aside = out / f"curve.{settings['key'][:16]}.csv"
+    assert list(csv.DictReader(aside.open())) == resumed
+    fresh = list(csv.DictReader((out / "curve.csv").open()))
+    assert [int(r["step"]) for r in fresh] == [0, 2, 4] and float(fresh[-1]["cpu_min"]) < 5
+    assert json.loads((out / "settings.json").read_text())["key"] != settings["key"]
+
 
 def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspace: Path, tmp_path, monkeypatch):
     """While another CPU fine-tuning holds the pipeline's slot the script waits (two would each run several times

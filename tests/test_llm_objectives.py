@@ -72,3 +72,48 @@ def test_selection_puts_the_best_steps_weights_into_final(tiny_llm_dir, tmp_path
     assert chosen.keys() == last.keys() and any(not torch.equal(chosen[k], last[k]) for k in chosen)
     assert all(torch.equal(chosen[k], v) for k, v in load_file(tmp_path / "selected" / "modules.safetensors").items())
     assert json.loads((tmp_path / "final" / "run.json").read_text())["selected"]["step"] == 6
+
+    # killed after its last checkpoint, before final/ got the chosen weights: the rerun trains no step, and the
+    # choice is made from the recorded points (no step is evaluated again)
+    (tmp_path / "final" / "run.json").unlink()
+    again = Selection(tmp_path, fake_examples(4, 30), every=2, total_steps=7, item_mode="hybrid").bind(model, enc)
+    logged = []
+    train(model, enc, fake_examples(8, 30), cfg, tmp_path, {}, logged.append, on_step=again)
+    assert any("(step 7/7)" in m for m in logged) and len(calls) == 4
+    assert again.finish()["step"] == 6
+    assert all(torch.equal(chosen[k], v) for k, v in load_file(tmp_path / "final" / "modules.safetensors").items())
+
+    # other inputs (here the run info), stopped at step 1 before any evaluation: the old run's points and weights
+    # are gone, so they can never be chosen for the new run
+    fresh = Selection(tmp_path, fake_examples(4, 30), every=2, total_steps=7, item_mode="hybrid").bind(model, enc)
+    train(model, enc, fake_examples(8, 30), cfg, tmp_path, {"run": "other"}, lambda m: None,
+          on_step=lambda row: fresh(row) or True)
+    assert (tmp_path / "validation.jsonl").read_text() == "" and not (tmp_path / "selected").exists()
+    assert fresh.finish() is None and len(calls) == 4
+
+
+def test_changed_training_code_trains_again_instead_of_resuming(tiny_llm_dir, tmp_path, monkeypatch):
+    """A finished run rerun unchanged resumes (nothing trains); after an edit of the training code (a copy of
+    llara/llm here) the rerun trains from step 0, saying why, as DVC's rerun of the stage then expects."""
+    import shutil
+
+    from llara.llm import training as training_module
+
+    code = tmp_path / "code"
+    shutil.copytree(training_module.TRAINING_CODE, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(training_module, "TRAINING_CODE", code)
+    model, enc, _, _ = build_tiny(tiny_llm_dir)
+    cfg = TrainConfig(steps=2, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100, compile=False)
+
+    def run() -> list[str]:
+        logged = []
+        train(model, enc, fake_examples(8, 30), cfg, tmp_path / "run", {}, logged.append)
+        return logged
+
+    run()
+    assert any("resuming from" in m and "(step 2/2)" in m for m in run())
+    with (code / "data.py").open("a") as fh:
+        fh.write("\n# a fix\n")
+    logged = run()
+    assert any("training code changed; training from scratch" in m for m in logged)
+    assert not any("resuming from" in m for m in logged)

@@ -4,7 +4,8 @@ Every ``every`` optimizer steps (and at the last one) the model generates answer
 the weights of the best step so far (generate HR@1 = correct / all rows; ties go to the later step) are kept in
 ``<run>/selected/``. When training ends, ``final/`` gets those weights and ``run.json`` says which step they are from.
 Each point is appended to ``<run>/validation.jsonl``; both survive a resume (points after the resumed step are
-measured again), so a killed run chooses as an uninterrupted one would.
+measured again), so a killed run chooses as an uninterrupted one would. A run that starts from step 0 (new, or its
+inputs changed) clears them first: points of other inputs are never chosen.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from llara.atomic import atomic_dir, atomic_path
+from llara.errors import InputError
 from llara.llm.checkpoint import save_weights
 from llara.llm.data import Example
 from llara.llm.evaluation import evaluate
@@ -56,6 +58,9 @@ class Selection:
         step = row["step"]
         if self.points is None:  # first step of this session: earlier points survive, later ones are measured again
             self.points = self._load(step - 1)
+            self._write_points()
+            if not self.points:  # a run from step 0: weights chosen among other inputs' points must not survive
+                shutil.rmtree(self.run_dir / SELECTED, ignore_errors=True)
         if step % self.every and step != self.total:
             return False
         metrics, _ = evaluate(self.model, self.encoder, self.examples, item_mode=self.item_mode, modes=["generate"],
@@ -68,16 +73,27 @@ class Selection:
             with atomic_dir(self.run_dir / SELECTED) as tmp:
                 save_weights(self.model, tmp)
                 (tmp / "point.json").write_text(json.dumps(self.best(), sort_keys=True) + "\n")
-        with atomic_path(self.run_dir / LOG_FILE) as tmp:
-            tmp.write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in self.points))
+        self._write_points()
         return False
 
+    def _write_points(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.run_dir / LOG_FILE) as tmp:
+            tmp.write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in self.points))
+
     def finish(self) -> dict | None:
-        """Put the chosen weights into ``final/`` and record the choice in its ``run.json``."""
+        """Put the chosen weights into ``final/`` and record the choice in its ``run.json``. A run resumed at its
+        last step (killed after its last checkpoint) trains no step, so its points are read here."""
+        if self.points is None:
+            self.points = self._load(self.total)
         best = self.best()
         if best is None:
             return None
         selected, final = self.run_dir / SELECTED, self.run_dir / "final"
+        kept = json.loads((selected / "point.json").read_text()) if (selected / "point.json").is_file() else None
+        if kept != best:
+            raise InputError(selected / "point.json", f"holds {kept}, not the chosen point {best}: delete "
+                                                        f"{self.run_dir} and train again")
         info = json.loads((final / "run.json").read_text())
         with atomic_dir(final) as tmp:
             for item in selected.iterdir():

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from llara.atomic import atomic_dir, atomic_path
 from llara.errors import InputError
-from llara.fingerprint import ContentKey, array_digest
+from llara.fingerprint import ContentKey, array_digest, tree_digest
 from llara.llm import distributed
 from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint, save_weights
 from llara.llm.curriculum import example_modes, hybrid_probability, template_draws
@@ -91,15 +91,18 @@ def make_optimizer(model: LlaraModel, cfg: TrainConfig) -> torch.optim.Optimizer
 
 NEUTRAL_SETTINGS = ("gradient_checkpointing", "attention", "compile")  # memory/speed only: a run may resume with them changed
 LOSS_NORMALIZATION = "per-step"  # fingerprinted: checkpoints of the earlier per-micro-batch means are not resumed
+TRAINING_CODE = Path(__file__).parent  # llara/llm, fingerprinted: a checkpoint of other code is never resumed
 
 
 def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, examples: list[Example]) -> ContentKey:
-    """What a checkpoint is valid for: settings, model config, run info and the content of every input. The caller
-    names input digests in ``run_info["inputs"]`` (the workflow: train rows, recommender, base LLM, items, prompts);
-    without a ``train rows`` digest the examples themselves are hashed."""
+    """What a checkpoint is valid for: settings, model config, run info, the training code (the source of
+    ``llara/llm``: with a fix there a rerun trains again instead of resuming, or reusing, the old code's weights) and
+    the content of every input. The caller names input digests in ``run_info["inputs"]`` (the workflow: train rows,
+    recommender, base LLM, items, prompts); without a ``train rows`` digest the examples themselves are hashed."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_SETTINGS}
     key = ContentKey().value("settings", [settings, {"loss": LOSS_NORMALIZATION}]).value("model", model.config.to_dict())
     key.value("run", {k: v for k, v in run_info.items() if k != "inputs"})
+    key.add("training code", tree_digest(TRAINING_CODE))
     for name, digest in run_info.get("inputs", {}).items():
         key.add(name, digest)
     if "train rows" not in key.parts:

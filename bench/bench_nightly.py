@@ -10,7 +10,8 @@ re-scores the active users, with the champion LLM when ``--rerank``, everyone wh
 the others over); night 2 drops another delta and, with the champion kept (no training), runs merge, ingest and
 `recommend`, which re-scores only the users active since night 1. Peak RSS is the step's process tree (``wait4``'s
 ru_maxrss).
-Resumable: the workspace (``--work``) keeps DVC's state and finished steps, so a rerun continues where it stopped.
+Resumable: the workspace (``--work``) keeps DVC's state and finished steps, so a rerun continues where it stopped;
+keyed on content: a rerun with other settings or other code (the repository files it copies) starts over.
 
     python bench/bench_nightly.py            # 1M interactions, 100k users, 20k items, 1% delta
     python bench/bench_nightly.py --quick    # CI size: 5k interactions, 300 users, 200 items, 2 fine-tuning steps
@@ -90,15 +91,27 @@ def make_delta(path: Path, data: Path, fraction: float, seed: int = 1, after: in
     return n
 
 
-def copy_workspace(dest: Path) -> None:
+def workspace_files() -> list[str]:
+    """The repository files a workspace copies (tracked and untracked, not ignored; no tests, benchmarks, metrics)."""
     names = subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], cwd=ROOT, check=True,
                            capture_output=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        if name.startswith(("tests/", "bench/", "metrics/")) or not (ROOT / name).is_file():
-            continue
+    return [n for n in filter(None, names)
+            if not n.startswith(("tests/", "bench/", "metrics/")) and (ROOT / n).is_file()]
+
+
+def copy_workspace(dest: Path) -> None:
+    for name in workspace_files():
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)
     (dest / "dvc.lock").unlink(missing_ok=True)
+
+
+def run_key(args: argparse.Namespace) -> str:
+    """What a resumed benchmark must share with the run it continues: the settings and the code it copies."""
+    from llara.fingerprint import file_digest, json_digest
+
+    settings = {k: v for k, v in vars(args).items() if k != "work"}
+    return json_digest([settings, {name: file_digest(ROOT / name) for name in workspace_files()}])
 
 
 def configure(work: Path, quick: bool, eval_users: int, finetune_steps: int | None) -> None:
@@ -165,6 +178,13 @@ def main() -> None:
     work = Path(args.work or f"/tmp/llara-bench-nightly{'-quick' if args.quick else ''}").resolve()
     state_path, log = work.parent / f"{work.name}.state.json", work.parent / f"{work.name}.log"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    key = run_key(args)
+    if state.get("key") != key:  # keyed on content: steps measured with other settings or code are not reused
+        if state or work.exists():
+            print(f"{work}: made with other settings or code; starting over", file=sys.stderr)
+            shutil.rmtree(work, ignore_errors=True)
+        state = {"key": key}
+        state_path.write_text(json.dumps(state, indent=1))
 
     def step(name: str, cmd: list[str]) -> dict:
         if name not in state:

@@ -5,8 +5,9 @@ Users (sorted by original id) are cut into shards of ``recommend.shard_size``; e
 Dask task runner (``prefect-dask``: a ``LocalCluster`` of ``recommend.workers`` processes with one thread each, bound
 to 127.0.0.1, or the scheduler at ``recommend.scheduler``) that loads the champion once per worker process, scores its
 users (llara/batch_recommend.py) and writes its part atomically. A part depends only on its shard, so the output is
-the same with 1 or N workers. ``recommend.users: active`` re-scores only users with interactions newer than the last
-run's newest timestamp (all users when the champion changed) and carries the other users' rows over.
+the same with 1 or N workers. ``recommend.users: active`` re-scores only users whose history changed since the last
+run and carries the other users' rows over; all users when the champion, a setting or the code changed (keyed on
+content: llara/batch_recommend.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from flows.env import apply_env_defaults
 from llara import champion
 from llara.atomic import remove_path, write_json, write_parquet
 from llara.batch_recommend import (
-    SCHEMA, Scorer, Settings, read_recommendations, read_state, shards, user_histories, users_to_score,
+    HISTORY_FILE, SCHEMA, Scorer, Settings, history_keys, read_history_keys, read_recommendations, read_state,
+    rows_key, shards, user_histories, users_to_score,
 )
 from llara.data.ingest import read_dataset
 
@@ -37,10 +39,11 @@ OUT_DIR = Path("data/recommendations")
 _SCORERS: dict[tuple, Scorer] = {}  # one loaded champion per worker process
 
 
-def _scorer(champion_dir: str, version: str, device: str, threads: int) -> Scorer:
+def _scorer(champion_dir: str, version: str, key: str, device: str, threads: int) -> Scorer:
+    """The worker's loaded champion, keyed on its content (``key``), not on its version's name."""
     import torch
 
-    key = (champion_dir, version, device)
+    key = (champion_dir, version, key, device)
     if key not in _SCORERS:
         torch.set_num_threads(threads)  # fixed per worker, whatever the worker count: identical numerics
         _SCORERS.clear()
@@ -50,14 +53,14 @@ def _scorer(champion_dir: str, version: str, device: str, threads: int) -> Score
 
 @task(cache_policy=NO_CACHE, task_run_name="shard {index}")
 def recommend_shard(index: int, users: list[str], histories: list[list[str]], score: list[bool], carried: pl.DataFrame,
-                    out_dir: str, champion_dir: str, version: str, settings: Settings, device: str,
+                    out_dir: str, champion_dir: str, version: str, key: str, settings: Settings, device: str,
                     threads: int) -> dict:
     """Score the shard's users marked in ``score``, add the ``carried`` rows of the others, write the part."""
     started = time.monotonic()
     chosen = [j for j, s in enumerate(score) if s]
     fresh = pl.DataFrame(schema=SCHEMA)
     if chosen:
-        scorer = _scorer(champion_dir, version, device, threads)
+        scorer = _scorer(champion_dir, version, key, device, threads)
         fresh = scorer.recommend([users[j] for j in chosen], [histories[j] for j in chosen], settings)
     part = pl.concat([fresh, carried.select(list(SCHEMA)).cast(SCHEMA)]).sort(["user", "rank"])
     write_parquet(part, Path(out_dir) / f"part-{index:05d}.parquet")
@@ -72,17 +75,20 @@ def recommend_users(k: int = 10, n_candidates: int = 20, rerank: bool = True, us
     """Recommendations for every user with a history (see the module doc); returns counts and users/s."""
     log = get_run_logger()
     started = time.monotonic()
-    version = champion.bundle_info(champion_dir)["version"]
+    bundle = champion.bundle_info(champion_dir)
+    version = bundle["version"]
+    settings = Settings(k=k, n_candidates=n_candidates, rerank=rerank, batch_size=batch_size, seed=seed)
+    key = rows_key(bundle, settings)
     dataset = read_dataset(ingested)
     table = user_histories(dataset.interactions, dataset.ids)
+    keys = history_keys(table)
     out = Path(out_dir)
     state = read_state(out)
-    chosen = users_to_score(table, state, version, users)
+    chosen = users_to_score(keys, state, read_history_keys(out), key, users)
     previous = pl.DataFrame(schema=SCHEMA)
     if len(chosen) < table.height and any(out.glob("part-*.parquet")):
         previous = read_recommendations(out).filter(~pl.col("user").is_in(sorted(chosen)))
     chosen |= set(table["user"].to_list()) - set(previous["user"].unique().to_list())  # nothing to carry over
-    settings = Settings(k=k, n_candidates=n_candidates, rerank=rerank, batch_size=batch_size, seed=seed)
     user_list = table["user"].to_list()
     histories = dict(zip(user_list, table["history"].to_list()))
     futures = []
@@ -90,14 +96,15 @@ def recommend_users(k: int = 10, n_candidates: int = 20, rerank: bool = True, us
         carried = previous.filter(pl.col("user").is_in(shard))
         futures.append(recommend_shard.submit(index, shard, [histories[u] for u in shard],
                                               [u in chosen for u in shard], carried, out_dir, champion_dir, version,
-                                              settings, device, threads))
+                                              key, settings, device, threads))
     results = [f.result() for f in futures]
     for stale in sorted(out.glob("part-*.parquet"))[len(results):]:
         remove_path(stale)
     seconds = time.monotonic() - started
     scored = sum(r["scored"] for r in results)
-    write_json({"model_version": version, "watermark": int(table["last_timestamp"].max()), "users": table.height,
-                "k": k, "n_candidates": n_candidates, "rerank": rerank}, out / "state.json")
+    write_parquet(keys, out / HISTORY_FILE)
+    write_json({"model_version": version, "rows_key": key, "watermark": int(table["last_timestamp"].max()),
+                "users": table.height, "k": k, "n_candidates": n_candidates, "rerank": rerank}, out / "state.json")
     log.info("recommend: %d users (%d scored, %d carried over) in %d shards, %.1f s, %.2f scored users/s, model %s",
              table.height, scored, table.height - scored, len(results), seconds, scored / max(seconds, 1e-9), version)
     return {"users": table.height, "scored": scored, "shards": len(results), "seconds": seconds}

@@ -6,12 +6,19 @@ top-``n_candidates`` over its whole catalogue minus the items the user has seen;
 ``rank`` mode (its score head / answer log-likelihood over the last ``window`` history items) and the top ``k`` are
 kept (``rerank=False``: the recommender's own top ``k``). Rows carry original user and item ids, titles, scores, rank
 and the champion version, so a shard's output depends only on its users: the same with 1 or N workers.
+
+Incremental runs are keyed on content: a user's rows are carried over from the last run only while both the key of
+what every row depends on (:func:`rows_key`: the champion's weights, LLM and settings, and this package's code) and
+the digest of that user's own history (``histories.parquet``) are unchanged. A late event (an interaction older than
+the newest one seen), an edited or shortened history, a new champion built under a reused name, another ``k`` or a
+code fix each re-score exactly the users they affect.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,10 +28,13 @@ import torch
 
 from llara import champion
 from llara.errors import require
+from llara.fingerprint import json_digest, tree_digest
 
 SCHEMA = {"user": pl.String, "rank": pl.Int32, "item": pl.String, "title": pl.String, "score": pl.Float64,
           "recommender_score": pl.Float64, "model_version": pl.String}
 STATE_FILE = "state.json"
+HISTORY_FILE = "histories.parquet"  # user, history_key: the history each user's rows were computed from
+CODE = Path(__file__).parent  # the llara package: its source is part of every row's key
 
 
 def user_histories(interactions: pl.DataFrame, ids) -> pl.DataFrame:
@@ -39,12 +49,33 @@ def user_histories(interactions: pl.DataFrame, ids) -> pl.DataFrame:
     return grouped.select(pl.col("_user").alias("user"), pl.col("_item").alias("history"), "last_timestamp").sort("user")
 
 
-def users_to_score(table: pl.DataFrame, state: dict | None, version: str, mode: str) -> set[str]:
-    """``all`` users, or in ``active`` mode those with interactions after the last run's newest timestamp (everyone
-    when there was no last run or the champion changed since)."""
-    if mode == "all" or state is None or state.get("model_version") != version:
-        return set(table["user"].to_list())
-    return set(table.filter(pl.col("last_timestamp") > state["watermark"])["user"].to_list())
+def history_keys(table: pl.DataFrame) -> pl.DataFrame:
+    """``user``, ``history_key``: a digest of each user's history (original item ids in order), sorted by user."""
+    keys = [hashlib.sha256("\x1f".join(h).encode()).hexdigest()[:32] for h in table["history"].to_list()]
+    return pl.DataFrame({"user": table["user"], "history_key": keys},
+                        schema={"user": pl.String, "history_key": pl.String})
+
+
+def rows_key(bundle: dict, settings: "Settings") -> str:
+    """What every user's rows depend on besides the history: the champion's weights (``run_hash``) and base LLM,
+    the settings and the code."""
+    return json_digest([bundle["run_hash"], bundle.get("llm_hash"), asdict(settings), tree_digest(CODE)])
+
+
+def read_history_keys(directory: Path) -> pl.DataFrame | None:
+    path = Path(directory) / HISTORY_FILE
+    return pl.read_parquet(path) if path.is_file() else None
+
+
+def users_to_score(keys: pl.DataFrame, state: dict | None, previous: pl.DataFrame | None, key: str,
+                   mode: str) -> set[str]:
+    """``all`` users, or in ``active`` mode those whose history changed since the last run (``keys`` against that
+    run's ``previous`` history keys); everyone when there was no last run or its ``rows_key`` differs from ``key``."""
+    users = set(keys["user"].to_list())
+    if mode == "all" or state is None or previous is None or state.get("rows_key") != key:
+        return users
+    same = keys.join(previous, on=["user", "history_key"], how="inner")["user"].to_list()
+    return users - set(same)
 
 
 def shards(users: Sequence[str], size: int) -> list[list[str]]:

@@ -171,3 +171,45 @@ def test_answer_score_reductions_agree_with_evaluation_and_update_a_metrics_file
     wrong = update(n)
     assert wrong.returncode != 0 and "its recommender HR@1" in wrong.stderr
     assert json.loads(metrics_file.read_text()) == other  # nothing written
+
+
+def test_answer_score_cache_is_named_by_every_input_it_loads(tmp_path):
+    from bench_answer_score import cache_path
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    files = {name: tmp_path / name for name in ("recommender", "items.parquet", "llm", "split.parquet")}
+    for name, path in files.items():
+        (path / "weights" if name in ("recommender", "llm") else path).parent.mkdir(parents=True, exist_ok=True)
+        (path / "weights" if name in ("recommender", "llm") else path).write_text(name)
+    (run / "final" / "run.json").write_text(json.dumps({"recommender": str(files["recommender"]),
+                                                        "items": str(files["items.parquet"]),
+                                                        "llm": {"model": str(files["llm"])}}))
+
+    def key() -> str:
+        return cache_path("p", "test", "v", run, files["split.parquet"], 5, 0, 16).name
+
+    first = key()
+    assert key() == first and first.startswith("p-test-v-")
+    assert cache_path("p", "test", "v", run, files["split.parquet"], 6, 0, 16).name != first
+    names = [first]
+    for path in (files["recommender"] / "weights", files["items.parquet"], files["llm"] / "weights"):
+        path.write_text(path.read_text() + " changed")  # another size: the per-process digest memo sees it
+        names.append(key())
+    assert len(set(names)) == 4, "a changed recommender, item table or base LLM must not reuse the cache"
+
+
+def test_nightly_benchmark_resumes_only_with_the_same_settings_and_code(tmp_path, monkeypatch):
+    import argparse
+
+    import bench_nightly
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(bench_nightly, "ROOT", tmp_path)
+    monkeypatch.setattr(bench_nightly, "workspace_files", lambda: ["a.py"])
+    args = argparse.Namespace(quick=True, work="/tmp/a", delta=0.01, eval_users=None, rerank=None, finetune_steps=None)
+    key = bench_nightly.run_key(args)
+    assert bench_nightly.run_key(argparse.Namespace(**{**vars(args), "work": "/tmp/b"})) == key  # where: not content
+    assert bench_nightly.run_key(argparse.Namespace(**{**vars(args), "delta": 0.02})) != key
+    (tmp_path / "a.py").write_text("x = 22\n")
+    assert bench_nightly.run_key(args) != key

@@ -202,22 +202,26 @@ def test_recommend_is_the_same_with_1_and_2_dask_workers_and_incremental(workspa
     assert all(item not in histories[user] for user, item in zip(table["user"], table["item"])), "seen items"
     assert all(title.startswith("Synthetic item") for title in table["title"])
 
-    # incremental: one user with a new interaction is re-scored, every other row is carried over unchanged
+    # incremental: a user with a new interaction and one with a late event (older than anything seen) are re-scored,
+    # every other row is carried over unchanged
     ingested = tmp_path / "ingested"
     shutil.copytree(workspace / "data/ingested", ingested)
     interactions = pl.read_parquet(ingested / "interactions.parquet")
     newer = interactions.filter(pl.col("user") == 7).tail(1).with_columns(
         pl.lit(interactions["timestamp"].max() + 1).cast(interactions.schema["timestamp"]).alias("timestamp"))
-    pl.concat([interactions, newer]).write_parquet(ingested / "interactions.parquet")
+    late = interactions.filter(pl.col("user") == 11).head(1).with_columns(
+        pl.lit(interactions["timestamp"].min() - 1).cast(interactions.schema["timestamp"]).alias("timestamp"))
+    pl.concat([interactions, newer, late]).write_parquet(ingested / "interactions.parquet")
     out = tmp_path / "workers-2"
     again = recommend_users.with_options(task_runner=task_runner(2, None))(
         users="active", shard_size=37, k=5, n_candidates=12, out_dir=str(out), ingested=str(ingested))
-    assert again["scored"] == 1 and again["users"] == 200
+    assert again["scored"] == 2 and again["users"] == 200
     assert read_state(out)["watermark"] == int(newer["timestamp"][0])
     after = read_recommendations(out)
-    user7 = str(dict(zip(pl.read_parquet(ingested / "user_ids.parquet")["id"],
-                         pl.read_parquet(ingested / "user_ids.parquet")["original"]))[7])
-    assert after.filter(pl.col("user") != user7).equals(table.filter(pl.col("user") != user7))
+    originals = dict(zip(pl.read_parquet(ingested / "user_ids.parquet")["id"],
+                         pl.read_parquet(ingested / "user_ids.parquet")["original"]))
+    changed = [str(originals[7]), str(originals[11])]
+    assert after.filter(~pl.col("user").is_in(changed)).equals(table.filter(~pl.col("user").is_in(changed)))
 
     # the real DVC stage in the default graph, through the flow (Dask LocalCluster of params.yaml)
     statuses = pipeline(repo_root=str(workspace), targets=["recommend"])
@@ -244,8 +248,8 @@ def test_report_and_artifact_show_the_champion_history(tmp_path: Path):
                                             root=tmp_path)
 
 
-def test_user_histories_are_original_ids_in_time_order():
-    from llara.batch_recommend import user_histories, users_to_score
+def test_user_histories_are_original_ids_in_time_order_and_keyed_on_content():
+    from llara.batch_recommend import Settings, history_keys, rows_key, user_histories, users_to_score
     from llara.data.idmap import IdMap, IdMaps
 
     interactions = pl.DataFrame({"user": [2, 1, 2, 1, 1], "item": [1, 2, 3, 1, 3], "timestamp": [5, 1, 5, 0, 1]})
@@ -253,7 +257,22 @@ def test_user_histories_are_original_ids_in_time_order():
     table = user_histories(interactions, ids)
     assert table.to_dicts() == [{"user": "a", "history": ["10", "20", "30"], "last_timestamp": 1},
                                 {"user": "b", "history": ["10", "30"], "last_timestamp": 5}]  # ties keep file order
-    assert users_to_score(table, None, "v1", "active") == {"a", "b"}
-    assert users_to_score(table, {"model_version": "v1", "watermark": 2}, "v1", "active") == {"b"}
-    assert users_to_score(table, {"model_version": "v0", "watermark": 2}, "v1", "active") == {"a", "b"}
-    assert users_to_score(table, {"model_version": "v1", "watermark": 9}, "v1", "all") == {"a", "b"}
+    keys = history_keys(table)
+    state = {"rows_key": "K"}
+    assert users_to_score(keys, None, None, "K", "active") == {"a", "b"}  # no last run
+    assert users_to_score(keys, state, keys, "K", "active") == set()
+    assert users_to_score(keys, state, keys, "K", "all") == {"a", "b"}
+    assert users_to_score(keys, {"rows_key": "other"}, keys, "K", "active") == {"a", "b"}
+    # a late event: user a gains an item *older* than everything seen (a timestamp watermark would miss it)
+    late = pl.concat([interactions, pl.DataFrame({"user": [1], "item": [2], "timestamp": [-1]})])
+    assert users_to_score(history_keys(user_histories(late, ids)), state, keys, "K", "active") == {"a"}
+    shortened = history_keys(user_histories(interactions.filter(pl.col("timestamp") != 0), ids))  # a removed event
+    assert users_to_score(shortened, state, keys, "K", "active") == {"a"}
+    newcomer = pl.concat([interactions, pl.DataFrame({"user": [2], "item": [2], "timestamp": [9]})])
+    ids3 = IdMaps(IdMap.build(pl.Series(["b", "a"])), ids.items)
+    assert users_to_score(history_keys(user_histories(newcomer, ids3)), state, keys, "K", "active") == {"b"}
+    # the rows' key: the champion's weights (not its version name), the settings, the code
+    bundle = {"version": "v1", "run_hash": "r1", "llm_hash": "l1"}
+    assert rows_key(bundle, Settings()) == rows_key({**bundle, "version": "v9"}, Settings())
+    assert len({rows_key(bundle, Settings()), rows_key({**bundle, "run_hash": "r2"}, Settings()),
+                rows_key(bundle, Settings(k=20)), rows_key(bundle, Settings(rerank=False))}) == 4

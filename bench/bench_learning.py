@@ -110,6 +110,28 @@ def write_curve(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def status(out: Path) -> str:
+    """Where the run in ``out`` stands, one line: newest checkpoint of its plan, last point, recent seconds per step
+    (wall clock, from ``clock.json``) and the training time left at that rate (evaluation points not counted)."""
+    settings = out / "settings.json"
+    if not settings.is_file():
+        return f"{out}: no run yet"
+    planned = json.loads(settings.read_text())["train"]["steps"]
+    steps = sorted(int(p.name.split("-")[1]) for p in (out / "run" / "checkpoints").glob("step-*"))
+    step = steps[-1] if steps else 0
+    rows = read_curve(out / "curve.csv", planned)
+    point = (f"last point step {rows[-1]['step']}: generate {float(rows[-1]['generate_hr1']):.3f}, "
+             f"rank_llm {float(rows[-1]['rank_llm_hr1']):.3f}" if rows else "no point yet")
+    clock = out / "clock.json"
+    marks = sorted((int(k), v[1]) for k, v in json.loads(clock.read_text()).items()) if clock.is_file() else []
+    if len(marks) >= 2 and marks[-1][0] > marks[-2][0]:
+        rate = (marks[-1][1] - marks[-2][1]) / (marks[-1][0] - marks[-2][0])
+        pace = f"{rate:.1f} s/step, ~{(planned - step) * rate / 3600:.1f} h of training left"
+    else:
+        pace = "pace not measured yet"
+    return f"{out}: checkpoint step {step} of {planned} ({step * 100 // planned}%); {point}; {pace}"
+
+
 class CurveRecorder:
     """One learning curve: training time between points (evaluation excluded) and a CSV row per point, rewritten
     as each comes. ``evaluate_point()`` returns the metrics of the model as it is now. With a ``clock`` file, the
@@ -179,7 +201,11 @@ def main() -> None:
                         help="override a recipe/profile setting (TrainConfig or ModelConfig field), repeatable")
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed when it exists)")
     parser.add_argument("--quick", action="store_true", help="4 steps, evaluated every 2, 8 users (a smoke run)")
+    parser.add_argument("--status", action="store_true", help="print where the run in --out stands, then exit")
     args = parser.parse_args()
+    if args.status:
+        print(status(args.out))
+        return
     if args.quick:
         args.steps, args.eval_every, args.users = 4, 2, 8
     import torch

@@ -8,6 +8,8 @@
 #                                                        clone too: it first reproduces the inputs it reads)
 #        bench/learning_curves.sh publish [recipe ...]   copy the curves measured so far to metrics/learning/ and
 #                                                        re-render the table of points (then commit them)
+#        bench/learning_curves.sh status [recipe ...]    where each run stands: newest checkpoint, last point,
+#                                                        seconds per step, whether it is running, time left
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -15,9 +17,18 @@ export PATH="$PWD/.venv/bin:$PATH"   # the environment scripts/setup.sh made
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 mkdir -p data/learning
 publish=false
+status=false
 if [ "${1:-}" = publish ]; then publish=true; shift; fi
+if [ "${1:-}" = status ]; then status=true; shift; fi
 recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(ours paper)
+if $status; then
+  for r in "${recipes[@]}"; do
+    running=no; pgrep -f -- "bench_learning.py --recipe $r --protocol leave-one-out" > /dev/null && running=yes
+    echo "$r (running: $running): $(python bench/bench_learning.py --status --out "data/learning/$r-loo")"
+  done
+  exit 0
+fi
 if $publish; then
   for r in "${recipes[@]}"; do   # a restarted run that has not caught up yet would drop committed points
     src="data/learning/$r-loo/curve.csv" dst="metrics/learning/$r-loo-val200.csv"

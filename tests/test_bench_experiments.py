@@ -75,6 +75,8 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     same = [c for c in rows[0] if c not in ("cpu_min", "wall_min")]
     assert [{c: r[c] for c in same} for r in resumed] == [{c: r[c] for c in same} for r in rows]
     assert resumed[1]["cpu_min"] == rows[1]["cpu_min"] and 10 < float(resumed[2]["cpu_min"]) < 10 + 5
+    line = bench(workspace, "bench_learning.py", "--status", "--out", str(out)).stdout
+    assert "checkpoint step 4 of 4 (100%)" in line and f"last point step 4: generate {float(rows[2]['generate_hr1']):.3f}" in line
 
     # keyed on content: every input the run reads is named in settings.json; with one changed (here a setting) the
     # checkpoints are discarded and the old curve is set aside whole, not mixed with the new points
@@ -87,6 +89,23 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     fresh = list(csv.DictReader((out / "curve.csv").open()))
     assert [int(r["step"]) for r in fresh] == [0, 2, 4] and float(fresh[-1]["cpu_min"]) < 5
     assert json.loads((out / "settings.json").read_text())["key"] != settings["key"]
+
+
+def test_learning_status_reads_the_newest_checkpoint_point_and_pace(tmp_path):
+    from bench_learning import COLUMNS, status, write_curve
+
+    out = tmp_path / "run-a"
+    assert status(out).endswith("no run yet")
+    out.mkdir()
+    (out / "settings.json").write_text(json.dumps({"train": {"steps": 1000}, "key": "k"}))
+    for step in (225, 250):
+        (out / f"run/checkpoints/step-{step:06d}").mkdir(parents=True)
+    row = dict.fromkeys(COLUMNS, 0) | {"step": 250, "generate_hr1": 0.25, "rank_llm_hr1": 0.245}
+    write_curve(out / "curve.csv", [dict.fromkeys(COLUMNS, 0), row])
+    (out / "clock.json").write_text(json.dumps({"225": [400.0, 500.0], "250": [700.0, 1000.0]}))  # 20 s per step
+    line = status(out)
+    assert "checkpoint step 250 of 1000 (25%)" in line and "last point step 250: generate 0.250, rank_llm 0.245" in line
+    assert "20.0 s/step, ~4.2 h of training left" in line  # 750 steps x 20 s
 
 
 def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspace: Path, tmp_path, monkeypatch):

@@ -112,6 +112,18 @@ def test_readme_shows_the_stage_graph(subprocess_env):
     assert chart.strip() == dag.stdout.strip()
 
 
+def test_the_lock_records_only_stages_of_this_pipeline(subprocess_env):
+    """dvc.lock holds no stage dvc.yaml no longer generates (DVC keeps such entries, e.g. a variant dropped from
+    finetune.variants): the committed lock describes this pipeline's last run and nothing else."""
+    import subprocess
+
+    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                            env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    assert locked <= set(listed.stdout.split()), sorted(locked - set(listed.stdout.split()))
+
+
 def test_finetune_deps_cover_every_training_module(repo_root: Path):
     """finetune@* lists llara/llm's training modules one by one: each one they import must be listed too."""
     import ast

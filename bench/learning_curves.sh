@@ -11,6 +11,7 @@
 #        bench/learning_curves.sh status [recipe ...]    where each run stands: newest checkpoint, last point,
 #                                                        seconds per step, whether it is running, time left
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"   # the environment scripts/setup.sh made

@@ -91,6 +91,17 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     assert json.loads((out / "settings.json").read_text())["key"] != settings["key"]
 
 
+def test_learning_curves_script_help_starts_nothing(tmp_path):
+    """``bench/learning_curves.sh --help`` prints its usage (each subcommand) and exits, instead of taking ``--help``
+    for a recipe and starting a run."""
+    script = Path(__file__).resolve().parents[1] / "bench/learning_curves.sh"
+    done = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    usage = done.stdout[done.stdout.index("Usage:"):]
+    assert all(f"learning_curves.sh {sub}" in usage for sub in ("[recipe", "publish", "status"))
+    assert "set -euo" not in done.stdout and not done.stdout.lstrip().startswith("#")
+
+
 def test_learning_status_reads_the_newest_checkpoint_point_and_pace(tmp_path):
     from bench_learning import COLUMNS, status, write_curve
 

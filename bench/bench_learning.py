@@ -112,13 +112,18 @@ def write_curve(path: Path, rows: list[dict]) -> None:
 
 def status(out: Path) -> str:
     """Where the run in ``out`` stands, one line: newest checkpoint of its plan, last point, recent seconds per step
-    (wall clock, from ``clock.json``) and the training time left at that rate (evaluation points not counted)."""
+    (wall clock, from ``clock.json``) and the training time left at that rate (evaluation points not counted). As the
+    last start keyed it: inputs changed since then (code, data, settings) restart the run at its next start."""
     settings = out / "settings.json"
     if not settings.is_file():
         return f"{out}: no run yet"
-    planned = json.loads(settings.read_text())["train"]["steps"]
-    steps = sorted(int(p.name.split("-")[1]) for p in (out / "run" / "checkpoints").glob("step-*"))
-    step = steps[-1] if steps else 0
+    recorded = json.loads(settings.read_text())
+    planned = recorded["train"]["steps"]
+    checkpoints = sorted((out / "run" / "checkpoints").glob("step-*"))
+    newest = json.loads((checkpoints[-1] / "state.json").read_text()) if checkpoints else {}
+    if newest and newest.get("fingerprint") != recorded.get("key"):
+        return f"{out}: its checkpoints belong to other inputs than its settings.json (the next start discards them)"
+    step = newest.get("step", 0)
     rows = read_curve(out / "curve.csv", planned)
     point = (f"last point step {rows[-1]['step']}: generate {float(rows[-1]['generate_hr1']):.3f}, "
              f"rank_llm {float(rows[-1]['rank_llm_hr1']):.3f}" if rows else "no point yet")

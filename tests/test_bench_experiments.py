@@ -111,12 +111,15 @@ def test_learning_status_reads_the_newest_checkpoint_point_and_pace(tmp_path):
     (out / "settings.json").write_text(json.dumps({"train": {"steps": 1000}, "key": "k"}))
     for step in (225, 250):
         (out / f"run/checkpoints/step-{step:06d}").mkdir(parents=True)
+        (out / f"run/checkpoints/step-{step:06d}/state.json").write_text(json.dumps({"fingerprint": "k", "step": step}))
     row = dict.fromkeys(COLUMNS, 0) | {"step": 250, "generate_hr1": 0.25, "rank_llm_hr1": 0.245}
     write_curve(out / "curve.csv", [dict.fromkeys(COLUMNS, 0), row])
     (out / "clock.json").write_text(json.dumps({"225": [400.0, 500.0], "250": [700.0, 1000.0]}))  # 20 s per step
     line = status(out)
     assert "checkpoint step 250 of 1000 (25%)" in line and "last point step 250: generate 0.250, rank_llm 0.245" in line
     assert "20.0 s/step, ~4.2 h of training left" in line  # 750 steps x 20 s
+    (out / "settings.json").write_text(json.dumps({"train": {"steps": 1000}, "key": "other inputs"}))
+    assert "the next start discards them" in status(out)
 
 
 def test_protocol_headline_waits_for_the_cpu_then_writes_paired_metrics(workspace: Path, tmp_path, monkeypatch):

@@ -3,11 +3,12 @@
 # users, evaluated every 250 steps (2,000 examples), side by side with one torch thread each (on 2 cores about 1.3x
 # the throughput of one 2-thread run after the other). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
-# `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table.
+# `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table
+# and docs/llara.md's chart.
 # Usage: bench/learning_curves.sh [recipe ...]           (default: ours paper; after scripts/setup.sh, on a fresh
 #                                                        clone too: it first reproduces the inputs it reads)
 #        bench/learning_curves.sh publish [recipe ...]   copy the curves measured so far to metrics/learning/ and
-#                                                        re-render the table of points (then commit them)
+#                                                        re-render the table of points and the chart (then commit)
 #        bench/learning_curves.sh status [recipe ...]    where each run stands: newest checkpoint, last point,
 #                                                        seconds per step, whether it is running, time left
 set -euo pipefail
@@ -39,7 +40,8 @@ if $publish; then
     fi
     cp "$src" "$dst"
   done
-  exec python bench/learning_table.py --update metrics/learning/README.md
+  python bench/learning_table.py --update metrics/learning/README.md   # the table of points
+  exec python bench/learning_table.py --update docs/llara.md           # the chart
 fi
 # what the runs read (split, recommender, converted LLM): made here on a fresh machine, a no-op when up to date
 backbone="$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["finetune"]["backbone"])')"

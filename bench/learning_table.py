@@ -7,18 +7,24 @@ A markdown file holds a generated table between two comments; the opening one na
     | step | examples | ... |
     <!-- end learning-table -->
 
-``--update FILE`` re-renders every such block from its CSVs; ``--check FILE`` exits 1 (naming the block) when a block
-differs from what its CSVs give. Without either, the curves given as arguments are printed. One row per step of any
-curve; a recipe's cells: generate HR@1 [95% CI], ValidRatio, rank_llm HR@1 [95% CI], its score head's HR@1 when the
-recipe has one (``score_head`` in params.yaml), and training CPU-minutes.
+One row per step of any curve; a recipe's cells: generate HR@1 [95% CI], ValidRatio, rank_llm HR@1 [95% CI], its
+score head's HR@1 when the recipe has one (``score_head`` in params.yaml), and training CPU-minutes. A
+``learning-chart`` block (same arguments, closed by ``<!-- end learning-chart -->``) is the same curves drawn: a
+Mermaid ``xychart-beta`` line chart of generate HR@1 against examples seen, one line per recipe and one for the
+recommender alone on the same users, with a caption naming each line's colour (GitHub and most markdown viewers draw
+it; elsewhere it reads as data).
 
-Last line (with ``--check``): ``learning_tables_stale=<count>``.
+``--update FILE`` re-renders every block from its CSVs; ``--check FILE`` exits 1 (naming the block) when a block
+differs from what its CSVs give. Without either, the curves given as arguments are printed as a table.
+
+Last line (with ``--check``): ``learning_tables_stale=<count>`` (tables and charts).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import re
 import sys
 from pathlib import Path
@@ -26,7 +32,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(r"(<!-- learning-table (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- end learning-table -->)", re.S)
+BLOCK = re.compile(r"(<!-- learning-(?P<kind>table|chart) (?P<args>[^>]*?) -->\n)(?P<body>.*?)"
+                   r"(<!-- end learning-(?P=kind) -->)", re.S)
+# line colours of the chart: one per recipe in order, then the recommender's (grey)
+PALETTE = [("blue", "#1f77b4"), ("orange", "#ff7f0e"), ("green", "#2ca02c"), ("red", "#d62728"), ("purple", "#9467bd")]
+RECOMMENDER = ("grey", "#8c8c8c")
 
 
 def parse_curves(items: list[str]) -> dict[str, Path]:
@@ -88,15 +98,43 @@ def render(curves: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_chart(curves: dict[str, Path]) -> str:
+    """A Mermaid line chart of the curves' generate HR@1 by examples seen (thousands), plus the recommender alone."""
+    if len(curves) > len(PALETTE):
+        raise SystemExit(f"error: a chart draws at most {len(PALETTE)} curves, got {len(curves)}")
+    rows = {recipe: read_rows(path) for recipe, path in curves.items()}
+    steps = sorted(set().union(*rows.values()))
+    examples = {step: next(int(r[step]["examples"]) for r in rows.values() if step in r) for step in steps}
+    baseline = {step: float(next(r[step] for r in rows.values() if step in r)["recommender_hr1"]) for step in steps}
+    series = [[float(r[s]["generate_hr1"]) for s in steps if s in r] for r in rows.values()] + [list(baseline.values())]
+    top = max(0.1, math.ceil(max(max(v) for v in series if v) * 10) / 10)
+    colours = PALETTE[:len(curves)] + [RECOMMENDER]
+    users = {int(r[s]["n"]) for r in rows.values() for s in r}
+    lines = ["```mermaid",
+             '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + ", ".join(c for _, c in colours)
+             + '"}}}}%%',
+             "xychart-beta",
+             f'    title "generate HR@1 on {"/".join(map(str, sorted(users)))} validation users"',
+             '    x-axis "examples seen (thousands)" [' + ", ".join(f"{examples[s] / 1000:g}" for s in steps) + "]",
+             f'    y-axis "HR@1" 0 --> {top:g}']
+    lines += ["    line [" + ", ".join(f"{v:.3f}" for v in values) + "]" for values in series]
+    names = [f"{name}: `{recipe}` generate" for (name, _), recipe in zip(colours, curves)]
+    lines += ["```", "",
+              "Lines: " + "; ".join(names) + f"; {RECOMMENDER[0]}: the recommender alone on the same users.",
+              "CIs, ValidRatio and rank_llm: the table of the same CSVs."]
+    return "\n".join(lines) + "\n"
+
+
 def refresh(text: str) -> tuple[str, list[str]]:
     """The text with every block re-rendered, and the opening lines of the blocks that changed."""
     stale = []
 
     def redo(match: re.Match) -> str:
-        body = render(parse_curves(match["args"].split()))
+        draw = render_chart if match["kind"] == "chart" else render
+        body = draw(parse_curves(match["args"].split()))
         if body != match["body"]:
             stale.append(match.group(1).strip())
-        return match.group(1) + body + match.group(4)
+        return match.group(1) + body + match.group(5)
 
     return BLOCK.sub(redo, text), stale
 
@@ -105,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("curves", nargs="*", metavar="RECIPE=CSV", help="curves to print as one table")
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--update", type=Path, metavar="FILE", help="re-render the file's learning-table blocks")
+    action.add_argument("--update", type=Path, metavar="FILE", help="re-render the file's learning-table/-chart blocks")
     action.add_argument("--check", type=Path, metavar="FILE", help="exit 1 when a block is out of date")
     args = parser.parse_args(argv)
     if not (args.update or args.check):
@@ -116,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     path = args.update or args.check
     text = path.read_text()
     if not BLOCK.search(text):
-        raise SystemExit(f"error: {path}: no '<!-- learning-table ... -->' block")
+        raise SystemExit(f"error: {path}: no '<!-- learning-table ... -->' or '<!-- learning-chart ... -->' block")
     new, stale = refresh(text)
     if args.update:
         if new != text:
             tmp = path.with_name(path.name + ".tmp")
             tmp.write_text(new)
             tmp.replace(path)
-        print(f"{path}: {len(stale)} table(s) re-rendered")
+        print(f"{path}: {len(stale)} block(s) re-rendered")
         return 0
     for opening in stale:
         print(f"{path}: out of date, run `python bench/learning_table.py --update {path}`: {opening}")

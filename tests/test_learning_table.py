@@ -7,13 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from learning_table import ROOT, main, render
+from learning_table import ROOT, main, render, render_chart
 
 COMMITTED = ROOT / "metrics" / "learning"
 
 
-def test_the_committed_tables_match_their_csvs(capsys):
-    assert main(["--check", str(COMMITTED / "README.md")]) == 0, capsys.readouterr().out
+@pytest.mark.parametrize("doc", [COMMITTED / "README.md", ROOT / "docs" / "llara.md"], ids=["table", "chart"])
+def test_the_committed_tables_and_charts_match_their_csvs(doc, capsys):
+    assert main(["--check", str(doc)]) == 0, capsys.readouterr().out
     assert capsys.readouterr().out.strip().endswith("learning_tables_stale=0")
 
 
@@ -85,3 +86,30 @@ def test_curve_rows_round_away_bootstrap_float_noise():
     assert list(row) == COLUMNS
     assert row["generate_lo"] == 0.284875 and row["generate_hi"] == 0.41 and row["cpu_min"] == 254.509
     assert row["n"] == 200 and row["valid_ratio"] == 0.98
+
+
+def test_the_chart_draws_each_recipe_and_the_recommender_and_follows_its_csvs(tmp_path, capsys):
+    ours, paper = copy_curve(tmp_path, "ours"), copy_curve(tmp_path, "paper")
+    with ours.open("a") as fh:  # a point only `ours` has reached: its line is one value longer
+        fh.write("1000,8000,340.0,380.0,0.41,0.34,0.48,0.99,0.4,0.33,0.47,0.55,0.575,200\n")
+    chart = render_chart({"ours": ours, "paper": paper})
+    lines = [line.strip() for line in chart.splitlines()]
+    steps = sorted(int(r["step"]) for r in csv.DictReader(ours.open()))
+    x_axis = next(line for line in lines if line.startswith("x-axis"))
+    assert x_axis.endswith("[" + ", ".join(f"{s * 8 / 1000:g}" for s in steps) + "]")
+    series = [line for line in lines if line.startswith("line [")]
+    generate = {n: [f"{float(r['generate_hr1']):.3f}" for r in csv.DictReader(p.open())] for n, p in
+                (("ours", ours), ("paper", paper))}
+    assert series[0] == "line [" + ", ".join(generate["ours"]) + "]" and series[0].endswith("0.410]")
+    assert series[1] == "line [" + ", ".join(generate["paper"]) + "]" and len(generate["paper"]) == len(steps) - 1
+    assert series[2] == "line [" + ", ".join(["0.575"] * len(steps)) + "]"  # the recommender alone
+    assert lines[0] == "```mermaid" and "xychart-beta" in lines and 'y-axis "HR@1" 0 --> 0.6' in lines
+    assert "blue: `ours` generate; orange: `paper` generate; grey: the recommender alone" in chart
+
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"<!-- learning-chart ours={ours} paper={paper} -->\n{chart}<!-- end learning-chart -->\n")
+    assert main(["--check", str(doc)]) == 0
+    edit_row(paper, 500, generate_hr1=0.2125)
+    capsys.readouterr()
+    assert main(["--check", str(doc)]) == 1 and "learning-chart" in capsys.readouterr().out
+    assert main(["--update", str(doc)]) == 0 and "0.212" in doc.read_text() and main(["--check", str(doc)]) == 0

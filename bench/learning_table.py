@@ -114,7 +114,7 @@ def render_chart(curves: dict[str, Path]) -> str:
              '%%{init: {"themeVariables": {"xyChart": {"plotColorPalette": "' + ", ".join(c for _, c in colours)
              + '"}}}}%%',
              "xychart-beta",
-             f'    title "generate HR@1 on {"/".join(map(str, sorted(users)))} validation users"',
+             f'    title "generate HR@1, n = {"/".join(map(str, sorted(users)))} users"',
              '    x-axis "examples seen (thousands)" [' + ", ".join(f"{examples[s] / 1000:g}" for s in steps) + "]",
              f'    y-axis "HR@1" 0 --> {top:g}']
     lines += ["    line [" + ", ".join(f"{v:.3f}" for v in values) + "]" for values in series]

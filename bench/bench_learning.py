@@ -110,6 +110,11 @@ def write_curve(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def read_clock(path: Path) -> dict[int, list[float]]:
+    """``clock.json``: the time totals [CPU-s, wall-s] at each checkpoint's step (empty when there is none)."""
+    return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
+
+
 def status(out: Path) -> str:
     """Where the run in ``out`` stands, one line: newest checkpoint of its plan, last point, recent seconds per step
     (wall clock, from ``clock.json``) and the training time left at that rate (evaluation points not counted). As the
@@ -117,9 +122,11 @@ def status(out: Path) -> str:
     settings = out / "settings.json"
     if not settings.is_file():
         return f"{out}: no run yet"
+    from llara.llm.checkpoint import list_checkpoints  # what training resumes from (torch: imported only here)
+
     recorded = json.loads(settings.read_text())
     planned = recorded["train"]["steps"]
-    checkpoints = sorted((out / "run" / "checkpoints").glob("step-*"))
+    checkpoints = list_checkpoints(out / "run" / "checkpoints")
     newest = json.loads((checkpoints[-1] / "state.json").read_text()) if checkpoints else {}
     if newest and newest.get("fingerprint") != recorded.get("key"):
         return f"{out}: its checkpoints belong to other inputs than its settings.json (the next start discards them)"
@@ -127,9 +134,8 @@ def status(out: Path) -> str:
     rows = read_curve(out / "curve.csv", planned)
     point = (f"last point step {rows[-1]['step']}: generate {float(rows[-1]['generate_hr1']):.3f}, "
              f"rank_llm {float(rows[-1]['rank_llm_hr1']):.3f}" if rows else "no point yet")
-    clock = out / "clock.json"
-    marks = sorted((int(k), v[1]) for k, v in json.loads(clock.read_text()).items()) if clock.is_file() else []
-    if len(marks) >= 2 and marks[-1][0] > marks[-2][0]:
+    marks = sorted((step, wall) for step, (_, wall) in read_clock(out / "clock.json").items())
+    if len(marks) >= 2:
         rate = (marks[-1][1] - marks[-2][1]) / (marks[-1][0] - marks[-2][0])
         pace = f"{rate:.1f} s/step, ~{(planned - step) * rate / 3600:.1f} h of training left"
     else:
@@ -165,7 +171,7 @@ class CurveRecorder:
         if self.rows:
             self.cpu, self.wall = (float(self.rows[-1][k]) * 60 for k in ("cpu_min", "wall_min"))
         if self.clock is not None and self.clock.is_file():
-            self.saved = {k: v for k, v in json.loads(self.clock.read_text()).items() if int(k) <= upto}
+            self.saved = {str(k): v for k, v in read_clock(self.clock).items() if k <= upto}
             last = max(map(int, self.saved), default=-1)
             if last >= (int(self.rows[-1]["step"]) if self.rows else 0):
                 self.cpu, self.wall = self.saved[str(last)]

@@ -24,16 +24,17 @@ if [ "${1:-}" = publish ]; then publish=true; shift; fi
 if [ "${1:-}" = status ]; then status=true; shift; fi
 recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(ours paper)
+run_dir() { echo "data/learning/$1-loo"; }   # a recipe's run: checkpoints, curve.csv, settings.json (log: <dir>.log)
 if $status; then
   for r in "${recipes[@]}"; do
-    running=no; pgrep -f -- "bench_learning.py --recipe $r --protocol leave-one-out" > /dev/null && running=yes
-    echo "$r (running: $running): $(python bench/bench_learning.py --status --out "data/learning/$r-loo")"
+    running=no; pgrep -f -- "bench_learning.py .*--out $(run_dir "$r")\$" > /dev/null && running=yes
+    echo "$r (running: $running): $(python bench/bench_learning.py --status --out "$(run_dir "$r")")"
   done
   exit 0
 fi
 if $publish; then
   for r in "${recipes[@]}"; do   # a restarted run that has not caught up yet would drop committed points
-    src="data/learning/$r-loo/curve.csv" dst="metrics/learning/$r-loo-val200.csv"
+    src="$(run_dir "$r")/curve.csv" dst="metrics/learning/$r-loo-val200.csv"
     [ -f "$src" ] || { echo "publish: $src: no curve measured yet" >&2; exit 1; }
     if [ -f "$dst" ] && [ "$(wc -l < "$src")" -lt "$(wc -l < "$dst")" ]; then
       echo "publish: $src has fewer points than $dst; not replaced" >&2; exit 1
@@ -49,6 +50,6 @@ dvc repro "export@leave-one-out-$backbone" llm >> data/learning/prepare.log 2>&1
   || { echo "learning_curves: preparing the inputs failed, see data/learning/prepare.log" >&2; exit 1; }
 for r in "${recipes[@]}"; do
   python bench/bench_learning.py --recipe "$r" --protocol leave-one-out --users 200 --steps 2500 --eval-every 250 \
-    --checkpoint-every 25 --threads 1 --out "data/learning/$r-loo" >> "data/learning/$r-loo.log" 2>&1 &
+    --checkpoint-every 25 --threads 1 --out "$(run_dir "$r")" >> "$(run_dir "$r").log" 2>&1 &
 done
 wait

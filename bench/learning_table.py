@@ -59,6 +59,11 @@ def read_rows(path: Path) -> dict[int, dict]:
         raise SystemExit(f"error: {path}: not a learning-curve CSV ({exc})") from exc
 
 
+def first_row(rows: dict[str, dict[int, dict]], step: int) -> dict:
+    """The row at ``step`` of the first curve that has one (examples seen and the recommender are the same in all)."""
+    return next(r[step] for r in rows.values() if step in r)
+
+
 def has_head(recipe: str, params: Path = ROOT / "params.yaml") -> bool:
     recipes = yaml.safe_load(params.read_text())["finetune"]["recipes"]
     if recipe not in recipes:
@@ -90,8 +95,7 @@ def render(curves: dict[str, Path]) -> str:
         align += ["---" if n.endswith(("generate", "rank_llm")) else "---:" for n in names]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for step in sorted(set().union(*rows.values())):
-        examples = next(r[step]["examples"] for r in rows.values() if step in r)
-        cells = [str(step), f"{int(examples):,}"]
+        cells = [str(step), f"{int(first_row(rows, step)['examples']):,}"]
         for recipe in curves:
             cells += _cells(rows[recipe].get(step), heads[recipe])
         lines.append("| " + " | ".join(cells) + " |")
@@ -104,9 +108,9 @@ def render_chart(curves: dict[str, Path]) -> str:
         raise SystemExit(f"error: a chart draws at most {len(PALETTE)} curves, got {len(curves)}")
     rows = {recipe: read_rows(path) for recipe, path in curves.items()}
     steps = sorted(set().union(*rows.values()))
-    examples = {step: next(int(r[step]["examples"]) for r in rows.values() if step in r) for step in steps}
-    baseline = {step: float(next(r[step] for r in rows.values() if step in r)["recommender_hr1"]) for step in steps}
-    series = [[float(r[s]["generate_hr1"]) for s in steps if s in r] for r in rows.values()] + [list(baseline.values())]
+    firsts = [first_row(rows, step) for step in steps]
+    series = [[float(r[s]["generate_hr1"]) for s in steps if s in r] for r in rows.values()]
+    series.append([float(row["recommender_hr1"]) for row in firsts])  # the recommender alone
     top = max(0.1, math.ceil(max(max(v) for v in series if v) * 10) / 10)
     colours = PALETTE[:len(curves)] + [RECOMMENDER]
     users = {int(r[s]["n"]) for r in rows.values() for s in r}
@@ -115,7 +119,8 @@ def render_chart(curves: dict[str, Path]) -> str:
              + '"}}}}%%',
              "xychart-beta",
              f'    title "generate HR@1, n = {"/".join(map(str, sorted(users)))} users"',
-             '    x-axis "examples seen (thousands)" [' + ", ".join(f"{examples[s] / 1000:g}" for s in steps) + "]",
+             '    x-axis "examples seen (thousands)" [' + ", ".join(f"{int(r['examples']) / 1000:g}" for r in firsts)
+             + "]",
              f'    y-axis "HR@1" 0 --> {top:g}']
     lines += ["    line [" + ", ".join(f"{v:.3f}" for v in values) + "]" for values in series]
     names = [f"{name}: `{recipe}` generate" for (name, _), recipe in zip(colours, curves)]

@@ -2,7 +2,8 @@
 rates measured in the same run, for our training path and a paper-style configuration.
 
 - our path: `llara.llm.training.train` as the pipeline runs it (params.yaml's default profile, every example hybrid):
-  bf16 weights + autocast, left-padded micro-batches, the LM head applied only at answer positions, decoder layers
+  weights in `llm.dtype` (`auto`: bf16 + autocast where the CPU multiplies bf16 natively, else float32),
+  left-padded micro-batches, the LM head applied only at answer positions, decoder layers
   compiled when the profile's `compile` resolves to on (the first step, which compiles, is timed apart); measured with
   the default recipe (`ours`: no LoRA dropout, score head + generative loss) and with the paper recipe;
 - paper-style path: the paper recipe with fp32 weights, right-padded micro-batches and logits at every position (the
@@ -11,9 +12,10 @@ rates measured in the same run, for our training path and a paper-style configur
 FLOPs are counted from the real (unpadded) shapes: per token 2 x the frozen linear weights forward and once more for
 the activation gradients (no weight gradients); LoRA 3x (forward, input and weight gradients); causal attention
 2 * L^2 * d per layer forward, 3x in all; the LM head 2 * V * d per answer token, 2x in all; padding and logits nobody
-uses are not counted. MFU = counted FLOP/s / the best bf16 matmul rate measured here (several GEMM shapes).
+uses are not counted. MFU = counted FLOP/s / the best matmul rate measured here (several GEMM shapes) in the dtype
+our path computes in (also shown against float32's rate when that differs).
 Floors: the default recipe on our path >= 50% MFU and >= 2x the examples/s of the paper-style path.
-Last line: mfu_bf16=<default recipe, our path>.
+Last line: mfu=<default recipe, our path, against its compute dtype's matmul rate>.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import benchlib
 from benchlib import (ROOT, add_clock_argument, finetune_setup, flop_counter, machine, make_clock, record,
                       right_padded, step_work)
 from llara.llm.data import collate
-from llara.llm.loading import resolve_device
+from llara.llm.loading import resolve_device, resolve_dtype
 from llara.llm.training import make_optimizer, train, training_compile
 from tasks.params import load_params
 
@@ -49,15 +51,16 @@ def matmul_rate(dtype: torch.dtype, seconds: float = 1.0) -> float:
     return benchlib.matmul_rate(dtype, torch.device(DEVICE["name"]), clock, seconds)
 
 
-def setup(dtype: str, recipe: str | None = None):
-    """Model, encoder, train rows and train config of a recipe (default: params.yaml's), every example hybrid."""
+def setup(dtype: str | None, recipe: str | None = None):
+    """Model, encoder, train rows and train config of a recipe (default: params.yaml's), every example hybrid; weights
+    in ``dtype`` (default: params.yaml's llm.dtype)."""
     inputs = finetune_setup("hybrid-direct", recipe, dtype, DEVICE["name"])
     model, enc = inputs.build()
     return model, enc, inputs.examples(), inputs.train_cfg
 
 
 def run_ours(steps: int, micro: int, recipe: str | None, compile_layers: bool | None = None) -> dict:
-    model, enc, examples, cfg = setup("bfloat16", recipe)
+    model, enc, examples, cfg = setup(None, recipe)  # llm.dtype, as the pipeline trains
     cfg = replace(cfg, steps=steps + 1, micro_batch=micro, checkpoint_every=10 ** 6)
     if compile_layers is not None:
         cfg = replace(cfg, compile=compile_layers)
@@ -123,34 +126,40 @@ def main() -> None:
     DEVICE["name"] = device.type
     CLOCK["fn"] = make_clock(args.clock, args.threads, device)
     steps = 2 if args.quick else args.steps
-    micro = args.micro_batch or load_params(ROOT / "params.yaml").finetune.profiles["default"].micro_batch
-    rates = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
+    params = load_params(ROOT / "params.yaml")
+    micro = args.micro_batch or params.finetune.profiles["default"].micro_batch
+    compute = resolve_dtype(params.llm.dtype, device)  # what our path multiplies in (MFU's reference)
+    dtypes = list(dict.fromkeys([compute, torch.float32]))  # no bf16 rate on a CPU that only emulates it (minutes)
+    names = {d: str(d).removeprefix("torch.") for d in dtypes}
+    rates = {d: matmul_rate(d) for d in dtypes}
     compile_layers = {"true": True, "false": False}.get(args.compile)
     results = [run_ours(steps, micro, None, compile_layers), run_ours(steps, micro, "paper", compile_layers),
                run_paper_style(steps, micro)]
-    rates_after = {"bf16": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
-    rates = {k: max(v, rates_after[k]) for k, v in rates.items()}  # best of before/after: conservative MFU
-    print(f"matmul rates: bf16 {rates['bf16'] / 1e9:.0f} GFLOP/s, fp32 {rates['fp32'] / 1e9:.0f} GFLOP/s "
-          f"({machine()}, {steps} measured steps of 8 examples, micro-batch {micro}, {args.clock} clock)")
-    print(f"{'configuration':32s} {'s/step':>7s} {'ex/s':>6s} {'tok/s':>7s} {'GFLOP/s':>8s} {'MFU bf16':>9s} {'MFU fp32':>9s}")
+    rates = {d: max(r, matmul_rate(d)) for d, r in rates.items()}  # best of before/after: conservative MFU
+    rate_text = ", ".join(f"{names[d]} {r / 1e9:.0f} GFLOP/s" for d, r in rates.items())
+    print(f"matmul rates: {rate_text} ({machine()}, {steps} measured steps of 8 examples, "
+          f"micro-batch {micro}, {args.clock} clock); our path computes in {names[compute]}")
+    print(f"{'configuration':32s} {'s/step':>7s} {'ex/s':>6s} {'tok/s':>7s} {'GFLOP/s':>8s}"
+          + "".join(f" {'MFU ' + names[d]:>13s}" for d in dtypes))
     for r in results:
         print(f"{r['name']:32s} {r['s_per_step']:7.2f} {r['examples_s']:6.2f} {r['tokens_s']:7.0f} "
-              f"{r['flop_s'] / 1e9:8.1f} {r['flop_s'] / rates['bf16']:9.1%} {r['flop_s'] / rates['fp32']:9.1%}")
+              f"{r['flop_s'] / 1e9:8.1f}" + "".join(f" {r['flop_s'] / rates[d]:13.1%}" for d in dtypes))
     for r in results:
         if "first_step_s" in r:
             print(f"{r['name']}: layers {'compiled' if r['compiled'] else 'eager'}, first step (not measured above, "
                   f"includes any compilation) {r['first_step_s']:.1f} s")
     ours, paper = results[0], results[-1]
     speedup = ours["examples_s"] / paper["examples_s"]
-    mfu = ours["flop_s"] / rates["bf16"]
-    print(f"default recipe (our path) vs paper-style: {speedup:.2f}x examples/s (floor 2x); MFU {mfu:.1%} of bf16 matmul (floor 50%)")
-    record(f"bench_finetune ({steps} steps, micro-batch {micro}, {args.clock} clock, load {os.getloadavg()[0]:.1f}): matmul bf16 {rates['bf16'] / 1e9:.0f} / fp32 "
-           f"{rates['fp32'] / 1e9:.0f} GFLOP/s; " + "; ".join(
+    mfu = ours["flop_s"] / rates[compute]
+    print(f"default recipe (our path) vs paper-style: {speedup:.2f}x examples/s (floor 2x); MFU {mfu:.1%} of the "
+          f"{names[compute]} matmul rate (floor 50%)")
+    record(f"bench_finetune ({steps} steps, micro-batch {micro}, {args.clock} clock, load "
+           f"{os.getloadavg()[0]:.1f}, our path in {names[compute]}): matmul {rate_text}; " + "; ".join(
                f"{r['name']}{' (compiled)' if r['compiled'] else ''}: {r['s_per_step']:.2f} s/step, "
                f"{r['examples_s']:.2f} ex/s, {r['tokens_s']:.0f} tok/s, {r['flop_s'] / 1e9:.1f} GFLOP/s"
                + (f", first step {r['first_step_s']:.0f} s" if "first_step_s" in r else "") for r in results)
-           + f"; speedup_vs_paper_style={speedup:.2f}, mfu_bf16={mfu:.3f}")
-    print(f"mfu_bf16={mfu:.3f}")
+           + f"; speedup_vs_paper_style={speedup:.2f}, mfu={mfu:.3f}")
+    print(f"mfu={mfu:.3f}")
 
 
 if __name__ == "__main__":

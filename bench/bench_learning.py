@@ -83,7 +83,9 @@ def key_curve(out: Path, settings: dict, key: str, log=print) -> None:
     old = json.loads(previous.read_text()).get("key") if previous.is_file() else None
     curve = out / "curve.csv"
     if old != key and curve.is_file():
-        aside = out / f"curve.{(old or 'unkeyed')[:16]}.csv"
+        aside, n = out / f"curve.{(old or 'unkeyed')[:16]}.csv", 1
+        while aside.exists():  # the same inputs set aside before: keep both
+            aside, n = out / f"curve.{(old or 'unkeyed')[:16]}.{n}.csv", n + 1
         curve.replace(aside)
         (out / "clock.json").unlink(missing_ok=True)
         log(f"{curve} was measured for other inputs (key {old or 'none'}, now {key[:16]}): moved to {aside.name}; "
@@ -196,6 +198,33 @@ class CurveRecorder:
         return r
 
 
+def catch_up(recorder: CurveRecorder, model, checkpoints: Path, key: str, is_point, train_cfg) -> None:
+    """Measure the point of the step training resumes from when the curve lacks it. A checkpoint is saved before its
+    step's point is measured, so a run stopped during that evaluation (minutes) resumes past the point, and the
+    last step's point would never come: evaluate the checkpoint's weights, as the point would have (with training's
+    attention kernel, as points during training are)."""
+    from llara.llm.checkpoint import list_checkpoints, load_weights
+    from llara.llm.training import training_attention
+
+    newest = list_checkpoints(checkpoints)[-1:]
+    state = json.loads((newest[0] / "state.json").read_text()) if newest else {}
+    step = int(state.get("step", 0))
+    if state.get("fingerprint") != key or step == 0 or not is_point(step):
+        return  # no checkpoint of these inputs (training starts over), or its step has no point
+    if any(int(r["step"]) == step for r in read_curve(recorder.path, step)):
+        return
+    load_weights(model, newest[0])  # train() restores the same checkpoint (with optimizer and RNG) next
+    recorder.resume(step)
+    recorder.restart_clock()
+    print(f"step {step}: its point was not measured before the run stopped; measuring it now", flush=True)
+    attention, before = training_attention(train_cfg, model), model.attention
+    if attention:
+        model.set_attention(attention)
+    recorder.point(step, step * train_cfg.batch_size)
+    if attention:
+        model.set_attention(before)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=None, help="params.yaml recipe (default: finetune.recipe)")
@@ -241,7 +270,8 @@ def main() -> None:
                 "split": args.split, "users": len(held), "overrides": overrides,
                 "train": train_cfg.to_dict(), "model": model_cfg.to_dict()}
     settings["inputs"] = {**setup.input_digests(encoder), "evaluation rows": array_digest(*examples_arrays(held))}
-    key_curve(args.out, settings, run_fingerprint(train_cfg, model, settings, examples).digest)
+    key = run_fingerprint(train_cfg, model, settings, examples).digest
+    key_curve(args.out, settings, key)
     curve = args.out / "curve.csv"
     mode = eval_item_mode(args.variant)
     recorder = CurveRecorder(curve, lambda: evaluate(model, encoder, held, item_mode=mode, seed=train_cfg.seed,
@@ -249,18 +279,22 @@ def main() -> None:
                              clock=args.out / "clock.json")
     resumed = {"done": False}
 
+    def is_point(step: int) -> bool:
+        return step % args.eval_every == 0 or step == args.steps
+
     def on_step(row: dict) -> bool:
         if not resumed["done"]:  # first step of this session: the resumed step is row["step"] - 1
             recorder.resume(row["step"] - 1)
             resumed["done"] = True
         if row["step"] % args.checkpoint_every == 0 or row["step"] == args.steps:  # train() saved one at this step
             recorder.checkpoint(row["step"])
-        if row["step"] % args.eval_every == 0 or row["step"] == args.steps:
+        if is_point(row["step"]):
             recorder.point(row["step"], row["step"] * train_cfg.batch_size)
         return False
 
     if not read_curve(curve, 0):
         recorder.point(0, 0)
+    catch_up(recorder, model, args.out / "run" / "checkpoints", key, is_point, train_cfg)
     recorder.restart_clock()
     train(model, encoder, examples, train_cfg, args.out / "run", settings, log=print, on_step=on_step)
     rows = read_curve(curve, args.steps)

@@ -33,14 +33,18 @@ if $status; then
   exit 0
 fi
 if $publish; then
-  for r in "${recipes[@]}"; do   # a restarted run that has not caught up yet would drop committed points
+  for r in "${recipes[@]}"; do   # every curve checked before any is copied: a failed publish changes nothing
     src="$(run_dir "$r")/curve.csv" dst="metrics/learning/$r-loo-val200.csv"
     [ -f "$src" ] || { echo "publish: $src: no curve measured yet" >&2; exit 1; }
-    if [ -f "$dst" ] && [ "$(wc -l < "$src")" -lt "$(wc -l < "$dst")" ]; then
-      echo "publish: $src has fewer points than $dst; not replaced" >&2; exit 1
-    fi
-    cp "$src" "$dst"
+    # a restarted run that has not caught up yet, or one evaluated at other steps, would drop committed points
+    [ ! -f "$dst" ] || python - "$src" "$dst" <<'PY' || exit 1
+import csv, sys
+src, dst = ({int(r["step"]) for r in csv.DictReader(open(p))} for p in sys.argv[1:])
+if dst - src:
+    sys.exit(f"publish: {sys.argv[1]} lacks step(s) {sorted(dst - src)} of {sys.argv[2]}; nothing replaced")
+PY
   done
+  for r in "${recipes[@]}"; do cp "$(run_dir "$r")/curve.csv" "metrics/learning/$r-loo-val200.csv"; done
   python bench/learning_table.py --update metrics/learning/README.md   # the table of points
   exec python bench/learning_table.py --update docs/llara.md           # the chart
 fi

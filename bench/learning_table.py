@@ -109,6 +109,11 @@ def render_chart(curves: dict[str, Path]) -> str:
     rows = {recipe: read_rows(path) for recipe, path in curves.items()}
     steps = sorted(set().union(*rows.values()))
     firsts = [first_row(rows, step) for step in steps]
+    for (recipe, path), r in zip(curves.items(), rows.values()):  # Mermaid places a line's values left to right
+        if sorted(r) != steps[:len(r)]:
+            gap = next(s for s in steps[:len(r)] if s not in r)
+            raise SystemExit(f"error: {path}: no point at step {gap}, which another curve of the chart has: "
+                             f"`{recipe}` would be drawn at the wrong examples (chart curves must share their steps)")
     series = [[float(r[s]["generate_hr1"]) for s in steps if s in r] for r in rows.values()]
     series.append([float(row["recommender_hr1"]) for row in firsts])  # the recommender alone
     top = max(0.1, math.ceil(max(max(v) for v in series if v) * 10) / 10)

@@ -75,6 +75,19 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     same = [c for c in rows[0] if c not in ("cpu_min", "wall_min")]
     assert [{c: r[c] for c in same} for r in resumed] == [{c: r[c] for c in same} for r in rows]
     assert resumed[1]["cpu_min"] == rows[1]["cpu_min"] and 10 < float(resumed[2]["cpu_min"]) < 10 + 5
+    # killed during the last point's evaluation (its checkpoint is saved first): the next start measures that point
+    # from the checkpoint's weights, as the uninterrupted run did, instead of finishing without it (the tiny model's
+    # metrics do not move in 4 steps: test_catch_up_evaluates_the_checkpoint_weights checks which weights are used)
+    with (out / "curve.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(resumed[0]))
+        writer.writeheader()
+        writer.writerows(resumed[:2])
+    caught = bench(workspace, "bench_learning.py", *args)
+    assert "step 4: its point was not measured" in caught.stdout
+    measured = list(csv.DictReader((out / "curve.csv").open()))
+    assert [{c: r[c] for c in same} for r in measured] == [{c: r[c] for c in same} for r in rows]
+    assert 10 < float(measured[2]["cpu_min"]) < 10 + 5  # the time totals kept at step 4's checkpoint
+    resumed = measured
     line = bench(workspace, "bench_learning.py", "--status", "--out", str(out)).stdout
     assert "checkpoint step 4 of 4 (100%)" in line and f"last point step 4: generate {float(rows[2]['generate_hr1']):.3f}" in line
 
@@ -246,3 +259,90 @@ def test_nightly_benchmark_resumes_only_with_the_same_settings_and_code(tmp_path
     assert bench_nightly.run_key(argparse.Namespace(**{**vars(args), "delta": 0.02})) != key
     (tmp_path / "a.py").write_text("x = 22\n")
     assert bench_nightly.run_key(args) != key
+
+
+def test_catch_up_evaluates_the_checkpoint_weights(tmp_path, monkeypatch):
+    """A run stopped while its newest checkpoint's point was being evaluated: the next start loads that checkpoint's
+    weights and measures the point (with training's attention kernel, at the time totals kept for that step), once;
+    a checkpoint between points, or of other inputs, measures nothing."""
+    import torch
+
+    import llara.llm.checkpoint as checkpoint
+    from bench_learning import COLUMNS, CurveRecorder, catch_up, read_curve, write_curve
+
+    class Model:
+        device, attention = torch.device("cpu"), "sdpa"
+
+        def set_attention(self, implementation):
+            self.attention = implementation
+
+    model, loaded, seen = Model(), [], []
+    monkeypatch.setattr(checkpoint, "load_weights", lambda m, directory: loaded.append(directory.name))
+
+    def evaluate_point():
+        seen.append(model.attention)
+        v = 0.75 if loaded else 0.0
+        hr = {"value": v, "ci95": [v, v], "n": 4}
+        return {"generate": {"hr@1": hr, "valid_ratio": {"value": 1.0}}, "rank_llm": {"hr@1": hr},
+                "rank": {"hr@1": hr}, "recommender": {"hr@1": {"value": 0.5}}}
+
+    out = tmp_path / "run"
+    root = out / "run/checkpoints"
+
+    def save(step, key="k"):
+        (root / f"step-{step:06d}").mkdir(parents=True)
+        (root / f"step-{step:06d}/state.json").write_text(json.dumps({"fingerprint": key, "step": step}))
+
+    out.mkdir()
+    write_curve(out / "curve.csv", [dict.fromkeys(COLUMNS, 0) | {"n": 4}])
+    (out / "clock.json").write_text(json.dumps({"250": [600.0, 900.0]}))
+    cfg = type("Cfg", (), {"attention": "auto", "batch_size": 8})()
+    recorder = CurveRecorder(out / "curve.csv", evaluate_point, clock=out / "clock.json")
+    is_point = lambda step: step % 250 == 0  # noqa: E731
+    save(250)
+    catch_up(recorder, model, root, "k", is_point, cfg)
+    rows = read_curve(out / "curve.csv", 10 ** 6)
+    assert loaded == ["step-000250"] and seen == ["eager"] and model.attention == "sdpa"
+    assert [(int(r["step"]), int(r["examples"]), float(r["generate_hr1"]), float(r["cpu_min"])) for r in rows] == [
+        (0, 0, 0.0, 0.0), (250, 2000, 0.75, 10.0)]
+    catch_up(recorder, model, root, "k", is_point, cfg)  # measured already
+    save(275)
+    catch_up(recorder, model, root, "k", is_point, cfg)  # between two points
+    shutil.rmtree(root)
+    save(500, key="other")
+    catch_up(recorder, model, root, "k", is_point, cfg)  # other inputs: training starts over
+    assert loaded == ["step-000250"] and len(read_curve(out / "curve.csv", 10 ** 6)) == 2
+
+
+def test_a_curve_set_aside_twice_under_one_key_keeps_both(tmp_path):
+    """Switching a run directory between inputs A, B, A, B sets A's curve aside twice: the second does not overwrite
+    the first."""
+    from bench_learning import key_curve
+
+    curve = tmp_path / "curve.csv"
+    for i, key in enumerate(["a" * 16, "b" * 16, "a" * 16, "b" * 16]):
+        key_curve(tmp_path, {}, key, log=lambda message: None)
+        curve.write_text(f"curve {i}\n")
+    aside = {p.name: p.read_text() for p in tmp_path.glob("curve.*.csv")}
+    assert aside == {f"curve.{'a' * 16}.csv": "curve 0\n", f"curve.{'b' * 16}.csv": "curve 1\n",
+                     f"curve.{'a' * 16}.1.csv": "curve 2\n"}
+
+
+def test_publish_checks_every_curve_before_it_copies_any(tmp_path):
+    """``learning_curves.sh publish`` replaces no committed curve when one of the runs lacks a committed step (a
+    restarted run that has not caught up): the other curves are not copied either, so tables and CSVs stay in step."""
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("bench/learning_curves.sh", "scripts/env.sh"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, tmp_path / name)
+    header = "step,examples\n"
+    curves = {"data/learning/ours-loo/curve.csv": "0,0\n250,2000\n", "data/learning/paper-loo/curve.csv": "0,0\n",
+              "metrics/learning/ours-loo-val200.csv": "0,0\n", "metrics/learning/paper-loo-val200.csv": "0,0\n250,2000\n"}
+    for name, rows in curves.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(header + rows)
+    done = subprocess.run(["bash", str(tmp_path / "bench/learning_curves.sh"), "publish"], capture_output=True,
+                          text=True, timeout=120, env=child_env())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "data/learning/paper-loo/curve.csv lacks step(s) [250]" in done.stderr
+    assert (tmp_path / "metrics/learning/ours-loo-val200.csv").read_text() == header + "0,0\n"  # not copied

@@ -113,3 +113,16 @@ def test_the_chart_draws_each_recipe_and_the_recommender_and_follows_its_csvs(tm
     capsys.readouterr()
     assert main(["--check", str(doc)]) == 1 and "learning-chart" in capsys.readouterr().out
     assert main(["--update", str(doc)]) == 0 and "0.212" in doc.read_text() and main(["--check", str(doc)]) == 0
+
+
+def test_the_chart_refuses_a_curve_with_a_gap(tmp_path):
+    """Mermaid places a line's values left to right on the shared x-axis: a curve missing a step that another curve
+    has would be drawn at the wrong examples, so the chart names the file and the step instead."""
+    ours, paper = copy_curve(tmp_path, "ours"), copy_curve(tmp_path, "paper")
+    for path, steps in ((ours, (1000, 1250)), (paper, (1250,))):
+        with path.open("a") as fh:
+            for step in steps:
+                fh.write(f"{step},{step * 8},340.0,380.0,0.41,0.34,0.48,0.99,0.4,0.33,0.47,0.55,0.575,200\n")
+    with pytest.raises(SystemExit, match=f"{paper}: no point at step 1000"):
+        render_chart({"ours": ours, "paper": paper})
+    assert "| 1000 |" in render({"ours": ours, "paper": paper})  # the table shows the gap as a dash instead

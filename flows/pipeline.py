@@ -91,15 +91,18 @@ def publish_champion(root: Path, statuses: dict[str, str], push_remote: bool, lo
 
 
 def run_graph(root: Path, targets: list[str] | None, force: bool, retries: dict[str, int],
-              retry_delay_s: float = RETRY_DELAY_S, timeouts: dict[str, float] | None = None) -> dict[str, str]:
+              retry_delay_s: float = RETRY_DELAY_S, timeouts: dict[str, float] | None = None,
+              statuses: dict[str, str] | None = None) -> dict[str, str]:
     """Run one task per stage, each submitted as soon as its upstream stages completed (``wait_for`` records the
     edges for the UI; no worker slot is spent waiting). After a failure nothing new starts (like ``dvc repro``);
-    running stages finish, then the first failure is raised. Returns {stage: ran|skipped|restored|failed|not run}."""
+    running stages finish, then the first failure is raised. Returns {stage: ran|skipped|restored|failed|not run},
+    also kept in ``statuses`` when given (what ran before a failure)."""
     log = get_run_logger()
     graph = load_stage_graph(root, targets)
     log.info("stages (%d): %s", len(graph.order), ", ".join(graph.order))
     pending = [s for s in graph.order if graph.runnable[s]]  # .dvc data sources have nothing to reproduce
-    statuses = {s: "skipped" for s in graph.order if not graph.runnable[s]}
+    statuses = {} if statuses is None else statuses
+    statuses.update({s: "skipped" for s in graph.order if not graph.runnable[s]})
     futures: dict[str, object] = {}
     running: dict[concurrent.futures.Future, str] = {}
     first_failure: BaseException | None = None
@@ -167,9 +170,18 @@ def pipeline(
     log = get_run_logger()
     root = resolve_root(repo_root)
     retries = DEFAULT_RETRIES if retries is None else retries
+    statuses: dict[str, str] = {}
     with workspace_lock(root, log.info):
-        with params_overrides(root, overrides, log.info) as workdir:
-            statuses = run_graph(workdir, targets, force, retries, retry_delay_s, timeouts)
+        try:
+            with params_overrides(root, overrides, log.info) as workdir:
+                statuses = run_graph(workdir, targets, force, retries, retry_delay_s, timeouts, statuses)
+        except BaseException:
+            if not overrides:  # stages ran in the workspace itself: a promotion before the failure stands, so it
+                try:          # is announced and pushed like any other (with overrides nothing was adopted)
+                    publish_champion(root, statuses, push_remote, log.info)
+                except Exception as exc:  # noqa: BLE001 - the stage's failure is the one to raise
+                    log.error("publishing the champion after the failure failed too: %s", exc)
+            raise
         publish_metrics(root)
         publish_champion(root, statuses, push_remote, log.info)
     return statuses

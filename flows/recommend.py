@@ -4,7 +4,8 @@ history, written to ``data/recommendations/part-NNNNN.parquet`` (+ ``state.json`
 Users (sorted by original id) are cut into shards of ``recommend.shard_size``; each shard is one Prefect task run on a
 Dask task runner (``prefect-dask``: a ``LocalCluster`` of ``recommend.workers`` processes with one thread each, bound
 to 127.0.0.1, or the scheduler at ``recommend.scheduler``) that loads the champion once per worker process, scores its
-users (llara/batch_recommend.py) and writes its part atomically. A part depends only on its shard, so the output is
+users (llara/batch_recommend.py) and writes its part into a staging directory that replaces the output only once
+every part is written (a failed run leaves the last output whole). A part depends only on its shard, so the output is
 the same with 1 or N workers. ``recommend.users: active`` re-scores only users whose history changed since the last
 run and carries the other users' rows over; all users when the champion, a setting or the code changed (keyed on
 content: llara/batch_recommend.py).
@@ -24,7 +25,7 @@ from prefect.logging import get_run_logger
 
 from flows.env import apply_env_defaults
 from llara import champion
-from llara.atomic import remove_path, write_json, write_parquet
+from llara.atomic import atomic_dir, write_json, write_parquet
 from llara.batch_recommend import (
     HISTORY_FILE, SCHEMA, Scorer, Settings, history_keys, read_history_keys, read_recommendations, read_state,
     rows_key, shards, user_histories, users_to_score,
@@ -91,20 +92,22 @@ def recommend_users(k: int = 10, n_candidates: int = 20, rerank: bool = True, us
     chosen |= set(table["user"].to_list()) - set(previous["user"].unique().to_list())  # nothing to carry over
     user_list = table["user"].to_list()
     histories = dict(zip(user_list, table["history"].to_list()))
-    futures = []
-    for index, shard in enumerate(shards(user_list, shard_size)):
-        carried = previous.filter(pl.col("user").is_in(shard))
-        futures.append(recommend_shard.submit(index, shard, [histories[u] for u in shard],
-                                              [u in chosen for u in shard], carried, out_dir, champion_dir, version,
-                                              key, settings, device, threads))
-    results = [f.result() for f in futures]
-    for stale in sorted(out.glob("part-*.parquet"))[len(results):]:
-        remove_path(stale)
+    # the whole output is built beside the old one and swapped in complete: a failed shard leaves the last run's
+    # recommendations as they were (no user in two parts, no mix of two champions' rows)
+    with atomic_dir(out) as staging:
+        futures = []
+        for index, shard in enumerate(shards(user_list, shard_size)):
+            carried = previous.filter(pl.col("user").is_in(shard))
+            futures.append(recommend_shard.submit(index, shard, [histories[u] for u in shard],
+                                                  [u in chosen for u in shard], carried, str(staging.resolve()),
+                                                  champion_dir, version, key, settings, device, threads))
+        results = [f.result() for f in futures]
+        write_parquet(keys, staging / HISTORY_FILE)
+        write_json({"model_version": version, "rows_key": key, "watermark": int(table["last_timestamp"].max()),
+                    "users": table.height, "k": k, "n_candidates": n_candidates, "rerank": rerank},
+                   staging / "state.json")
     seconds = time.monotonic() - started
     scored = sum(r["scored"] for r in results)
-    write_parquet(keys, out / HISTORY_FILE)
-    write_json({"model_version": version, "rows_key": key, "watermark": int(table["last_timestamp"].max()),
-                "users": table.height, "k": k, "n_candidates": n_candidates, "rerank": rerank}, out / "state.json")
     log.info("recommend: %d users (%d scored, %d carried over) in %d shards, %.1f s, %.2f scored users/s, model %s",
              table.height, scored, table.height - scored, len(results), seconds, scored / max(seconds, 1e-9), version)
     return {"users": table.height, "scored": scored, "shards": len(results), "seconds": seconds}

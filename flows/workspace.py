@@ -1,4 +1,4 @@
-"""The workspace a flow runs in: one-run-at-a-time lock, one-run ``-S`` param overrides.
+"""The workspace a flow runs in: one-run-at-a-time lock (:mod:`llara.workspace_lock`), one-run ``-S`` param overrides.
 
 Prefect-free, so the plain ``dvc repro`` path (``llara run --no-prefect``) shares it.
 
@@ -17,10 +17,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import os
-import socket
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -28,12 +25,11 @@ import yaml
 
 from llara.atomic import atomic_path
 from llara.errors import InputError
+from llara.workspace_lock import LOCK_FILE, lock_holder, workspace_lock  # noqa: F401 (the flows' lock, re-exported)
 
 PARAMS_FILE = "params.yaml"
-LOCK_FILE = Path(".dvc/tmp/llara-workspace.lock")
 BACKUP_FILE = Path(".dvc/tmp/llara-params.backup.yaml")  # written by older versions; restored if one was left
 SERVED_ROOT_ENV = "LLARA_SERVED_ROOT"
-LOCK_TIMEOUT_S = float(os.environ.get("LLARA_LOCK_TIMEOUT_S", str(6 * 3600)))
 
 # Params a run may override (dotted keys, fnmatch patterns). Everything else (input and output paths, the dataset's
 # source and URL, llm.trust_remote_code, the recommend stage's Dask scheduler, ...) is changed in params.yaml only.
@@ -67,65 +63,6 @@ def resolve_root(repo_root: str | Path) -> Path:
     if not (root / "dvc.yaml").is_file():
         raise InputError(root, "not a pipeline workspace (no dvc.yaml here); pass the repository root")
     return root
-
-
-_held: dict[Path, int] = {}
-_held_guard = threading.Lock()
-
-
-def lock_holder(root: Path) -> str:
-    """Who holds the workspace lock, as its holder recorded it (host, pid, since); empty if unknown."""
-    note = root / LOCK_FILE.with_suffix(".holder")
-    return note.read_text().strip() if note.is_file() else ""
-
-
-@contextlib.contextmanager
-def workspace_lock(root: Path, log: Callable[[str], None] = print, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the workspace's run lock: one flow run at a time per workspace (re-entrant within a process).
-
-    DVC's own lock guards single commands; this one keeps a nightly retrain and a manual run from interleaving.
-    An OS file lock (the ``filelock`` package: released when the holder dies, even by SIGKILL); a run that cannot
-    get it within ``timeout_s`` (default ``$LLARA_LOCK_TIMEOUT_S``, 6 h) fails saying who holds it.
-    """
-    from filelock import FileLock, Timeout
-
-    root = root.resolve()
-    with _held_guard:
-        reentrant = bool(_held.get(root))
-        if reentrant:
-            _held[root] += 1
-    if reentrant:
-        try:
-            yield
-        finally:
-            with _held_guard:
-                _held[root] -= 1
-        return
-    path = root / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
-    lock = FileLock(str(path), thread_local=False)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log(f"another pipeline run holds {path} ({lock_holder(root) or 'holder unknown'}); waiting up to "
-            f"{timeout_s:.0f} s for it to finish")
-        try:
-            lock.acquire(timeout=timeout_s, poll_interval=1.0)
-        except Timeout:
-            raise InputError(path, f"another pipeline run still holds this workspace after {timeout_s:.0f} s "
-                                   f"({lock_holder(root) or 'holder unknown'})") from None
-    note = root / LOCK_FILE.with_suffix(".holder")
-    note.write_text(f"host {socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-    with _held_guard:
-        _held[root] = 1
-    try:
-        yield
-    finally:
-        with _held_guard:
-            _held.pop(root, None)
-        note.unlink(missing_ok=True)
-        lock.release()
 
 
 def parse_override(text: str) -> str:

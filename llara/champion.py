@@ -64,9 +64,20 @@ def read_history(champion_dir: str | Path) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+SERVING_EVENTS = ("promoted", "rollback")  # history events that change the version served
+
+
 def current_version(champion_dir: str | Path) -> str | None:
+    """The version serving now (``CURRENT``). A decision is written to the history first and to ``CURRENT`` then:
+    when a crash came between the two, the history's last promotion or rollback is completed here."""
     path = Path(champion_dir) / CURRENT_FILE
-    return path.read_text().strip() if path.is_file() else None
+    current = path.read_text().strip() if path.is_file() else None
+    decided = [e["version"] for e in read_history(champion_dir) if e["event"] in SERVING_EVENTS]
+    if decided and decided[-1] != current and (version_dir(champion_dir, decided[-1]) / BUNDLE_FILE).is_file():
+        with atomic_path(path) as tmp:
+            tmp.write_text(decided[-1] + "\n")
+        return decided[-1]
+    return current
 
 
 def version_dir(champion_dir: str | Path, version: str) -> Path:
@@ -191,7 +202,8 @@ def next_version(champion_dir: Path) -> str:
 
 
 def record(champion_dir: Path, entry: dict, current: str | None) -> None:
-    """Append ``entry`` to the history and point CURRENT at ``current`` (each file replaced atomically)."""
+    """Append ``entry`` to the history, then point CURRENT at ``current`` (each file replaced atomically; after a
+    crash between the two, :func:`current_version` completes the recorded decision)."""
     history = read_history(champion_dir) + [entry]
     write_json(history, champion_dir / HISTORY_FILE)
     if current is not None:
@@ -205,16 +217,27 @@ def rejected_hashes(history: list[dict]) -> set[str]:
 
 
 def rollback(champion_dir: str | Path, to_version: str | None = None) -> dict:
-    """Serve the previous promoted version again (or ``to_version``); the one rolled back from is never re-promoted."""
+    """Serve the most recently promoted earlier version again (or ``to_version``). A model rolled back from is never
+    served again: versions holding it (by content hash), or the current model, are passed over, and refused as
+    ``to_version``."""
     champion_dir = Path(champion_dir)
     current = current_version(champion_dir)
     require(current is not None, champion_dir, "no champion to roll back")
-    promoted = [e["version"] for e in read_history(champion_dir) if e["event"] in ("promoted", "rollback")]
+    history = read_history(champion_dir)
+    never = rejected_hashes(history) | {bundle_info(champion_dir, current)["run_hash"]}
+
+    def servable(version: str) -> bool:
+        return (version_dir(champion_dir, version) / BUNDLE_FILE).is_file() and \
+            bundle_info(champion_dir, version)["run_hash"] not in never
     if to_version is None:
-        earlier = [v for v in dict.fromkeys(reversed(promoted)) if v != current]
-        require(bool(earlier), champion_dir, f"{current} is the only champion so far: nothing to roll back to")
+        promoted = dict.fromkeys(reversed([e["version"] for e in history if e["event"] == "promoted"]))
+        earlier = [v for v in promoted if v != current and servable(v)]
+        require(bool(earlier), champion_dir, f"no earlier version to roll back to from {current} (none other was "
+                                             "promoted, or each holds a model rolled back from or the current one)")
         to_version = earlier[0]
     require(version_dir(champion_dir, to_version).is_dir(), champion_dir, f"no version {to_version}")
+    require(servable(to_version), champion_dir, f"{to_version} holds the current model or one rolled back from, "
+                                                "which is never served again")
     entry = {"event": "rollback", "version": to_version, "from_version": current,
              "from_hash": bundle_info(champion_dir, current)["run_hash"],
              "reason": f"rolled back from {current} to {to_version}"}

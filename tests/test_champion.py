@@ -223,6 +223,21 @@ def test_recommend_is_the_same_with_1_and_2_dask_workers_and_incremental(workspa
     changed = [str(originals[7]), str(originals[11])]
     assert after.filter(~pl.col("user").is_in(changed)).equals(table.filter(~pl.col("user").is_in(changed)))
 
+    # a failed run leaves the last output whole, and no staging directory behind: here user 7 has a new interaction
+    # and its shard fails (no such device) while the other shards, cut at other boundaries, write their parts
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    failing = tmp_path / "ingested-failing"
+    shutil.copytree(ingested, failing)
+    newest = newer.with_columns((pl.col("timestamp") + 1).cast(interactions.schema["timestamp"]))
+    pl.concat([pl.read_parquet(ingested / "interactions.parquet"), newest]).write_parquet(
+        failing / "interactions.parquet")
+    with pytest.raises(Exception, match="no-such-device"):
+        recommend_users.with_options(task_runner=task_runner(2, None))(
+            users="active", shard_size=50, k=5, n_candidates=12, out_dir=str(out), ingested=str(failing),
+            device="no-such-device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")] == []
+
     # the real DVC stage in the default graph, through the flow (Dask LocalCluster of params.yaml)
     statuses = pipeline(repo_root=str(workspace), targets=["recommend"])
     assert statuses["recommend"] == "ran"
@@ -276,3 +291,45 @@ def test_user_histories_are_original_ids_in_time_order_and_keyed_on_content():
     assert rows_key(bundle, Settings()) == rows_key({**bundle, "version": "v9"}, Settings())
     assert len({rows_key(bundle, Settings()), rows_key({**bundle, "run_hash": "r2"}, Settings()),
                 rows_key(bundle, Settings(k=20)), rows_key(bundle, Settings(rerank=False))}) == 4
+
+
+def fake_champion(root: Path, hashes: list[str]) -> Path:
+    """A champion directory whose versions v0001.. hold models of the given content hashes, each promoted in turn."""
+    for i, run_hash in enumerate(hashes, 1):
+        version = f"v{i:04d}"
+        (root / "versions" / version).mkdir(parents=True)
+        (root / "versions" / version / registry.BUNDLE_FILE).write_text(json.dumps({"version": version,
+                                                                                  "run_hash": run_hash}))
+        registry.record(root, {"event": "promoted", "version": version}, version)
+    return root
+
+
+def test_a_second_rollback_goes_further_back_never_to_the_model_rolled_back_from(tmp_path):
+    champion_dir = fake_champion(tmp_path / "champion", ["h1", "h2", "h3"])
+    assert registry.rollback(champion_dir)["version"] == "v0002"
+    assert registry.rollback(champion_dir)["version"] == "v0001"  # not v0003, which was rolled back from
+    assert registry.current_version(champion_dir) == "v0001"
+    for version in ("v0003", "v0002"):
+        with pytest.raises(InputError, match=f"{version} holds the current model or one rolled back from"):
+            registry.rollback(champion_dir, version)
+    with pytest.raises(InputError, match="no earlier version to roll back to from v0001"):
+        registry.rollback(champion_dir)
+
+
+def test_rollback_passes_over_a_version_of_the_current_model(tmp_path):
+    """The same run promoted twice (e.g. again after a crash): rolling back from it skips its other copy."""
+    champion_dir = fake_champion(tmp_path / "champion", ["h1", "h2", "h2"])
+    assert registry.rollback(champion_dir)["version"] == "v0001"
+
+
+def test_a_decision_recorded_in_the_history_is_completed_after_a_crash(tmp_path):
+    """A crash after the history was written and before CURRENT: the recorded promotion is the one served."""
+    champion_dir = fake_champion(tmp_path / "champion", ["h1", "h2"])
+    (champion_dir / "versions/v0003").mkdir()
+    (champion_dir / "versions/v0003" / registry.BUNDLE_FILE).write_text(json.dumps({"version": "v0003",
+                                                                                  "run_hash": "h3"}))
+    history = registry.read_history(champion_dir) + [{"event": "promoted", "version": "v0003"}]
+    (champion_dir / registry.HISTORY_FILE).write_text(json.dumps(history))  # CURRENT still says v0002
+    assert registry.current_version(champion_dir) == "v0003"
+    assert (champion_dir / registry.CURRENT_FILE).read_text().strip() == "v0003"
+    assert registry.bundle_info(champion_dir)["run_hash"] == "h3"

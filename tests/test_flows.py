@@ -262,3 +262,34 @@ def test_a_forbidden_override_fails_the_flow_before_any_stage(mini_repo: Path, p
     assert cli.returncode == 2 and not (mini_repo / "out").exists()
     assert cli.stderr.strip().splitlines()[-1].startswith("error: -S llm.model=/somewhere/else: llm.model='/some")
     assert "a model must be the configured one" in cli.stderr
+
+
+@pytest.mark.integration
+def test_a_promotion_before_a_later_stage_fails_is_still_announced_and_pushed(mini_repo: Path, prefect_api):
+    """Stages run in the workspace itself: when a stage after ``promote`` fails, the promotion stands, so the run
+    still publishes the champion artifact and pushes the new champion before it fails."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.pipeline import CHAMPION_ARTIFACT_KEY, pipeline
+
+    decision = {"event": "promoted", "version": "v0001", "reason": "no champion yet (mini repo)"}
+    summary = {"decision": decision, "current": "v0001", "history": [decision], "comparison": {}}
+    (mini_repo / "promote.py").write_text(
+        "import json, pathlib\npathlib.Path('champion').mkdir(exist_ok=True)\n"
+        "pathlib.Path('champion/CURRENT').write_text('v0001')\npathlib.Path('metrics').mkdir(exist_ok=True)\n"
+        f"pathlib.Path('metrics/champion.json').write_text(json.dumps({summary!r}))\n")
+    stages = yaml.safe_load((mini_repo / "dvc.yaml").read_text())
+    stages["stages"]["promote"] = {"cmd": "python promote.py", "deps": ["promote.py"], "outs": ["champion"],
+                                   "metrics": [{"metrics/champion.json": {"cache": False}}]}
+    stages["stages"]["recommend"] = {"cmd": "python -c \"import sys; sys.exit('error: recommend: out of memory')\"",
+                                     "deps": ["champion"], "outs": ["recs.txt"]}
+    (mini_repo / "dvc.yaml").write_text(yaml.safe_dump(stages, sort_keys=False))
+    with pytest.raises(StageFailed, match="stage 'recommend' failed"):
+        pipeline(repo_root=str(mini_repo), targets=["recommend"], retries={})
+    remote = mini_repo.parent / f"{mini_repo.name}-dvc-remote"
+    assert remote.is_dir() and any(p.is_file() for p in remote.rglob("*")), "the new champion was not pushed"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[CHAMPION_ARTIFACT_KEY])))
+    assert any("no champion yet (mini repo)" in str(a.data) for a in artifacts)

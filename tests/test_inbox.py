@@ -104,6 +104,9 @@ BAD_FILES = {
     "c-bad-time.csv": ([{"user_id": "u9", "track": 1, "ts": "soon"}], "row 2: column 'ts' is neither"),
     "d-unknown-item.csv": ([{"user_id": "u9", "track": 99, "ts": 5}], "row 2: item 99 has no title"),
     "e-text-item.csv": ([{"user_id": "u9", "track": "x7", "ts": 5}], "row 2: column 'track' holds the text id 'x7'"),
+    "f-huge-id.parquet": (pl.DataFrame({"user_id": ["u9"], "track": pl.Series([2 ** 63], dtype=pl.UInt64), "ts": [5]}),
+                          "column 'track' is outside the 64-bit integer range: 9223372036854775808"),
+    "g-not-parquet.parquet": (b"PAR1 this is no parquet file", "cannot read (ComputeError"),
 }
 
 
@@ -113,7 +116,12 @@ def test_a_malformed_file_is_quarantined_next_to_two_good_ones(tmp_path, name):
     inbox = tmp_path / "inbox"
     deliver(inbox, "1-good.csv", [{"user_id": "u9", "track": 1, "ts": 9000}])
     rows, reason = BAD_FILES[name]
-    deliver(inbox, name, rows)
+    if isinstance(rows, bytes):
+        (inbox / name).write_bytes(rows)
+        (inbox / (name + ".done")).touch()
+    else:
+        deliver(inbox, name, None if isinstance(rows, pl.DataFrame) else rows,
+                frame=rows if isinstance(rows, pl.DataFrame) else None)
     deliver(inbox, "3-good.parquet", frame=pl.DataFrame({"user_id": ["u10"], "track": [2], "ts": [9001]}))
     report = merge_inbox(data, inbox, log=lambda m: None)
     assert [m["file"] for m in report.merged] == ["1-good.csv", "3-good.parquet"]
@@ -126,6 +134,28 @@ def test_a_malformed_file_is_quarantined_next_to_two_good_ones(tmp_path, name):
     # the next night is not blocked: a new good file merges, the quarantined one stays where it is
     deliver(inbox, "4-good.csv", [{"user_id": "u9", "track": 3, "ts": 9002}])
     assert [m["file"] for m in merge_inbox(data, inbox, log=lambda m: None).merged] == ["4-good.csv"]
+
+
+def test_an_unexpected_failure_on_one_file_quarantines_it_and_blocks_no_night(tmp_path, monkeypatch):
+    """Any error a file causes while it is validated (here one no check foresaw) quarantines that file with the
+    error's type and message, instead of failing every night on it."""
+    import llara.data.inbox as inbox_module
+
+    validate = inbox_module._Dataset.validate
+
+    def fragile(self, path):
+        if path.name == "2-odd.csv":
+            raise ValueError("an unforeseen\nfault")
+        return validate(self, path)
+    monkeypatch.setattr(inbox_module._Dataset, "validate", fragile)
+    data = make_dataset(tmp_path)
+    inbox = tmp_path / "inbox"
+    for name, ts in (("1-good.csv", 9000), ("2-odd.csv", 9001), ("3-good.csv", 9002)):
+        deliver(inbox, name, [{"user_id": "u9", "track": 1, "ts": ts}])
+    report = merge_inbox(data, inbox, log=lambda m: None)
+    assert [m["file"] for m in report.merged] == ["1-good.csv", "3-good.csv"]
+    line = (inbox / "quarantine" / "2-odd.csv.reason").read_text()
+    assert line.count("\n") == 1 and "2-odd.csv: unreadable (ValueError: an unforeseen fault)" in line
 
 
 def test_new_items_arrive_through_an_items_file_and_untitled_items_are_quarantined(tmp_path):

@@ -54,7 +54,12 @@ def parse_ids(values: pl.Series, where: str | Path, column: str, line_offset: in
     if dtype.is_integer():
         if values.null_count():
             raise InputError(where, f"row {_first(values.is_null()) + line_offset}: column '{column}' is empty")
-        return values.cast(pl.Int64).alias(name)
+        wide = values.cast(pl.Int64, strict=False)
+        if wide.null_count():  # an unsigned id past 2^63 - 1
+            row = _first(wide.is_null())
+            raise InputError(where, f"row {row + line_offset}: column '{column}' is outside the 64-bit integer range: "
+                                    f"{values[row]}")
+        return wide.alias(name)
     if dtype.is_float():
         bad = values.is_null() | values.is_nan()
         if bad.any():

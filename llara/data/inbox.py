@@ -199,12 +199,16 @@ def merge_files(data: GenericDataset, files: list[Path], *, inbox: Path | None =
             require(path.suffix.lower() in SUFFIXES, path, f"unsupported file type '{path.suffix}' (use .csv, .tsv "
                                                            "or .parquet)")
             kind, rows, duplicates = state.validate(path)
-        except InputError as exc:
+        except MemoryError:
+            raise  # the machine's fault, not the file's
+        except Exception as exc:  # noqa: BLE001 - any file that cannot be read must not block the nights after it
             if inbox is None:
                 raise
-            quarantine(path, str(exc), inbox, digest)
-            report.quarantined.append((path.name, str(exc)))
-            log(f"quarantined {path.name}: {exc}")
+            reason = str(exc) if isinstance(exc, InputError) else \
+                f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+            quarantine(path, reason, inbox, digest)
+            report.quarantined.append((path.name, reason))
+            log(f"quarantined {path.name}: {reason}")
             continue
         part = f"{kind}/part-{digest[:16]}.parquet" if rows.height else None
         if part:

@@ -117,6 +117,14 @@ def read_clock(path: Path) -> dict[int, list[float]]:
     return {int(k): v for k, v in json.loads(path.read_text()).items()} if path.is_file() else {}
 
 
+def newest_checkpoint(root: Path) -> tuple[Path | None, dict]:
+    """The newest checkpoint training would resume from in ``root`` and its ``state.json`` (None, {} when none)."""
+    from llara.llm.checkpoint import list_checkpoints  # torch: imported only when needed
+
+    newest = list_checkpoints(root)[-1:]
+    return (newest[0], json.loads((newest[0] / "state.json").read_text())) if newest else (None, {})
+
+
 def status(out: Path) -> str:
     """Where the run in ``out`` stands, one line: newest checkpoint of its plan, last point, recent seconds per step
     (wall clock, from ``clock.json``) and the training time left at that rate (evaluation points not counted). As the
@@ -124,12 +132,9 @@ def status(out: Path) -> str:
     settings = out / "settings.json"
     if not settings.is_file():
         return f"{out}: no run yet"
-    from llara.llm.checkpoint import list_checkpoints  # what training resumes from (torch: imported only here)
-
     recorded = json.loads(settings.read_text())
     planned = recorded["train"]["steps"]
-    checkpoints = list_checkpoints(out / "run" / "checkpoints")
-    newest = json.loads((checkpoints[-1] / "state.json").read_text()) if checkpoints else {}
+    _, newest = newest_checkpoint(out / "run" / "checkpoints")
     if newest and newest.get("fingerprint") != recorded.get("key"):
         return f"{out}: its checkpoints belong to other inputs than its settings.json (the next start discards them)"
     step = newest.get("step", 0)
@@ -203,17 +208,16 @@ def catch_up(recorder: CurveRecorder, model, checkpoints: Path, key: str, is_poi
     step's point is measured, so a run stopped during that evaluation (minutes) resumes past the point, and the
     last step's point would never come: evaluate the checkpoint's weights, as the point would have (with training's
     attention kernel, as points during training are)."""
-    from llara.llm.checkpoint import list_checkpoints, load_weights
+    from llara.llm.checkpoint import load_weights
     from llara.llm.training import training_attention
 
-    newest = list_checkpoints(checkpoints)[-1:]
-    state = json.loads((newest[0] / "state.json").read_text()) if newest else {}
+    newest, state = newest_checkpoint(checkpoints)
     step = int(state.get("step", 0))
     if state.get("fingerprint") != key or step == 0 or not is_point(step):
         return  # no checkpoint of these inputs (training starts over), or its step has no point
     if any(int(r["step"]) == step for r in read_curve(recorder.path, step)):
         return
-    load_weights(model, newest[0])  # train() restores the same checkpoint (with optimizer and RNG) next
+    load_weights(model, newest)  # train() restores the same checkpoint (with optimizer and RNG) next
     recorder.resume(step)
     recorder.restart_clock()
     print(f"step {step}: its point was not measured before the run stopped; measuring it now", flush=True)

@@ -11,9 +11,12 @@ A champion directory (``data/champion``, the persisted output of stage ``promote
 - ``CURRENT``: the version serving now.
 
 A challenger is promoted when it is not worse than the champion by more than ``margin`` in the deciding mode's HR@1
-(paired difference challenger - champion on the same validation users and candidates, point estimate); the first
-challenger is promoted when there is no champion. Every version stays, so the previous one is always recoverable
-(:func:`rollback`); a version rolled back from is never promoted again.
+(paired difference challenger - champion on the same validation users and candidates, point estimate), counting what
+the champion's lineage has already given up: every version records its ``drift``, ``min(0, champion's drift +
+difference)``, the estimated HR@1 lost since the best model of its line (a gain pays losses back, never above 0), and
+a challenger whose drift would fall below ``-margin`` is refused. So nights each a little worse cannot add up to more
+than ``margin``. The first challenger is promoted when there is no champion (drift 0). Every version stays, so the
+previous one is always recoverable (:func:`rollback`); a version rolled back from is never promoted again.
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def bundle_info(champion_dir: str | Path, version: str | None = None) -> dict:
 
 
 def make_bundle(run_dir: Path, dest: Path, *, version: str, recommender_dir: Path, items: Path, llm_dir: Path,
-                id_maps_dir: Path | None, run_hash: str, comparison: dict | None) -> None:
+                id_maps_dir: Path | None, run_hash: str, comparison: dict | None, drift: float = 0.0) -> None:
     """Write the self-contained bundle of trained run ``run_dir`` into ``dest`` (atomically)."""
     run_info = json.loads((run_dir / "final" / "run.json").read_text())
     with atomic_dir(dest) as tmp:
@@ -105,7 +108,7 @@ def make_bundle(run_dir: Path, dest: Path, *, version: str, recommender_dir: Pat
                 shutil.copy2(id_maps_dir / name, tmp / name)
         write_json({"version": version, "run_hash": run_hash, "variant": run_info.get("variant"),
                     "source_run": str(run_dir), "llm_dir": str(llm_dir), "llm_hash": tree_digest(llm_dir),
-                    "comparison": comparison}, tmp / BUNDLE_FILE)
+                    "comparison": comparison, "drift": drift}, tmp / BUNDLE_FILE)
 
 
 def load_bundle(champion_dir: str | Path, version: str | None = None, *, device: str = "auto",
@@ -166,6 +169,7 @@ class Decision:
     promote: bool
     reason: str
     comparison: dict
+    drift: float = 0.0  # the challenger's lineage drift (see the module docstring); the champion's when refused
 
 
 def per_user_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
@@ -182,18 +186,21 @@ def compare(challenger: dict[str, np.ndarray], champion: dict[str, np.ndarray], 
             for mode in challenger}
 
 
-def decide(comparison: dict | None, mode: str, margin: float) -> Decision:
-    """Promote unless the challenger's HR@1 in ``mode`` is lower than the champion's by more than ``margin``."""
+def decide(comparison: dict | None, mode: str, margin: float, drift: float = 0.0) -> Decision:
+    """Promote unless the challenger's HR@1 in ``mode``, added to the champion's lineage ``drift`` (<= 0), is lower
+    than the champion's line's best by more than ``margin``."""
     if comparison is None:
         return Decision(True, "no champion yet: the first challenger becomes the champion", {})
     diff = comparison[mode]["difference"]
-    if diff["value"] >= -margin:
-        return Decision(True, f"{mode} HR@1 {diff['model']:.4f} vs champion {diff['baseline']:.4f}: difference "
-                              f"{diff['value']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] n={diff['n']} "
-                              f"is not worse than the margin -{margin}", comparison)
-    return Decision(False, f"{mode} HR@1 {diff['model']:.4f} vs champion {diff['baseline']:.4f}: difference "
-                           f"{diff['value']:+.4f} [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] n={diff['n']} is "
-                           f"worse than the margin -{margin}: the champion stays", comparison)
+    new_drift = min(0.0, drift + diff["value"])
+    measured = (f"{mode} HR@1 {diff['model']:.4f} vs champion {diff['baseline']:.4f}: difference {diff['value']:+.4f} "
+                f"[{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] n={diff['n']}")
+    if drift:
+        measured += (f"; the champion's line had lost {drift:+.4f} since its best, so {new_drift:+.4f} in all, "
+                     "which")
+    if new_drift >= -margin:
+        return Decision(True, f"{measured} is not worse than the margin -{margin}", comparison, new_drift)
+    return Decision(False, f"{measured} is worse than the margin -{margin}: the champion stays", comparison, drift)
 
 
 def next_version(champion_dir: Path) -> str:
@@ -224,7 +231,8 @@ def rollback(champion_dir: str | Path, to_version: str | None = None) -> dict:
     current = current_version(champion_dir)
     require(current is not None, champion_dir, "no champion to roll back")
     history = read_history(champion_dir)
-    never = rejected_hashes(history) | {bundle_info(champion_dir, current)["run_hash"]}
+    current_hash = bundle_info(champion_dir, current)["run_hash"]
+    never = rejected_hashes(history) | {current_hash}
 
     def servable(version: str) -> bool:
         return (version_dir(champion_dir, version) / BUNDLE_FILE).is_file() and \
@@ -239,7 +247,7 @@ def rollback(champion_dir: str | Path, to_version: str | None = None) -> dict:
     require(servable(to_version), champion_dir, f"{to_version} holds the current model or one rolled back from, "
                                                 "which is never served again")
     entry = {"event": "rollback", "version": to_version, "from_version": current,
-             "from_hash": bundle_info(champion_dir, current)["run_hash"],
+             "from_hash": current_hash,
              "reason": f"rolled back from {current} to {to_version}"}
     record(champion_dir, entry, to_version)
     return entry
@@ -282,9 +290,10 @@ def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence,
     log(f"challenger {run_dir}: evaluating {len(examples)} validation users ({', '.join(modes)})")
     challenger_hits = evaluate_hits(model, encoder, info, examples, modes, batch_size, seed)
     del model
-    comparison = None
+    comparison, drift = None, 0.0
     if current is not None:
-        c_model, c_encoder, c_info, _ = load_bundle(champion_dir, device=device)
+        c_model, c_encoder, c_info, bundle = load_bundle(champion_dir, device=device)
+        drift = bundle.get("drift", 0.0)  # bundles written before drift was recorded: 0
         kept, translated = translate_examples(examples, id_maps_dir or Path("/nonexistent"),
                                               version_dir(champion_dir, current))
         require(len(kept) > 0, champion_dir, "the champion knows none of the validation users' candidates")
@@ -292,18 +301,19 @@ def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence,
         champion_hits = evaluate_hits(c_model, c_encoder, c_info, translated, modes, batch_size, seed)
         del c_model
         comparison = compare({m: h[kept] for m, h in challenger_hits.items()}, champion_hits, seed=seed)
-    decision = decide(comparison, mode, margin)
+    decision = decide(comparison, mode, margin, drift)
     if not decision.promote:
         entry = {**base, "event": "kept", "version": current, "reason": decision.reason, "comparison": comparison}
         record(champion_dir, entry, None)
         return decision, entry
     version = next_version(champion_dir)
     make_bundle(run_dir, version_dir(champion_dir, version), version=version, recommender_dir=recommender_dir,
-                items=items, llm_dir=llm_dir, id_maps_dir=id_maps_dir, run_hash=run_hash, comparison=comparison)
+                items=items, llm_dir=llm_dir, id_maps_dir=id_maps_dir, run_hash=run_hash, comparison=comparison,
+                drift=decision.drift)
     if comparison is None:
         comparison = {m: {"challenger": summarize(h, seed=seed)} for m, h in challenger_hits.items()}
     entry = {**base, "event": "promoted", "version": version, "previous": current, "reason": decision.reason,
-             "comparison": comparison}
+             "drift": decision.drift, "comparison": comparison}
     record(champion_dir, entry, version)
     return decision, entry
 

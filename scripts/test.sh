@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/fetch_mermaid.sh || echo "test: mermaid not fetched; tests/test_docs_charts.py will be skipped"
 source scripts/env.sh
 export PATH="$PWD/.venv/bin:$PATH"
 exec python -m pytest "$@"

@@ -1,8 +1,9 @@
 """Stage ``promote``: champion/challenger. The fine-tuned ``champion.variant`` of ``finetune.protocol`` (the
 challenger) and the current champion are evaluated on the same validation users and candidates; the challenger
 becomes the champion (a new version in ``data/champion``) only when its HR@1 in ``champion.metric`` mode is not
-lower by more than ``champion.margin``. Writes ``metrics/champion.json``: the last decision (both models' HR@1 with
-CIs and the paired difference per mode) and the promotion history. See llara/champion.py.
+lower by more than ``champion.margin``, counting what the champion's line has lost since its best. Writes
+``metrics/champion.json``: the last decision (both models' HR@1 with CIs and the paired difference per mode) and the
+promotion history. See llara/champion.py.
 """
 
 from __future__ import annotations

@@ -109,6 +109,7 @@ def test_champion_challenger_rollback_and_remote_round_trip(workspace: Path, pre
     # answer likelihood; no recommender score is added to either)
     assert diff["value"] > 0 and diff["n"] == better["comparison"]["rank"]["champion"]["n"]
     assert set(better["comparison"]) == {"rank", "generate"}
+    assert registry.bundle_info(champion_dir)["drift"] == 0.0, "a gain leaves nothing lost since the line's best"
 
     # night 3: a forced-worse challenger (weak again, another seed; a one-run override, so it runs in a scratch
     # copy that holds the persisted champion too) is not promoted; the champion keeps serving
@@ -168,6 +169,32 @@ def test_decide_margin_and_first_champion():
     assert not registry.decide(comparison, "rank", 0.02).promote
     assert registry.decide(comparison, "rank", 0.5).promote  # within the margin
     assert registry.decide(comparison, "generate", 0.0).promote  # equal is not worse
+
+
+def test_small_losses_night_after_night_cannot_add_up_past_the_margin():
+    """Each challenger 1 user in 100 worse than its champion (within the 0.02 margin alone): the second such night
+    uses up the margin, the third is refused; a gain pays the losses back (never above 0)."""
+    def comparison(change: int) -> dict:
+        champion = np.zeros(100)
+        champion[:50] = 1
+        challenger = champion.copy()
+        if change > 0:
+            challenger[50:50 + change] = 1  # users the champion misses
+        else:
+            challenger[:-change] = 0  # users the champion gets
+        return registry.compare({"rank": challenger}, {"rank": champion})
+
+    drift, decisions = 0.0, []
+    for change in (-1, -1, -1, +3, -1):
+        decision = registry.decide(comparison(change), "rank", 0.02, drift)
+        decisions.append(decision.promote)
+        drift = decision.drift if decision.promote else drift
+        assert decision.drift <= 0
+    assert decisions == [True, True, False, True, True]
+    assert drift == pytest.approx(-0.01)  # -0.02 before the gain, 0 after it (not +0.01), then one more loss
+    refused = registry.decide(comparison(-1), "rank", 0.02, -0.02)
+    assert not refused.promote and refused.drift == -0.02
+    assert "had lost -0.0200 since its best, so -0.0300 in all, which is worse than the margin" in refused.reason
 
 
 @pytest.mark.integration

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +15,7 @@ from llara.errors import InputError
 from llara.metrics_files import load_metrics, metric_rows, metrics_markdown
 from llara.report import ReportConfig, ablation_png, build_report, curve_png, expand_globs, load_examples, render_html
 
-CHROMIUM = Path("/usr/bin/chromium")
+from _browser import CHROMIUM, chromium
 
 
 def _summary(value: float, lo: float, hi: float, n: int) -> dict:
@@ -142,29 +139,16 @@ def test_cli_report_writes_file(outputs: Path, monkeypatch, capsys):
     assert not (outputs / "reports/index.html").exists()
 
 
-def _chromium(*args: str) -> subprocess.CompletedProcess:
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    try:
-        return subprocess.run(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", *args],
-            capture_output=True, text=True, timeout=120,
-        )
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-
-
 @pytest.mark.integration
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium absent (apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(outputs: Path, tmp_path: Path):
     out = build_report(_config(outputs))
-    dom = _chromium("--dump-dom", out.as_uri())
+    dom = chromium("--dump-dom", out.as_uri())
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count('<table class="metrics"') == 2 and 'class="examples"' in dom.stdout
     assert "0.3750 [0.2800, 0.4700] n=95" in dom.stdout
     shot = tmp_path / "shot.png"
-    result = _chromium(f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars", out.as_uri())
+    result = chromium(f"--screenshot={shot}", "--window-size=1200,1600", "--hide-scrollbars", out.as_uri())
     assert shot.is_file(), result.stderr[-2000:]
     from matplotlib.image import imread
 

@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "stops the run (exit 2)")
     retrain.add_argument("--inbox", default=None,
                          help="also merge the ready files of this folder: <name> once <name>.done exists; merged "
-                              "ones move to <inbox>/merged, bad ones to <inbox>/quarantine with a .reason file "
-                              "(the run goes on; docs/operations.md, The inbox)")
+                              "ones move to <inbox>/merged, bad ones to <inbox>/quarantine with a .reason file, "
+                              "or only their bad rows while at most ingest.inbox_max_bad_rows of the file (the run "
+                              "goes on; docs/operations.md, The inbox)")
     retrain.add_argument("--root", default=".", help="repository root (default: current directory)")
     retrain.add_argument("--target", dest="targets", action="append", default=[], metavar="STAGE",
                          help="reproduce only this stage and what it needs (repeatable; default: all)")

@@ -67,8 +67,8 @@ def merge_new_interactions(repo_root: str, files: list[str], inbox: str | None) 
                                               "generic dataset (ingest.source: generic)")
         return asdict(InboxReport())
     data = generic_dataset(root, params)
-    report = merge_inbox(data, inbox_dir, named, log=log.info)
-    for name, reason in report.quarantined:
+    report = merge_inbox(data, inbox_dir, named, max_bad_rows=params.inbox_max_bad_rows, log=log.info)
+    for name, reason in report.quarantined + report.rows_quarantined:
         log.warning("quarantined %s: %s", name, reason)
     lines = report.lines()
     log.info("inbox: %s", "; ".join(lines) if lines else "no new interactions")

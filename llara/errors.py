@@ -22,6 +22,19 @@ class InputError(LlaraError):
         super().__init__(f"{self.where}: {what}")
 
 
+class RowError(InputError):
+    """Rows of a table fail one check: ``rows`` (0-based indices into the checked frame, or its mask) are all of
+    them; the message names the first, ``row <rows[0] + line_offset>: <detail>``. Callers that can set rows aside
+    (the inbox) use ``rows``; everyone else sees one :class:`InputError`."""
+
+    def __init__(self, where: str | Path, rows, line_offset: int, detail: str):
+        if str(getattr(rows, "dtype", "")) == "Boolean":  # a polars mask
+            rows = rows.arg_true()
+        self.rows = [int(r) for r in rows]
+        self.detail = detail
+        super().__init__(where, f"row {self.rows[0] + line_offset}: {detail}")
+
+
 def require(condition: bool, where: str | Path, what: str) -> None:
     """Raise :class:`InputError` unless ``condition`` holds."""
     if not condition:

@@ -24,11 +24,12 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model,
                       field_validator, model_validator)
 
+from llara.data.inbox import MAX_BAD_ROWS_LIMIT, merge_inbox
 from llara.data.ingest import read_generic
 from llara.data.tables import Columns, check_text_options
 from llara.data.sources import check_url, fetch_movielens_100k
 from llara.data.split import PROTOCOLS, SplitConfig
-from llara.errors import ConfigError, InputError
+from llara.errors import ConfigError, InputError, require_range
 from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES, VARIANTS,
                                LLMSettings, Profile, Recipe)
 from llara.recommenders.config import BackboneConfig, TrainConfig
@@ -120,6 +121,7 @@ class IngestBase(Strict):
     def validate_library(self, where: str | Path) -> None:
         with reported_as(where, "ingest"):
             check_text_options(self.separator, self.encoding)
+            require_range("inbox_max_bad_rows", self.inbox_max_bad_rows, 0, MAX_BAD_ROWS_LIMIT)
         try:
             check_url(self.movielens_url)
         except InputError as exc:
@@ -130,6 +132,7 @@ IngestParams = create_model(
     "IngestParams", __base__=IngestBase,
     **library_fields(fetch_movielens_100k, include=("url",), movielens_url="url"),
     **library_fields(read_generic),
+    **library_fields(merge_inbox, include=("max_bad_rows",), inbox_max_bad_rows="max_bad_rows"),
 )
 
 

@@ -66,6 +66,7 @@ STAGE_CASES = [
     StageCase("params-fraction", ("tasks.split", "paper"), set_key("split.val_fraction", 0.7), ("params.yaml", "split.val_fraction")),
     StageCase("params-protocol-twice", ("tasks.split", "paper"), set_key("split.protocols", ["paper", "paper"]), ("params.yaml", "split.protocols")),
     StageCase("params-encoding", ("tasks.ingest",), set_key("ingest.encoding", "klingon"), ("params.yaml", "ingest.encoding", "klingon")),
+    StageCase("params-inbox-max-bad-rows", ("tasks.ingest",), set_key("ingest.inbox_max_bad_rows", 0.7), ("params.yaml", "ingest.inbox_max_bad_rows", "[0, 0.5]")),
     StageCase("params-url-scheme", ("tasks.fetch",), set_key("ingest.movielens_url", "ftp://example.org/x.zip"), ("params.yaml", "ingest.movielens_url")),
     StageCase("params-wrong-type", ("tasks.ingest",), set_key("ingest.min_rating", "high"), ("params.yaml", "ingest.min_rating")),
     StageCase("split-protocol-argument", ("tasks.split", "random"), lambda p: None, ("tasks.split", "invalid choice")),

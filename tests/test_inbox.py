@@ -82,7 +82,8 @@ def test_duplicate_delivery_and_renamed_copy_add_rows_once_and_exact_duplicates_
             {"user_id": "u9", "track": 2, "ts": 7001}]
     deliver(inbox, "batch.csv", rows)
     first = merge_inbox(data, inbox, log=lambda m: None)
-    assert first.merged == [{"file": "batch.csv", "kind": "interactions", "rows": 4, "added": 2, "duplicates": 2}]
+    assert first.merged == [{"file": "batch.csv", "kind": "interactions", "rows": 4, "added": 2, "duplicates": 2,
+                             "set_aside": 0}]
     after_first = snapshot(data.input_dir)
     deliver(inbox, "batch.csv", rows)  # delivered again
     deliver(inbox, "batch-copy.csv", rows)  # the same bytes under another name
@@ -143,10 +144,10 @@ def test_an_unexpected_failure_on_one_file_quarantines_it_and_blocks_no_night(tm
 
     validate = inbox_module._Dataset.validate
 
-    def fragile(self, path):
+    def fragile(self, path, *args):
         if path.name == "2-odd.csv":
             raise ValueError("an unforeseen\nfault")
-        return validate(self, path)
+        return validate(self, path, *args)
     monkeypatch.setattr(inbox_module._Dataset, "validate", fragile)
     data = make_dataset(tmp_path)
     inbox = tmp_path / "inbox"
@@ -235,3 +236,88 @@ def test_sigkill_at_any_point_adds_the_rows_exactly_once(tmp_path, point):
     parts = sorted(p.name for p in (data.input_dir / "parts" / "interactions").iterdir())
     assert len(parts) == 1 and parts[0].startswith("part-")
     assert json.loads((data.input_dir / "parts" / "ledger.jsonl").read_text())["added"] == 2
+
+
+def plays(n: int, start: int = 20_000) -> list[dict]:
+    """``n`` good interactions of known items (tracks 1-7), distinct timestamps."""
+    return [{"user_id": f"u{100 + k % 9}", "track": 1 + k % 7, "ts": start + k} for k in range(n)]
+
+
+def test_a_few_bad_rows_are_quarantined_the_rest_merges_and_the_fixed_rows_merge_later(tmp_path):
+    """200 rows, 2 of them bad (1% may be set aside): 198 merge; the 2 go to quarantine as read, with each check and
+    its file rows; fixed (the missing item's title delivered, the timestamp corrected) they merge like any file."""
+    data = make_dataset(tmp_path)
+    inbox = tmp_path / "inbox"
+    rows = plays(200)
+    rows[10] = {"user_id": "u7", "track": 30, "ts": 30_000}  # item 30 has no title yet
+    rows[150] = {"user_id": "u8", "track": 2, "ts": "soon"}
+    deliver(inbox, "day.csv", rows)
+    before = len(dataset_rows(data))
+    report = merge_inbox(data, inbox, log=lambda m: None)
+    assert report.merged == [{"file": "day.csv", "kind": "interactions", "rows": 200, "added": 198, "duplicates": 0,
+                              "set_aside": 2}]
+    assert report.quarantined == []
+    merged = dataset_rows(data)
+    assert len(merged) == before + 198 and ("u7", 30, 30_000) not in merged
+    [(name, reason)] = report.rows_quarantined
+    aside = inbox / "quarantine" / name
+    assert name.startswith("day.csv.rows-") and aside.suffix == ".parquet"
+    kept = pl.read_parquet(aside)
+    assert kept.columns == ["user_id", "track", "ts"] and kept.height == 2
+    assert kept["user_id"].to_list() == ["u7", "u8"] and kept["ts"].to_list() == ["30000", "soon"]
+    line = (inbox / "quarantine" / f"{name}.reason").read_text()
+    assert line.count("\n") == 1
+    assert "column 'ts' is not an integer: 'soon' (row 152)" in line  # the file's rows: header is row 1
+    assert "item 30 has no title" in line and "(row 12)" in line
+    assert any("2 rows quarantined" in x for x in report.lines())
+    assert read_ledger(data.input_dir)[0]["set_aside"] == 2
+    # the fix: the item's title arrives, the timestamp is corrected, the rows go back into the inbox
+    deliver(inbox, "items-late.csv", [{"track": 30, "name": "Song 30"}])
+    deliver(inbox, "fixed.parquet", frame=kept.with_columns(pl.Series("ts", [30_000, 30_001])))
+    again = merge_inbox(data, inbox, log=lambda m: None)
+    assert [(m["file"], m["added"], m["set_aside"]) for m in again.merged] == [("items-late.csv", 1, 0),
+                                                                             ("fixed.parquet", 2, 0)]
+    final = dataset_rows(data)
+    assert len(final) == before + 200 and final[-2:] == [("u7", 30, 30_000), ("u8", 2, 30_001)]
+
+
+@pytest.mark.parametrize("max_bad_rows, bad", [(0.01, 3), (0.0, 1)])
+def test_more_bad_rows_than_allowed_quarantine_the_whole_file(tmp_path, max_bad_rows, bad):
+    data = make_dataset(tmp_path)
+    inbox = tmp_path / "inbox"
+    rows = plays(200)
+    for k in range(bad):
+        rows[50 + k] = {"user_id": "", "track": 1, "ts": 40_000 + k}
+    deliver(inbox, "day.csv", rows)
+    before = snapshot(data.input_dir)
+    report = merge_inbox(data, inbox, max_bad_rows=max_bad_rows, log=lambda m: None)
+    assert report.merged == [] and report.rows_quarantined == []
+    [(name, reason)] = report.quarantined
+    assert name == "day.csv" and "row 52: column 'user_id' is empty" in reason
+    assert (f"{bad} of 200 rows fail their checks, more than the 1.0% that may be set aside" in reason) == (bad == 3)
+    assert (inbox / "quarantine" / "day.csv").is_file() and snapshot(data.input_dir) == before
+
+
+def test_a_fault_of_the_whole_file_is_not_set_aside_row_by_row(tmp_path):
+    """A title clash with the dataset is the file's fault (no row to set aside): the whole file is quarantined."""
+    data = make_dataset(tmp_path)
+    inbox = tmp_path / "inbox"
+    deliver(inbox, "items-new.csv", [{"track": 40 + k, "name": f"Song {40 + k}"} for k in range(199)]
+            + [{"track": 2, "name": "Not Song 2"}])
+    report = merge_inbox(data, inbox, max_bad_rows=0.5, log=lambda m: None)
+    assert [q[0] for q in report.quarantined] == ["items-new.csv"] and report.merged == []
+
+
+def test_a_crash_after_the_rows_are_quarantined_merges_the_rest_once(tmp_path):
+    data = make_dataset(tmp_path)
+    inbox = tmp_path / "inbox"
+    rows = plays(150)
+    rows[3] = {"user_id": "u7", "track": 31, "ts": 30_000}
+    deliver(inbox, "day.csv", rows)
+    before = len(dataset_rows(data))
+    kill_merge_at("quarantine_rows", data, inbox, tmp_path)
+    assert read_ledger(data.input_dir) == [] and (inbox / "day.csv").is_file()
+    report = merge_inbox(data, inbox, log=lambda m: None)
+    assert [(m["added"], m["set_aside"]) for m in report.merged] == [(149, 1)]
+    assert len(dataset_rows(data)) == before + 149
+    assert len(list((inbox / "quarantine").glob("day.csv.rows-*.parquet"))) == 1

@@ -27,7 +27,7 @@ import polars as pl
 
 from llara.atomic import write_parquet
 from llara.data.schema import read_parquet_file
-from llara.errors import InputError, require
+from llara.errors import InputError, RowError, require
 
 USER_IDS_FILE = "user_ids.parquet"
 ITEM_IDS_FILE = "item_ids.parquet"
@@ -44,8 +44,9 @@ def parse_ids(values: pl.Series, where: str | Path, column: str, line_offset: in
     """Original ids of one column: Int64 when every value is a whole number, else String (stripped text).
 
     ``kind`` ``"integer"`` or ``"text"`` fixes the type (new rows for an existing dataset; ``known``: its text ids,
-    checked for ambiguity with the new ones). Raises :class:`InputError` naming the row (``row + line_offset``) for
-    empty, null, whitespace-only and ambiguous values, and for text ids where integers are required."""
+    checked for ambiguity with the new ones). Raises :class:`~llara.errors.RowError` naming the row (``row +
+    line_offset``) for empty, null, whitespace-only and ambiguous values, and for text ids where integers are
+    required."""
     dtype = values.dtype
     if kind == "text" and dtype != pl.String:
         values = values.cast(pl.String)
@@ -53,21 +54,21 @@ def parse_ids(values: pl.Series, where: str | Path, column: str, line_offset: in
     name = values.name
     if dtype.is_integer():
         if values.null_count():
-            raise InputError(where, f"row {_first(values.is_null()) + line_offset}: column '{column}' is empty")
+            raise RowError(where, values.is_null(), line_offset, f"column '{column}' is empty")
         wide = values.cast(pl.Int64, strict=False)
         if wide.null_count():  # an unsigned id past 2^63 - 1
             row = _first(wide.is_null())
-            raise InputError(where, f"row {row + line_offset}: column '{column}' is outside the 64-bit integer range: "
-                                    f"{values[row]}")
+            raise RowError(where, wide.is_null(), line_offset,
+                           f"column '{column}' is outside the 64-bit integer range: {values[row]}")
         return wide.alias(name)
     if dtype.is_float():
         bad = values.is_null() | values.is_nan()
         if bad.any():
-            raise InputError(where, f"row {_first(bad) + line_offset}: column '{column}' is empty (null or NaN)")
+            raise RowError(where, bad, line_offset, f"column '{column}' is empty (null or NaN)")
         whole = (values == values.floor()) & (values.abs() < _EXACT_FLOAT)
         if not whole.all():
             row = _first(~whole)
-            raise InputError(where, f"row {row + line_offset}: column '{column}' is not a whole number: {values[row]}")
+            raise RowError(where, ~whole, line_offset, f"column '{column}' is not a whole number: {values[row]}")
         return values.cast(pl.Int64).alias(name)
     if isinstance(dtype, (pl.Categorical, pl.Enum)):
         values = values.cast(pl.String)
@@ -76,19 +77,19 @@ def parse_ids(values: pl.Series, where: str | Path, column: str, line_offset: in
     text = values.str.strip_chars()
     missing = values.is_null() | (values == "")
     if missing.any():
-        raise InputError(where, f"row {_first(missing) + line_offset}: column '{column}' is empty")
+        raise RowError(where, missing, line_offset, f"column '{column}' is empty")
     blank = text == ""
     if blank.any():
-        raise InputError(where, f"row {_first(blank) + line_offset}: column '{column}' is whitespace only")
+        raise RowError(where, blank, line_offset, f"column '{column}' is whitespace only")
     null_word = text.str.to_lowercase().is_in(list(NULL_WORDS))
     if null_word.any():
         row = _first(null_word)
-        raise InputError(where, f"row {row + line_offset}: column '{column}' is null ({text[row]!r})")
+        raise RowError(where, null_word, line_offset, f"column '{column}' is null ({text[row]!r})")
     as_int = integer_values(text)
     if kind == "integer" and as_int.null_count():
         row = _first(as_int.is_null())
-        raise InputError(where, f"row {row + line_offset}: column '{column}' holds the text id {text[row]!r} but the "
-                                "dataset's ids are integers")
+        raise RowError(where, as_int.is_null(), line_offset, f"column '{column}' holds the text id {text[row]!r} but "
+                                                             "the dataset's ids are integers")
     if as_int.null_count() == 0 and kind != "text":
         return as_int.alias(name)
     check_unambiguous(text, as_int, where, column, line_offset, known)
@@ -120,9 +121,9 @@ def check_unambiguous(text: pl.Series, as_int: pl.Series, where: str | Path, col
         row_b, b, value, _ = clash.row(0)
         row_a, a = nth.filter((pl.col("int") == value) & (pl.col("nth") == 0)).select("_row", "text").row(0)
         other = "already in the dataset" if row_a < 0 else f"row {row_a + line_offset}"
-        raise InputError(
-            where, f"row {row_b + line_offset}: column '{column}' mixes integer and text ids: {b!r} and {a!r} "
-                   f"({other}) spell the same integer; use one spelling per id")
+        raise RowError(where, clash["_row"], line_offset, f"column '{column}' mixes integer and text ids: {b!r} "
+                                                          f"and {a!r} ({other}) spell the same integer; use one "
+                                                          "spelling per id")
 
 
 def common_dtype(*columns: pl.Series) -> pl.DataType:

@@ -3,7 +3,8 @@
 :func:`read_table` reads any supported file by its extension; :func:`validate_interactions` and
 :func:`validate_items` check a raw frame row by row and return it in the normalized column names with *original*
 ids (see :mod:`llara.data.idmap`): interactions ``user, item, timestamp, rating`` and items ``item, title, raw_title``.
-Every fault is an :class:`~llara.errors.InputError` naming the file and the row.
+Every fault is an :class:`~llara.errors.InputError` naming the file and the row; a fault of some rows is a
+:class:`~llara.errors.RowError` that lists them all (the inbox sets such rows aside).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import polars as pl
 
 from llara.data.idmap import parse_ids
 from llara.data.schema import MAX_TIMESTAMP
-from llara.errors import ConfigError, InputError, require, require_config
+from llara.errors import ConfigError, InputError, RowError, require, require_config
 
 SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 
@@ -99,13 +100,12 @@ def int_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: int) -
     as_text = df[column].cast(pl.String)
     null_at = as_text.is_null() | (as_text.str.strip_chars() == "")
     if null_at.any():
-        row = int(null_at.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: column '{column}' is empty")
+        raise RowError(path, null_at, line_offset, f"column '{column}' is empty")
     numeric = as_text.str.strip_chars().cast(pl.Float64, strict=False)
     bad = numeric.is_null() | numeric.is_nan() | (numeric != numeric.floor()) | (numeric.abs() > 2**62)
     if bad.any():
         row = int(bad.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: column '{column}' is not an integer: {as_text[row]!r}")
+        raise RowError(path, bad, line_offset, f"column '{column}' is not an integer: {as_text[row]!r}")
     return numeric.cast(pl.Int64)
 
 
@@ -115,7 +115,7 @@ def timestamp_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: 
     if isinstance(raw.dtype, (pl.Date, pl.Datetime)):
         values = raw.cast(pl.Datetime("us")).dt.epoch("s")
         if values.null_count():
-            raise InputError(path, f"row {int(values.is_null().arg_true()[0]) + line_offset}: column '{column}' is empty")
+            raise RowError(path, values.is_null(), line_offset, f"column '{column}' is empty")
     elif raw.dtype.is_temporal():
         raise InputError(path, f"column '{column}' has type {raw.dtype}; expected unix seconds or datetimes")
     else:
@@ -134,14 +134,13 @@ def timestamp_column(df: pl.DataFrame, column: str, path: Path, *, line_offset: 
             bad = parsed.is_null()
             if bad.any():
                 row = int(bad.arg_true()[0])
-                raise InputError(path, f"row {row + line_offset}: column '{column}' is not a timestamp: {text[row]!r}")
+                raise RowError(path, bad, line_offset, f"column '{column}' is not a timestamp: {text[row]!r}")
             values = parsed.dt.epoch("s")
     out_of_range = (values < 0) | (values > MAX_TIMESTAMP)
     if out_of_range.any():
         row = int(out_of_range.arg_true()[0])
-        raise InputError(
-            path, f"row {row + line_offset}: column '{column}' is out of range (0..{MAX_TIMESTAMP} unix seconds): {values[row]}"
-        )
+        raise RowError(path, out_of_range, line_offset,
+                       f"column '{column}' is out of range (0..{MAX_TIMESTAMP} unix seconds): {values[row]}")
     return values.cast(pl.Int64)
 
 
@@ -154,7 +153,7 @@ def rating_column(df: pl.DataFrame, column: str | None, path: Path, *, line_offs
     bad = rating.is_null() | rating.is_nan()
     if bad.any():
         row = int(bad.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: column '{column}' is not a number: {text[row]!r}")
+        raise RowError(path, bad, line_offset, f"column '{column}' is not a number: {text[row]!r}")
     return rating.alias("rating")
 
 
@@ -197,7 +196,7 @@ def validate_items(df: pl.DataFrame, columns: Columns, path: Path, line_offset: 
     empty = titles.is_null() | (titles == "") | (titles.str.to_lowercase() == "nan")
     if empty.any():
         row = int(empty.arg_true()[0])
-        raise InputError(path, f"row {row + line_offset}: item {ids[row]} has an empty title")
+        raise RowError(path, empty, line_offset, f"item {ids[row]} has an empty title")
     raw = pl.Series("raw_title", raw_titles, dtype=pl.String) if raw_titles is not None else titles
     items = pl.DataFrame({"item": ids, "title": titles, "raw_title": raw}).with_row_index("_row")
     check_one_title(items, path, line_offset)
@@ -211,7 +210,8 @@ def check_one_title(items: pl.DataFrame, path: Path | str, line_offset: int = 0)
     )
     if conflicts.height:
         first = conflicts.sort("_row").row(0, named=True)
-        raise InputError(path, f"row {first['_row'] + line_offset}: item {first['item']} appears with different titles")
+        rows = items.join(conflicts.select("item"), on="item", how="semi")["_row"].sort()
+        raise RowError(path, rows, line_offset, f"item {first['item']} appears with different titles")
 
 
 def check_known_items(interactions: pl.DataFrame, item_ids: pl.Series, path: Path | str, line_offset: int,
@@ -222,6 +222,5 @@ def check_known_items(interactions: pl.DataFrame, item_ids: pl.Series, path: Pat
                                  pl.col("item").alias("_raw"))
     unknown = values.with_row_index("_row").join(known, on="item", how="anti").sort("_row")
     if unknown.height:
-        row = unknown.row(0, named=True)
-        raise InputError(path, f"row {row['_row'] + line_offset}: item {row['_raw']!r} has no title in {items_where} "
-                               f"({unknown['_raw'].n_unique()} unknown item id(s))")
+        raise RowError(path, unknown["_row"], line_offset, f"item {unknown['_raw'][0]!r} has no title in {items_where} "
+                                                           f"({unknown['_raw'].n_unique()} unknown item id(s))")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The learning curves to 20,000 examples (issue 12, section 3): both recipes on the first 200 leave-one-out validation
 # users, evaluated every 250 steps (2,000 examples), side by side with one torch thread each (on 2 cores about 1.3x
-# the throughput of one 2-thread run after the other). Resumable: stop it (kill) and rerun it to continue from the
+# the throughput of one 2-thread run after the other; a single recipe named alone, e.g. the one left when the other
+# has finished, gets both threads; LEARNING_THREADS overrides). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
 # `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table
 # and docs/llara.md's chart.
@@ -52,8 +53,9 @@ fi
 backbone="$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["finetune"]["backbone"])')"
 dvc repro "export@leave-one-out-$backbone" llm >> data/learning/prepare.log 2>&1 \
   || { echo "learning_curves: preparing the inputs failed, see data/learning/prepare.log" >&2; exit 1; }
+threads="${LEARNING_THREADS:-$(( ${#recipes[@]} == 1 ? 2 : 1 ))}"
 for r in "${recipes[@]}"; do
   python bench/bench_learning.py --recipe "$r" --protocol leave-one-out --users 200 --steps 2500 --eval-every 250 \
-    --checkpoint-every 25 --threads 1 --out "$(run_dir "$r")" >> "$(run_dir "$r").log" 2>&1 &
+    --checkpoint-every 25 --threads "$threads" --out "$(run_dir "$r")" >> "$(run_dir "$r").log" 2>&1 &
 done
 wait

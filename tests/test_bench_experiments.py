@@ -346,3 +346,29 @@ def test_publish_checks_every_curve_before_it_copies_any(tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert "data/learning/paper-loo/curve.csv lacks step(s) [250]" in done.stderr
     assert (tmp_path / "metrics/learning/ours-loo-val200.csv").read_text() == header + "0,0\n"  # not copied
+
+
+@pytest.mark.parametrize("recipes, threads", [([], "1"), (["paper"], "2")])
+def test_learning_curves_give_a_recipe_run_alone_both_threads(tmp_path, recipes, threads):
+    """Both recipes side by side get one torch thread each; one recipe named alone (the one left when the other has
+    finished) gets two. The script runs as written, with `dvc` and bench_learning.py replaced by recorders."""
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("bench/learning_curves.sh", "scripts/env.sh", "params.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, tmp_path / name)
+    bin_dir = tmp_path / ".venv/bin"  # the script puts the workspace's .venv/bin first on PATH
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").symlink_to(sys.executable)
+    (bin_dir / "dvc").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "dvc").chmod(0o755)
+    (tmp_path / "bench/bench_learning.py").write_text(
+        "import sys\nfrom pathlib import Path\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "Path(out + '.args').write_text(' '.join(sys.argv[1:]))\n")
+    done = subprocess.run(["bash", str(tmp_path / "bench/learning_curves.sh"), *recipes], capture_output=True,
+                          text=True, timeout=120, env=child_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    ran = {p.name: p.read_text().split() for p in (tmp_path / "data/learning").glob("*.args")}
+    assert sorted(ran) == sorted(f"{r}-loo.args" for r in recipes or ["ours", "paper"])
+    for args in ran.values():
+        assert args[args.index("--threads") + 1] == threads

@@ -3,8 +3,9 @@
 Trains one LLaRA variant (default hybrid-curriculum) with params.yaml's recipe and profile settings (any setting
 overridable with ``-S key=value``, e.g. ``-S lr=8e-4``), planned for ``--steps`` optimizer steps, and evaluates it on a
 fixed subset of validation users every ``--eval-every`` steps (and before training): ``generate`` HR@1 and ValidRatio,
-``rank_llm`` HR@1 (the LLM's own ranking, no recommender score added), each with a 95% bootstrap CI, and the
-recommender alone on the same users. Each point records examples seen, training CPU-minutes (the process's CPU time,
+``rank_llm`` HR@1 (the LLM's own ranking, no recommender score added), each with a 95% bootstrap CI, the
+recommender alone on the same users, and each mode minus the recommender per user with its paired-bootstrap 95% CI
+(``*_vs_recommender``; empty in rows recorded before 2026-12-04). Each point records examples seen, training CPU-minutes (the process's CPU time,
 all threads, evaluation excluded) and wall minutes. Rows go to ``<out>/curve.csv`` as they come.
 
 Resumable: the run directory keeps a checkpoint every ``--checkpoint-every`` steps (with the time totals so far in
@@ -32,8 +33,10 @@ import yaml
 
 from benchlib import ROOT, finetune_setup, record
 
+PAIRED = ("generate", "rank_llm")  # modes with the paired HR@1 difference against the recommender (its CI) in the CSV
 COLUMNS = ["step", "examples", "cpu_min", "wall_min", "generate_hr1", "generate_lo", "generate_hi", "valid_ratio",
-           "rank_llm_hr1", "rank_llm_lo", "rank_llm_hi", "rank_hr1", "recommender_hr1", "n"]
+           "rank_llm_hr1", "rank_llm_lo", "rank_llm_hi", "rank_hr1", "recommender_hr1",
+           *(f"{m}_vs_recommender{end}" for m in PAIRED for end in ("", "_lo", "_hi")), "n"]
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -72,6 +75,10 @@ def point_row(step: int, examples: int, cpu_s: float, wall_s: float, metrics: di
              "rank_llm_hr1": own["hr@1"]["value"], "rank_llm_lo": own["hr@1"]["ci95"][0],
              "rank_llm_hi": own["hr@1"]["ci95"][1], "rank_hr1": metrics["rank"]["hr@1"]["value"],
              "recommender_hr1": metrics["recommender"]["hr@1"]["value"]}
+    for mode in PAIRED:  # the same users: model minus recommender, paired bootstrap CI
+        diff = metrics["paired_vs_recommender"][mode]["hr@1"]
+        rates.update({f"{mode}_vs_recommender": diff["value"], f"{mode}_vs_recommender_lo": diff["ci95"][0],
+                      f"{mode}_vs_recommender_hi": diff["ci95"][1]})
     return {"step": step, "examples": examples, "cpu_min": round(cpu_s / 60, 3), "wall_min": round(wall_s / 60, 3),
             **{k: round(v, 6) for k, v in rates.items()}, "n": gen["hr@1"]["n"]}
 

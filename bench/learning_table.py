@@ -7,8 +7,9 @@ A markdown file holds a generated table between two comments; the opening one na
     | step | examples | ... |
     <!-- end learning-table -->
 
-One row per step of any curve; a recipe's cells: generate HR@1 [95% CI], ValidRatio, rank_llm HR@1 [95% CI], its
-score head's HR@1 when the recipe has one (``score_head`` in params.yaml), and training CPU-minutes. A
+One row per step of any curve; a recipe's cells: generate HR@1 [95% CI], generate minus the recommender on the same
+users [paired 95% CI] (– for points recorded before the CSV kept it), ValidRatio, rank_llm HR@1 [95% CI], its score
+head's HR@1 when the recipe has one (``score_head`` in params.yaml), and training CPU-minutes. A
 ``learning-chart`` block (same arguments, closed by ``<!-- end learning-chart -->``) is the same curves drawn: a
 Mermaid ``xychart-beta`` line chart of generate HR@1 against examples seen, one line per recipe and one for the
 recommender alone on the same users, with a caption naming each line's colour (GitHub and most markdown viewers draw
@@ -75,10 +76,17 @@ def _ci(row: dict, key: str) -> str:
     return f"{float(row[f'{key}_hr1']):.3f} [{float(row[f'{key}_lo']):.3f}, {float(row[f'{key}_hi']):.3f}]"
 
 
+def _paired(row: dict, mode: str) -> str:
+    key = f"{mode}_vs_recommender"
+    if not row.get(key):
+        return "–"
+    return f"{float(row[key]):+.3f} [{float(row[f'{key}_lo']):+.3f}, {float(row[f'{key}_hi']):+.3f}]"
+
+
 def _cells(row: dict | None, head: bool) -> list[str]:
     if row is None:
-        return ["–"] * (5 if head else 4)
-    cells = [_ci(row, "generate"), f"{float(row['valid_ratio']):.3f}", _ci(row, "rank_llm")]
+        return ["–"] * (6 if head else 5)
+    cells = [_ci(row, "generate"), _paired(row, "generate"), f"{float(row['valid_ratio']):.3f}", _ci(row, "rank_llm")]
     if head:
         cells.append(f"{float(row['rank_hr1']):.3f}")
     return cells + [f"{float(row['cpu_min']):.1f}"]
@@ -90,9 +98,10 @@ def render(curves: dict[str, Path]) -> str:
     heads = {recipe: has_head(recipe) for recipe in curves}
     header, align = ["step", "examples"], ["---:", "---:"]
     for recipe in curves:
-        names = [f"`{recipe}` generate", "ValidRatio", "rank_llm"] + (["head"] if heads[recipe] else []) + ["CPU-min"]
+        names = [f"`{recipe}` generate", "− recommender (paired)", "ValidRatio", "rank_llm"] + \
+            (["head"] if heads[recipe] else []) + ["CPU-min"]
         header += names
-        align += ["---" if n.endswith(("generate", "rank_llm")) else "---:" for n in names]
+        align += ["---" if n.endswith(("generate", "rank_llm", "(paired)")) else "---:" for n in names]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     for step in sorted(set().union(*rows.values())):
         cells = [str(step), f"{int(first_row(rows, step)['examples']):,}"]

@@ -284,7 +284,8 @@ def test_catch_up_evaluates_the_checkpoint_weights(tmp_path, monkeypatch):
         v = 0.75 if loaded else 0.0
         hr = {"value": v, "ci95": [v, v], "n": 4}
         return {"generate": {"hr@1": hr, "valid_ratio": {"value": 1.0}}, "rank_llm": {"hr@1": hr},
-                "rank": {"hr@1": hr}, "recommender": {"hr@1": {"value": 0.5}}}
+                "rank": {"hr@1": hr}, "recommender": {"hr@1": {"value": 0.5}},
+                "paired_vs_recommender": {m: {"hr@1": hr} for m in ("generate", "rank_llm")}}
 
     out = tmp_path / "run"
     root = out / "run/checkpoints"

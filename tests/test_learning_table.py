@@ -81,11 +81,33 @@ def test_curve_rows_round_away_bootstrap_float_noise():
         return {"hr@1": {"value": value, "ci95": [lo, hi], "n": 200}, "valid_ratio": {"value": 0.98}}
 
     metrics = {"generate": mode(0.345, 0.2848750000000002, 0.41), "rank_llm": mode(0.37, 0.305, 0.44),
-               "rank": mode(0.535, 0.4, 0.6), "recommender": mode(0.575, 0.5, 0.64)}
+               "rank": mode(0.535, 0.4, 0.6), "recommender": mode(0.575, 0.5, 0.64),
+               "paired_vs_recommender": {"generate": mode(-0.23, -0.29500000000000004, -0.165),
+                                         "rank_llm": mode(-0.205, -0.27, -0.14)}}
     row = point_row(750, 6000, 15270.54, 17494.5, metrics)
     assert list(row) == COLUMNS
     assert row["generate_lo"] == 0.284875 and row["generate_hi"] == 0.41 and row["cpu_min"] == 254.509
     assert row["n"] == 200 and row["valid_ratio"] == 0.98
+    assert (row["generate_vs_recommender"], row["generate_vs_recommender_lo"]) == (-0.23, -0.295)
+    assert row["rank_llm_vs_recommender_hi"] == -0.14
+
+
+def test_points_with_the_paired_difference_join_a_curve_recorded_without_it(tmp_path):
+    """A curve begun before the CSV kept each mode's paired difference against the recommender: its old rows are
+    rewritten with those cells empty and shown as –, a new point shows the difference with its paired CI."""
+    from bench_learning import COLUMNS, read_curve, write_curve
+
+    curve = copy_curve(tmp_path, "ours")
+    old = read_curve(curve, 10 ** 6)
+    assert "generate_vs_recommender" not in old[0]
+    new = dict(old[-1], step="1000", examples="8000", generate_vs_recommender="-0.105",
+               generate_vs_recommender_lo="-0.17", generate_vs_recommender_hi="-0.04")
+    write_curve(curve, old + [new])
+    rows = list(csv.DictReader(curve.open()))
+    assert list(rows[0]) == COLUMNS and rows[0]["generate_vs_recommender"] == ""
+    table = render({"ours": curve}).splitlines()
+    assert "− recommender (paired)" in table[0]
+    assert table[2].split(" | ")[3] == "–" and table[-1].split(" | ")[3] == "-0.105 [-0.170, -0.040]"
 
 
 def test_the_chart_draws_each_recipe_and_the_recommender_and_follows_its_csvs(tmp_path, capsys):

@@ -5,8 +5,9 @@ overridable with ``-S key=value``, e.g. ``-S lr=8e-4``), planned for ``--steps``
 fixed subset of validation users every ``--eval-every`` steps (and before training): ``generate`` HR@1 and ValidRatio,
 ``rank_llm`` HR@1 (the LLM's own ranking, no recommender score added), each with a 95% bootstrap CI, the
 recommender alone on the same users, and each mode minus the recommender per user with its paired-bootstrap 95% CI
-(``*_vs_recommender``; empty in rows recorded before 2026-12-04). Each point records examples seen, training CPU-minutes (the process's CPU time,
-all threads, evaluation excluded) and wall minutes. Rows go to ``<out>/curve.csv`` as they come.
+(``*_vs_recommender``; empty in rows recorded before 2026-12-04). Each point records examples seen, training
+CPU-minutes (the process's CPU time, all threads, evaluation excluded) and wall minutes. Rows go to
+``<out>/curve.csv`` as they come.
 
 Resumable: the run directory keeps a checkpoint every ``--checkpoint-every`` steps (with the time totals so far in
 ``clock.json``); rerunning the same command continues from the last one (the CSV's later rows are dropped and

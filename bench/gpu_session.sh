@@ -14,8 +14,8 @@
 #     steps on the first USERS (200) validation users, the points bench/learning_curves.sh measures on CPU.
 # Everything is bounded by DEADLINE_S (default 540) seconds from the start, so that what was measured comes back
 # before the call's limit: the curves' CSVs are rewritten at each point. Results and logs in $OUT.
-# DEVICE (default auto), TEST_ROWS (default: all), SMOKE_EXAMPLES (160), SMOKE_ROWS (64) and LLARA_GPU_DIR
-# (default /tmp/llara-gpu) make a CPU dry run possible.
+# DEVICE (default auto), TEST_ROWS (default: all), SMOKE_EXAMPLES (160), SMOKE_ROWS (64), GPU_BUNDLE (default
+# .gpu/bundle) and LLARA_GPU_DIR (default /tmp/llara-gpu) make a CPU dry run possible (tests/test_bench_gpu.py).
 set -uo pipefail
 case "${1:-}" in stash|main) ;; *) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2 ;; esac
 mode="$1"; shift
@@ -30,9 +30,11 @@ start=$SECONDS
 left() { echo $(( ${DEADLINE_S:-540} - (SECONDS - start) )); }
 
 if [ "$mode" = stash ]; then
-  rm -rf "$work/bundle" && cp -r .gpu/bundle "$work/" && cp "$@" "$work/" || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" \
-    "$work"/bundle/wheels/*.whl || exit 1
+  rm -rf "$work/bundle" && cp -r "${GPU_BUNDLE:-.gpu/bundle}" "$work/bundle" && cp "$@" "$work/" || exit 1
+  if compgen -G "$work/bundle/wheels/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" \
+      "$work"/bundle/wheels/*.whl || exit 1
+  fi
   python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__,
       "peft", peft.__version__, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
   timeout 150 "${bench[@]}" curve "${device[@]}" --recipes ours --examples "${SMOKE_EXAMPLES:-160}" --eval-every 10 \

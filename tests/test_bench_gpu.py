@@ -1,6 +1,7 @@
 """bench/bench_gpu.py runs on CPU with the tiny model: a bundle written the way `prepare` writes it (a real SASRec,
 both recipes' configs), then `run` and `curve` with random weights of the bundle's shapes, in processes where polars,
-pydantic, prefect and DVC cannot be imported (the GPU machine has none of them)."""
+pydantic, prefect and DVC cannot be imported (the GPU machine has none of them); bench/gpu_session.sh's first call
+(stash and smoke test) the same way; `weights` joins the real GGUF's parts and converts them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import csv
 
+import hashlib
+
 import torch
 
 from tests.test_llm_support import fake_examples, fake_titles, tiny_llm_dir, tokenizer_dir  # noqa: F401
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("polars", "pydantic", "prefect", "dvc")
 
 
-def test_bench_gpu_runs_without_the_pipeline_packages(tmp_path, tiny_llm_dir):
+def tiny_bundle(tmp_path: Path, tiny_llm_dir: Path) -> Path:
     from bench_gpu import read_recommender, read_rows, read_titles, write_bundle
 
     from llara.llm.recipes import PROFILES, RECIPES
@@ -43,11 +46,22 @@ def test_bench_gpu_runs_without_the_pipeline_packages(tmp_path, tiny_llm_dir):
     assert not (bundle / "llm" / "model.safetensors").exists()  # the weights never travel in the bundle
     history, cands = [list(r.history) for r in rows["test"]], [list(r.candidates) for r in rows["test"]]
     assert torch.equal(read_recommender(bundle).score(history, cands), sasrec.score(history, cands))
+    return bundle
+
+
+def device_env(tmp_path: Path) -> dict:
+    """The environment of a process on the GPU machine: the pipeline's packages cannot be imported."""
     shims = tmp_path / "shims"
-    shims.mkdir()
+    shims.mkdir(exist_ok=True)
     for name in BLOCKED:
         (shims / f"{name}.py").write_text(f"raise ImportError('{name} is not on the GPU machine')\n")
-    env = {**os.environ, "PYTHONPATH": str(shims), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # python3: this environment's
+    return {**os.environ, "PYTHONPATH": str(shims), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": path}
+
+
+def test_bench_gpu_runs_without_the_pipeline_packages(tmp_path, tiny_llm_dir):
+    bundle = tiny_bundle(tmp_path, tiny_llm_dir)
+    env = device_env(tmp_path)
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gpu.py"), "run", "--bundle", str(bundle),
                            "--device", "cpu", "--quick", "--minutes", "0.05", "--measure-steps", "1",
@@ -73,3 +87,58 @@ def test_bench_gpu_runs_without_the_pipeline_packages(tmp_path, tiny_llm_dir):
         assert all(int(r["n"]) == 3 and 0 <= float(r["generate_hr1"]) <= 1 for r in curve)
         assert float(curve[-1]["wall_min"]) > float(curve[0]["wall_min"])
     assert done.stdout.strip().splitlines()[-1].startswith("paper_best_generate_hr1=")
+
+
+def test_gpu_session_first_call_stashes_the_bundle_and_runs_the_smoke_test(tmp_path, tiny_llm_dir):
+    """The first device call of bench/gpu_session.sh, as written, on CPU: the bundle and the weight part land in the
+    stash folder the second call reads, and both smoke runs (random weights) finish with their outputs."""
+    bundle = tiny_bundle(tmp_path, tiny_llm_dir)
+    part = tmp_path / "part-0"
+    part.write_bytes(b"first part of the weights")
+    stash, out = tmp_path / "stash", tmp_path / "out"
+    env = {**device_env(tmp_path), "GPU_BUNDLE": str(bundle), "LLARA_GPU_DIR": str(stash), "OUT": str(out),
+           "DEVICE": "cpu", "SMOKE_EXAMPLES": "16", "SMOKE_ROWS": "3"}
+    script = ROOT / "bench" / "gpu_session.sh"
+    done = subprocess.run(["bash", str(script), "stash", str(part)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "smoke: run rc=0 curve rc=0" in done.stdout and "cuda False" in done.stdout
+    assert (stash / "part-0").read_bytes() == part.read_bytes()
+    assert read_bytes_of(stash / "bundle") == read_bytes_of(bundle)
+    result = json.loads((out / "smoke" / "bench_gpu.json").read_text())
+    assert result["weights"] == "random" and result["test_rows"] == 3 and result["batch_size"] == 128
+    with (out / "smoke" / "curve-ours.csv").open() as fh:
+        assert [int(r["examples"]) for r in csv.DictReader(fh)] == [0, 16]  # before training and at the end
+    # anything but a mode prints the usage and runs nothing
+    done = subprocess.run(["bash", str(script)], env={**env, "OUT": str(tmp_path / "none")}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "call 2, carry" in done.stdout and not (tmp_path / "none").exists()
+
+
+def read_bytes_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_weights_joins_the_gguf_parts_and_converts_them(tmp_path):
+    """`weights` on the real GGUF cut into parts (as `prepare --weights gguf` cuts it): the joined file is the
+    original byte for byte, and the bf16 folder it writes is SmolLM2 (it completes a fact)."""
+    from bench_gpu import split_file
+
+    from llara.llm.loading import find_smollm2_gguf, load_llm
+
+    gguf = find_smollm2_gguf()
+    parts = split_file(gguf, tmp_path, 40 * 2 ** 20)
+    assert len(parts) == 3 and max(p.stat().st_size for p in parts) == 40 * 2 ** 20
+    joined = hashlib.sha256(b"".join(p.read_bytes() for p in parts)).hexdigest()
+    assert joined == hashlib.sha256(gguf.read_bytes()).hexdigest()
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_gpu.py"), "weights", "--bundle",
+                           str(tmp_path / "no-bundle"), "--gguf-parts", *map(str, parts), "--out",
+                           str(tmp_path / "base")], env=device_env(tmp_path), capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "base" / "config.json").read_text())["dtype"] == "bfloat16"
+    llm = load_llm(str(tmp_path / "base"), dtype="float32", device="cpu")
+    ids = llm.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        gen = llm.model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert "Paris" in llm.tokenizer.decode(gen[0, ids.shape[1]:])

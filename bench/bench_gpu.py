@@ -155,7 +155,8 @@ def prepare(args: argparse.Namespace) -> None:
     if out.exists():
         shutil.rmtree(out)
     bundle = write_bundle(out / "bundle", rows, titles, recommender, ROOT / params.llm.base_dir, configs)
-    pins = [f"{name}=={version(name)}" for name in CARRIED_PACKAGES] + (["gguf==0.19.0"] if args.weights == "gguf" else [])
+    pins = [f"{name}=={version(name)}" for name in CARRIED_PACKAGES]
+    pins += ["gguf==0.19.0"] if args.weights == "gguf" else []
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", *pins, "-d", str(bundle / "wheels")],
                    check=True)
     sizes = {"bundle": sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())}
@@ -255,7 +256,8 @@ def run(args: argparse.Namespace) -> dict:
              "tokens_per_s": sum(w[2] for w in work_done) / seconds,
              "flop_per_s": sum(w[3] for w in work_done) / seconds}
     speed["mfu"] = speed["flop_per_s"] / rate
-    print(f"measured: {speed['examples_per_s']:.1f} examples/s, MFU {speed['mfu']:.1%}", flush=True)  # gpu_session.sh
+    # gpu_session.sh starts the curves once this line is out
+    print(f"measured: {speed['examples_per_s']:.1f} examples/s, MFU {speed['mfu']:.1%}", flush=True)
     del model
     # (3) as much of the paper recipe as fits the budget
     budget_s = args.minutes * 60
@@ -270,7 +272,8 @@ def run(args: argparse.Namespace) -> dict:
                           length_norm=cfg.length_norm, frame=False)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "weights": weights,
-        "torch": torch.__version__, "dtype": str(train_dtype).removeprefix("torch."), "matmul_flop_per_s": rate, **speed,
+        "torch": torch.__version__, "dtype": str(train_dtype).removeprefix("torch."), "matmul_flop_per_s": rate,
+        **speed,
         "planned_steps": steps, "batch_size": cfg.batch_size, "examples_trained": steps * cfg.batch_size,
         "epochs": steps * cfg.batch_size / len(rows["train"]), "train_s": train_s, "final_loss": log_rows[-1]["loss"],
         "eval_s": time.time() - t_eval, "test_rows": len(test), "total_s": time.time() - t_start,
@@ -338,7 +341,8 @@ def main() -> None:
     p.add_argument("--part-mib", type=int, default=PART_MIB, help=f"size of the GGUF's parts (default {PART_MIB})")
     device = argparse.ArgumentParser(add_help=False)  # what run and curve share: inputs, device, output
     device.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
-    device.add_argument("--llm", default=None, help="an HF folder with weights (default: GGUF parts, else random weights)")
+    device.add_argument("--llm", default=None,
+                        help="an HF folder with weights (default: GGUF parts, else random weights)")
     device.add_argument("--gguf-parts", nargs="+", default=None, help="the GGUF's parts, in order")
     device.add_argument("--device", default="auto")
     device.add_argument("--eval-batch", type=int, default=64)
@@ -350,14 +354,15 @@ def main() -> None:
     r.add_argument("--test-rows", type=int, default=0, help="first N test rows (default all)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--quick", action="store_true", help="batch 4, a short matmul probe (CPU smoke runs)")
-    c = sub.add_parser("curve", parents=[device], help="bench_learning's curves of params.yaml's recipes (on the GPU machine)")
+    c = sub.add_parser("curve", parents=[device],
+                       help="bench_learning's curves of params.yaml's recipes (on the GPU machine)")
     c.add_argument("--recipes", nargs="+", default=None, help="default: every recipe of the bundle")
     c.add_argument("--examples", type=int, default=20000, help="training examples per recipe (default 20,000)")
     c.add_argument("--eval-every", type=int, default=125, help="optimizer steps between evaluations (default 125)")
     c.add_argument("--split", default="val", help="split part evaluated (default: val)")
     c.add_argument("--users", type=int, default=200, help="first N rows of that part (default 200)")
     c.add_argument("--micro-batch", type=int, default=0, help="examples per forward pass (default: the batch)")
-    w = sub.add_parser("weights", help="join the GGUF parts and convert them once into a bf16 HF folder (for --llm)")
+    w = sub.add_parser("weights", help="join the GGUF parts, convert them once into a bf16 HF folder (for --llm)")
     w.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
     w.add_argument("--gguf-parts", nargs="+", required=True, help="the GGUF's parts, in order")
     w.add_argument("--out", required=True, help="the HF folder written")
@@ -375,7 +380,8 @@ def main() -> None:
         for recipe, rows in curves.items():
             for x in rows:
                 print(f"{recipe:8s} {x['step']:5d} {x['examples']:8d} {x['wall_min']:7.1f}  {x['generate_hr1']:.3f} "
-                      f"[{x['generate_lo']:.3f}, {x['generate_hi']:.3f}]  {x['valid_ratio']:.3f}  {x['rank_llm_hr1']:.3f}")
+                      f"[{x['generate_lo']:.3f}, {x['generate_hi']:.3f}]  {x['valid_ratio']:.3f}  "
+                      f"{x['rank_llm_hr1']:.3f}")
         best = max(x["generate_hr1"] for x in rows)
         print(f"{recipe}_best_generate_hr1={best:.3f}")
         return

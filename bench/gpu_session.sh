@@ -6,7 +6,8 @@
 # weights travel in two calls to the same warm machine (at most 30 s idle between them):
 #   call 1, carry .gpu/bundle .gpu/part-0:   bash bench/gpu_session.sh stash .gpu/part-0
 #     copies the bundle and the part to /tmp/llara-gpu, installs the wheels there, prints the versions and runs a
-#     smoke test with random weights (`run` and `curve`, a few steps each; it also times a batch-8 step)
+#     smoke test with random weights (`run` and `curve`, a few steps each), then bench/gpu_profile.py: where a
+#     batch-8 step's time goes (host against GPU kernels)
 #   call 2, carry .gpu/part-1 .gpu/part-2:   bash bench/gpu_session.sh main .gpu/part-1 .gpu/part-2
 #     joins and converts the weights (bf16), then `run` alone until its speed is measured (examples/s, MFU at the
 #     paper profile's batch of 128), and beside its training (RUN_MINUTES) and test evaluation, `curve` for both
@@ -35,8 +36,9 @@ if [ "$mode" = stash ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$work/site" \
       "$work"/bundle/wheels/*.whl || exit 1
   fi
-  python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__,
-      "peft", peft.__version__, "cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+  python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers",
+      transformers.__version__, "peft", peft.__version__, "cuda", torch.cuda.is_available()
+      and torch.cuda.get_device_name(0))'
   timeout 150 "${bench[@]}" curve "${device[@]}" --recipes ours --examples "${SMOKE_EXAMPLES:-160}" --eval-every 10 \
     --users "${SMOKE_ROWS:-64}" --out "$out/smoke" > "$out/smoke-curve.log" 2>&1 &
   timeout 150 "${bench[@]}" run "${device[@]}" --minutes 0.2 --measure-steps 2 --test-rows "${SMOKE_ROWS:-64}" \
@@ -44,8 +46,12 @@ if [ "$mode" = stash ]; then
   rc_run=$?
   wait $!; rc_curve=$?
   tail -n 4 "$out/smoke-run.log"; tail -n 4 "$out/smoke-curve.log"
-  echo "smoke: run rc=$rc_run curve rc=$rc_curve"
-  exit $(( rc_run || rc_curve ))
+  # where a step's time goes, with the device to itself (bench/gpu_profile.py)
+  timeout 120 python3 bench/gpu_profile.py "${device[@]}" --recipe ours --out "$out/smoke" > "$out/profile.log" 2>&1
+  rc_profile=$?
+  head -n 1 "$out/smoke/profile-ours.txt" 2> /dev/null; tail -n 1 "$out/profile.log"
+  echo "smoke: run rc=$rc_run curve rc=$rc_curve profile rc=$rc_profile"
+  exit $(( rc_run || rc_curve || rc_profile ))
 fi
 
 timeout 150 "${bench[@]}" weights --bundle "$work/bundle" --gguf-parts "$work/part-0" "$@" --out "$work/base" \

@@ -102,13 +102,16 @@ def test_gpu_session_first_call_stashes_the_bundle_and_runs_the_smoke_test(tmp_p
     done = subprocess.run(["bash", str(script), "stash", str(part)], env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "smoke: run rc=0 curve rc=0" in done.stdout and "cuda False" in done.stdout
+    assert "smoke: run rc=0 curve rc=0 profile rc=0" in done.stdout and "cuda False" in done.stdout
     assert (stash / "part-0").read_bytes() == part.read_bytes()
     assert read_bytes_of(stash / "bundle") == read_bytes_of(bundle)
     result = json.loads((out / "smoke" / "bench_gpu.json").read_text())
     assert result["weights"] == "random" and result["test_rows"] == 3 and result["batch_size"] == 128
     with (out / "smoke" / "curve-ours.csv").open() as fh:
         assert [int(r["examples"]) for r in csv.DictReader(fh)] == [0, 16]  # before training and at the end
+    profile = (out / "smoke" / "profile-ours.txt").read_text()  # on CPU: host time only, no kernels
+    assert "batch 8 on cpu" in profile and "training.py" in profile and "self cpu" in profile.lower()
+    assert profile.strip().splitlines()[-1] == "ours_gpu_busy_share=0.000"
     # anything but a mode prints the usage and runs nothing
     done = subprocess.run(["bash", str(script)], env={**env, "OUT": str(tmp_path / "none")}, capture_output=True,
                           text=True, timeout=60)

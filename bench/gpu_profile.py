@@ -1,0 +1,107 @@
+"""Where a training step's time goes on the device: a recipe of a bench_gpu bundle trained for a few steps at the
+default profile's batch (8, one forward pass), the steps after the warm-up profiled twice:
+
+- ``torch.profiler`` (CPU and CUDA activities): the step's wall time against the time the GPU spent in kernels, and
+  the operators that took the most host time;
+- ``cProfile``: the Python functions that took the most host time (cumulative), ours and the libraries'.
+
+The first GPU run (bench/RESULTS.md, *GPU run*) was host-bound at 1.4% MFU; this names what to make faster. Runs on
+CPU too (``--device cpu``: no kernel time then). Weights as ``bench_gpu.py run`` takes them (``--llm``, else random
+with the bundle's shapes: the same speed). Writes ``<out>/profile-<recipe>.txt``; last line
+``<recipe>_gpu_busy_share=<kernel time / wall time>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gpu import ROOT, base_llm, read_configs, read_recommender, read_rows, read_titles  # noqa: E402
+
+
+def profile(args: argparse.Namespace) -> str:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from llara.llm.loading import resolve_device
+    from llara.llm.model import ModelConfig
+    from llara.llm.recipes import LLMSettings
+    from llara.llm.runs import build
+    from llara.llm.training import TrainConfig, train
+
+    device = resolve_device(args.device)
+    bundle = Path(args.bundle)
+    configs = read_configs(bundle)
+    work = Path(tempfile.mkdtemp(prefix="llara-gpu-profile-"))
+    settings = LLMSettings(str(base_llm(args, work)), configs["dtype"], str(device))
+    train_cfg = TrainConfig(**configs["recipes"][args.recipe]["train"])
+    model_cfg = ModelConfig(**configs["recipes"][args.recipe]["model"])
+    steps = args.warmup + args.steps
+    train_cfg = replace(train_cfg, steps=steps, warmup_steps=1, micro_batch=train_cfg.batch_size,
+                        checkpoint_every=10 ** 6, compile=False, gradient_checkpointing=False)
+    torch.manual_seed(train_cfg.seed)
+    model, enc = build(settings, read_recommender(bundle), read_titles(bundle), configs["prompts"], model_cfg)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    tracer, python = torch_profile(activities=activities), cProfile.Profile()
+    marks: list[float] = []
+
+    def on_step(row: dict) -> bool:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        marks.append(time.perf_counter())
+        if row["step"] == args.warmup:  # profile the steps after the warm-up
+            tracer.start()
+            python.enable()
+        return False
+
+    train(model, enc, read_rows(bundle, "train"), train_cfg, work / "run", {}, log=lambda m: None, on_step=on_step)
+    python.disable()
+    tracer.stop()
+    wall = (marks[-1] - marks[args.warmup - 1]) / args.steps
+    events = tracer.key_averages()
+    kernel_us = sum(e.self_device_time_total for e in events if getattr(e, "device_type", None) is not None
+                    and str(e.device_type).endswith("CUDA"))
+    busy = kernel_us / 1e6 / args.steps / wall
+    lines = [f"{args.recipe}, batch {train_cfg.batch_size} on {device}: {wall:.3f} s/step (wall, {args.steps} steps "
+             f"after {args.warmup}), GPU kernels {kernel_us / 1e6 / args.steps:.3f} s/step: busy {busy:.1%}", "",
+             events.table(sort_by="self_cpu_time_total", row_limit=args.rows)]
+    text = io.StringIO()
+    pstats.Stats(python, stream=text).sort_stats("cumulative").print_stats(args.rows)
+    lines.append(text.getvalue())
+    lines.append(f"{args.recipe}_gpu_busy_share={busy:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
+    parser.add_argument("--llm", default=None, help="an HF folder with weights (default: random, the bundle's shapes)")
+    parser.add_argument("--recipe", default="ours", help="a recipe of the bundle's configs.json (default ours)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--warmup", type=int, default=3, help="steps before profiling (default 3)")
+    parser.add_argument("--steps", type=int, default=5, help="steps profiled (default 5)")
+    parser.add_argument("--rows", type=int, default=25, help="rows of each table (default 25)")
+    parser.add_argument("--out", default=os.environ.get("OUT", "."), help="where the report goes (default $OUT)")
+    args = parser.parse_args()
+    args.gguf_parts = None  # base_llm's arguments: given weights or random ones
+    report = profile(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"profile-{args.recipe}.txt").write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,9 @@
 #     batch-8 step's time goes (host against GPU kernels)
 #   call 2, carry .gpu/part-1 .gpu/part-2:   bash bench/gpu_session.sh main .gpu/part-1 .gpu/part-2
 #     joins and converts the weights (bf16), then `run` alone until its speed is measured (examples/s, MFU at the
-#     paper profile's batch of 128), and beside its training (RUN_MINUTES) and test evaluation, `curve` for both
+#     paper profile's batch of 128, in micro-batches of RUN_MICRO_BATCH: default 128, one forward pass, since a
+#     pass costs about the same whatever its size; the first run, with 32, is in bench/RESULTS.md), and beside its
+#     training (RUN_MINUTES) and test evaluation, `curve` for both
 #     recipes side by side: the default profile to EXAMPLES (20,000) examples, evaluated every EVAL_EVERY (250)
 #     steps on the first USERS (200) validation users, the points bench/learning_curves.sh measures on CPU.
 # Everything is bounded by DEADLINE_S (default 540) seconds from the start, so that what was measured comes back
@@ -59,7 +61,8 @@ timeout 150 "${bench[@]}" weights --bundle "$work/bundle" --gguf-parts "$work/pa
 echo "weights converted at $((SECONDS - start)) s"
 llm=(--llm "$work/base")
 timeout $(( $(left) - 15 )) "${bench[@]}" run "${device[@]}" "${llm[@]}" --minutes "${RUN_MINUTES:-1}" \
-  --measure-steps 5 ${TEST_ROWS:+--test-rows "$TEST_ROWS"} --out "$out" > "$out/run.log" 2>&1 &
+  --micro-batch "${RUN_MICRO_BATCH:-128}" --measure-steps 5 ${TEST_ROWS:+--test-rows "$TEST_ROWS"} --out "$out" \
+  > "$out/run.log" 2>&1 &
 run_pid=$!
 # the speed is measured with the GPU to itself; the curves start once it is (or once `run` has stopped)
 for _ in $(seq 180); do

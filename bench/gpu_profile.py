@@ -5,10 +5,12 @@ default profile's batch (8, one forward pass), the steps after the warm-up profi
   the operators that took the most host time;
 - ``cProfile``: the Python functions that took the most host time (cumulative), ours and the libraries'.
 
+``--compile`` profiles the same steps with the decoder layers compiled (fewer, fused kernels; the warm-up steps hold
+the compilation). Writes ``<out>/profile-<recipe>[-compiled].txt``.
+
 The first GPU run (bench/RESULTS.md, *GPU run*) was host-bound at 1.4% MFU; this names what to make faster. Runs on
 CPU too (``--device cpu``: no kernel time then). Weights as ``bench_gpu.py run`` takes them (``--llm``, else random
-with the bundle's shapes: the same speed). Writes ``<out>/profile-<recipe>.txt``; last line
-``<recipe>_gpu_busy_share=<kernel time / wall time>``.
+with the bundle's shapes: the same speed). Last line ``<recipe>_gpu_busy_share=<kernel time / wall time>``.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def profile(args: argparse.Namespace) -> str:
     model_cfg = ModelConfig(**configs["recipes"][args.recipe]["model"])
     steps = args.warmup + args.steps
     train_cfg = replace(train_cfg, steps=steps, warmup_steps=1, micro_batch=train_cfg.batch_size,
-                        checkpoint_every=10 ** 6, compile=False, gradient_checkpointing=False)
+                        checkpoint_every=10 ** 6, compile=args.compile, gradient_checkpointing=False)
     torch.manual_seed(train_cfg.seed)
     model, enc = build(settings, read_recommender(bundle), read_titles(bundle), configs["prompts"], model_cfg)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -74,8 +76,10 @@ def profile(args: argparse.Namespace) -> str:
     kernel_us = sum(e.self_device_time_total for e in events if getattr(e, "device_type", None) is not None
                     and str(e.device_type).endswith("CUDA"))
     busy = kernel_us / 1e6 / args.steps / wall
-    lines = [f"{args.recipe}, batch {train_cfg.batch_size} on {device}: {wall:.3f} s/step (wall, {args.steps} steps "
-             f"after {args.warmup}), GPU kernels {kernel_us / 1e6 / args.steps:.3f} s/step: busy {busy:.1%}", "",
+    compiled = ", decoder layers compiled" if args.compile else ""
+    lines = [f"{args.recipe}, batch {train_cfg.batch_size} on {device}{compiled}: {wall:.3f} s/step (wall, "
+             f"{args.steps} steps after {args.warmup}), GPU kernels {kernel_us / 1e6 / args.steps:.3f} s/step: "
+             f"busy {busy:.1%}", "",
              events.table(sort_by="self_cpu_time_total", row_limit=args.rows)]
     text = io.StringIO()
     pstats.Stats(python, stream=text).sort_stats("cumulative").print_stats(args.rows)
@@ -92,6 +96,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--warmup", type=int, default=3, help="steps before profiling (default 3)")
     parser.add_argument("--steps", type=int, default=5, help="steps profiled (default 5)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the decoder layers (the pipeline's `compile`; off on GPU by default)")
     parser.add_argument("--rows", type=int, default=25, help="rows of each table (default 25)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="where the report goes (default $OUT)")
     args = parser.parse_args()
@@ -99,7 +105,7 @@ def main() -> None:
     report = profile(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"profile-{args.recipe}.txt").write_text(report + "\n")
+    (out / f"profile-{args.recipe}{'-compiled' if args.compile else ''}.txt").write_text(report + "\n")
     print(report)
 
 

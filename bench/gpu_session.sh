@@ -7,7 +7,7 @@
 #   call 1, carry .gpu/bundle .gpu/part-0:   bash bench/gpu_session.sh stash .gpu/part-0
 #     copies the bundle and the part to /tmp/llara-gpu, installs the wheels there, prints the versions and runs a
 #     smoke test with random weights (`run` and `curve`, a few steps each), then bench/gpu_profile.py: where a
-#     batch-8 step's time goes (host against GPU kernels)
+#     batch-8 step's time goes (host against GPU kernels), eager and (unless PROFILE_COMPILED=0) compiled
 #   call 2, carry .gpu/part-1 .gpu/part-2:   bash bench/gpu_session.sh main .gpu/part-1 .gpu/part-2
 #     joins and converts the weights (bf16), then `run` alone until its speed is measured (examples/s, MFU at the
 #     paper profile's batch of 128, in micro-batches of RUN_MICRO_BATCH: default 128, one forward pass, since a
@@ -52,6 +52,11 @@ if [ "$mode" = stash ]; then
   timeout 120 python3 bench/gpu_profile.py "${device[@]}" --recipe ours --out "$out/smoke" > "$out/profile.log" 2>&1
   rc_profile=$?
   head -n 1 "$out/smoke/profile-ours.txt" 2> /dev/null; tail -n 1 "$out/profile.log"
+  if [ "${PROFILE_COMPILED:-1}" = 1 ]; then   # the pipeline does not compile on GPU: would it pay there?
+    timeout 180 python3 bench/gpu_profile.py "${device[@]}" --recipe ours --compile --warmup 4 --out "$out/smoke" \
+      >> "$out/profile.log" 2>&1 || rc_profile=$?
+    head -n 1 "$out/smoke/profile-ours-compiled.txt" 2> /dev/null
+  fi
   echo "smoke: run rc=$rc_run curve rc=$rc_curve profile rc=$rc_profile"
   exit $(( rc_run || rc_curve || rc_profile ))
 fi

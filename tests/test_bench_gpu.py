@@ -97,7 +97,7 @@ def test_gpu_session_first_call_stashes_the_bundle_and_runs_the_smoke_test(tmp_p
     part.write_bytes(b"first part of the weights")
     stash, out = tmp_path / "stash", tmp_path / "out"
     env = {**device_env(tmp_path), "GPU_BUNDLE": str(bundle), "LLARA_GPU_DIR": str(stash), "OUT": str(out),
-           "DEVICE": "cpu", "SMOKE_EXAMPLES": "16", "SMOKE_ROWS": "3"}
+           "DEVICE": "cpu", "SMOKE_EXAMPLES": "16", "SMOKE_ROWS": "3", "PROFILE_COMPILED": "0"}
     script = ROOT / "bench" / "gpu_session.sh"
     done = subprocess.run(["bash", str(script), "stash", str(part)], env=env, capture_output=True, text=True,
                           timeout=900)

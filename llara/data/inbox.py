@@ -290,14 +290,16 @@ def quarantine_rows(path: Path, checked: Checked, inbox: Path, digest: str) -> P
     folder.mkdir(exist_ok=True)
     target = folder / f"{path.name}.rows-{digest[:12]}.parquet"
     write_parquet(checked.set_aside, target)
-    with atomic_path(target.with_name(target.name + ".reason")) as tmp:
-        tmp.write_text(" ".join(f"{path}: {checked.reasons}".split()) + "\n")
-    return target
+    return _with_reason(target, f"{path}: {checked.reasons}")
 
 
 def quarantine(path: Path, reason: str, inbox: Path, digest: str) -> Path:
     """Move a bad file to ``<inbox>/quarantine/`` with ``<name>.reason`` (one line) beside it."""
-    target = _move(path, inbox / "quarantine", digest)
+    return _with_reason(_move(path, inbox / "quarantine", digest), reason)
+
+
+def _with_reason(target: Path, reason: str) -> Path:
+    """``target``, with ``<name>.reason`` beside it: the reason on one line (whitespace collapsed)."""
     with atomic_path(target.with_name(target.name + ".reason")) as tmp:
         tmp.write_text(" ".join(reason.split()) + "\n")
     return target

@@ -94,8 +94,9 @@ def learning_png(curves: dict[str, object], figure, to_png, users: str = "") -> 
     bench_learning CSV, all on the same users): generate (solid, with its CI band) and rank_llm (dashed)."""
     if not curves:
         return None
-    fig = figure(7.5, 4.0)
+    fig = figure(10.0, 4.4)
     ax = fig.add_subplot()
+    fig.subplots_adjust(right=0.68)  # the legend beside the axes: a curve's later points are never under it
     for label, df in sorted(curves.items()):
         x = df["examples"].to_list()
         line, = ax.plot(x, df["generate_hr1"].to_list(), label=f"{label}: generate", linewidth=1.6, marker=".")
@@ -108,6 +109,6 @@ def learning_png(curves: dict[str, object], figure, to_png, users: str = "") -> 
     ax.set_ylabel("validation HR@1 (95% CI band: generate)")
     ax.set_title("Learning curves (bench/bench_learning.py)" + (f": {users}" if users else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return to_png(fig)
 

@@ -311,7 +311,7 @@ def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
         steps = max(1, math.ceil(args.examples / train_cfg.batch_size))
         train_cfg = replace(train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1),
                             micro_batch=args.micro_batch or train_cfg.batch_size, checkpoint_every=10 ** 6,
-                            compile=False, gradient_checkpointing=False)  # neither changes what is learned
+                            compile=args.compile, gradient_checkpointing=False)  # neither changes what is learned
         torch.manual_seed(train_cfg.seed)
         model, enc = build(settings, recommender, titles, configs["prompts"], model_cfg)
         recorder = CurveRecorder(out / f"curve-{recipe}.csv", lambda: evaluate(
@@ -362,6 +362,7 @@ def main() -> None:
     c.add_argument("--split", default="val", help="split part evaluated (default: val)")
     c.add_argument("--users", type=int, default=200, help="first N rows of that part (default 200)")
     c.add_argument("--micro-batch", type=int, default=0, help="examples per forward pass (default: the batch)")
+    c.add_argument("--compile", action="store_true", help="torch.compile the decoder layers while training")
     w = sub.add_parser("weights", help="join the GGUF parts, convert them once into a bf16 HF folder (for --llm)")
     w.add_argument("--bundle", default=str(ROOT / ".gpu" / "bundle"))
     w.add_argument("--gguf-parts", nargs="+", required=True, help="the GGUF's parts, in order")

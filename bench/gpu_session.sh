@@ -14,7 +14,9 @@
 #     pass costs about the same whatever its size; the first run, with 32, is in bench/RESULTS.md), and beside its
 #     training (RUN_MINUTES) and test evaluation, `curve` for both
 #     recipes side by side: the default profile to EXAMPLES (20,000) examples, evaluated every EVAL_EVERY (250)
-#     steps on the first USERS (200) validation users, the points bench/learning_curves.sh measures on CPU.
+#     steps on the first USERS (200) validation users, the points bench/learning_curves.sh measures on CPU;
+#     compiled when call 1's profile found the compiled step at most 80% of the eager one (CURVE_COMPILE=auto;
+#     1 or 0 forces it).
 # Everything is bounded by DEADLINE_S (default 540) seconds from the start, so that what was measured comes back
 # before the call's limit: the curves' CSVs are rewritten at each point. Results and logs in $OUT.
 # DEVICE (default auto), TEST_ROWS (default: all), SMOKE_EXAMPLES (160), SMOKE_ROWS (64), GPU_BUNDLE (default
@@ -57,6 +59,19 @@ if [ "$mode" = stash ]; then
       >> "$out/profile.log" 2>&1 || rc_profile=$?
     head -n 1 "$out/smoke/profile-ours-compiled.txt" 2> /dev/null
   fi
+  # call 2 trains the curves compiled when that took at most 80% of the eager step's time here
+  rm -f "$work/compile-pays"
+  python3 - "$out/smoke/profile-ours.txt" "$out/smoke/profile-ours-compiled.txt" "$work/compile-pays" <<'PY'
+import re, sys
+try:
+    eager, compiled = (float(re.search(r": ([0-9.]+) s/step", open(p).readline())[1]) for p in sys.argv[1:3])
+except (OSError, TypeError):
+    sys.exit()
+pays = compiled <= 0.8 * eager
+print(f"compiled step {compiled:.3f} s against eager {eager:.3f} s: curves {'compiled' if pays else 'eager'}")
+if pays:
+    open(sys.argv[3], "w").write(f"{compiled} {eager}\n")
+PY
   echo "smoke: run rc=$rc_run curve rc=$rc_curve profile rc=$rc_profile"
   exit $(( rc_run || rc_curve || rc_profile ))
 fi
@@ -77,8 +92,14 @@ for _ in $(seq 180); do
 done
 echo "speed measured at $((SECONDS - start)) s: $(grep '^measured:' "$out/run.log")"
 pids=()
+compile=()
+case "${CURVE_COMPILE:-auto}" in
+  1) compile=(--compile) ;;
+  auto) [ -f "$work/compile-pays" ] && compile=(--compile) ;;
+esac
+echo "curves ${compile[*]:-eager}"
 for recipe in ours paper; do
-  timeout $(( $(left) - 10 )) "${bench[@]}" curve "${device[@]}" "${llm[@]}" --recipes "$recipe" \
+  timeout $(( $(left) - 10 )) "${bench[@]}" curve "${device[@]}" "${llm[@]}" "${compile[@]}" --recipes "$recipe" \
     --examples "${EXAMPLES:-20000}" --eval-every "${EVAL_EVERY:-250}" --users "${USERS:-200}" --out "$out" \
     > "$out/curve-$recipe.log" 2>&1 &
   pids+=($!)

@@ -112,6 +112,7 @@ def test_gpu_session_first_call_stashes_the_bundle_and_runs_the_smoke_test(tmp_p
     profile = (out / "smoke" / "profile-ours.txt").read_text()  # on CPU: host time only, no kernels
     assert "batch 8 on cpu" in profile and "training.py" in profile and "self cpu" in profile.lower()
     assert profile.strip().splitlines()[-1] == "ours_gpu_busy_share=0.000"
+    assert not (stash / "compile-pays").exists()  # no compiled profile: the second call's curves run eagerly
     # anything but a mode prints the usage and runs nothing
     done = subprocess.run(["bash", str(script)], env={**env, "OUT": str(tmp_path / "none")}, capture_output=True,
                           text=True, timeout=60)

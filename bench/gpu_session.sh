@@ -22,7 +22,8 @@
 # DEVICE (default auto), TEST_ROWS (default: all), SMOKE_EXAMPLES (160), SMOKE_ROWS (64), GPU_BUNDLE (default
 # .gpu/bundle) and LLARA_GPU_DIR (default /tmp/llara-gpu) make a CPU dry run possible (tests/test_bench_gpu.py).
 set -uo pipefail
-case "${1:-}" in stash|main) ;; *) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 2 ;; esac
+usage() { sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
+case "${1:-}" in stash|main) ;; -h|--help) usage; exit 0 ;; *) usage; exit 2 ;; esac
 mode="$1"; shift
 cd "$(dirname "$0")/.."
 work="${LLARA_GPU_DIR:-/tmp/llara-gpu}" out="${OUT:-$PWD/gpu-out}"

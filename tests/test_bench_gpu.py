@@ -117,6 +117,8 @@ def test_gpu_session_first_call_stashes_the_bundle_and_runs_the_smoke_test(tmp_p
     done = subprocess.run(["bash", str(script)], env={**env, "OUT": str(tmp_path / "none")}, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and "call 2, carry" in done.stdout and not (tmp_path / "none").exists()
+    done = subprocess.run(["bash", str(script), "--help"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("The GPU run of issue 12")
 
 
 def read_bytes_of(folder: Path) -> dict[str, bytes]:

@@ -284,16 +284,30 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def recipe_configs(configs: dict, recipe: str, *, steps: int, micro_batch: int, compile: bool,
+                   warmup_steps: int | None = None):
+    """A bundle recipe's (TrainConfig, ModelConfig), planned for ``steps`` on the device: no checkpoints, no
+    gradient checkpointing, ``compile`` as asked (neither changes what is learned); the recipe's warm-up unless
+    ``warmup_steps`` is given, at most ``steps - 1``."""
+    from llara.llm.model import ModelConfig
+    from llara.llm.training import TrainConfig
+
+    train_cfg = TrainConfig(**configs["recipes"][recipe]["train"])
+    warmup = train_cfg.warmup_steps if warmup_steps is None else warmup_steps
+    train_cfg = replace(train_cfg, steps=steps, warmup_steps=min(warmup, steps - 1), micro_batch=micro_batch,
+                        checkpoint_every=10 ** 6, compile=compile, gradient_checkpointing=False)
+    return train_cfg, ModelConfig(**configs["recipes"][recipe]["model"])
+
+
 def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
     """bench_learning's curves of the bundle's recipes: {recipe: rows}, also written to <out>/curve-<recipe>.csv."""
     from bench_learning import CurveRecorder
 
     from llara.llm.evaluation import evaluate
     from llara.llm.loading import resolve_device
-    from llara.llm.model import ModelConfig
     from llara.llm.recipes import LLMSettings
     from llara.llm.runs import build, eval_item_mode
-    from llara.llm.training import TrainConfig, train
+    from llara.llm.training import train
 
     device = resolve_device(args.device)
     bundle, out = Path(args.bundle), Path(args.out)
@@ -306,12 +320,10 @@ def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
     settings = LLMSettings(str(llm_dir), configs["dtype"], str(device))
     curves = {}
     for recipe in args.recipes or sorted(configs["recipes"]):
-        train_cfg = TrainConfig(**configs["recipes"][recipe]["train"])
-        model_cfg = ModelConfig(**configs["recipes"][recipe]["model"])
-        steps = max(1, math.ceil(args.examples / train_cfg.batch_size))
-        train_cfg = replace(train_cfg, steps=steps, warmup_steps=min(train_cfg.warmup_steps, steps - 1),
-                            micro_batch=args.micro_batch or train_cfg.batch_size, checkpoint_every=10 ** 6,
-                            compile=args.compile, gradient_checkpointing=False)  # neither changes what is learned
+        batch = configs["recipes"][recipe]["train"]["batch_size"]
+        steps = max(1, math.ceil(args.examples / batch))
+        train_cfg, model_cfg = recipe_configs(configs, recipe, steps=steps, micro_batch=args.micro_batch or batch,
+                                              compile=args.compile)
         torch.manual_seed(train_cfg.seed)
         model, enc = build(settings, recommender, titles, configs["prompts"], model_cfg)
         recorder = CurveRecorder(out / f"curve-{recipe}.csv", lambda: evaluate(

@@ -20,17 +20,18 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu import ROOT, base_llm, read_configs, read_recommender, read_rows, read_titles  # noqa: E402
+from bench_gpu import (ROOT, base_llm, read_configs, read_recommender, read_rows, read_titles,  # noqa: E402
+                       recipe_configs)
 
 
 def profile(args: argparse.Namespace) -> str:
@@ -38,21 +39,18 @@ def profile(args: argparse.Namespace) -> str:
     from torch.profiler import profile as torch_profile
 
     from llara.llm.loading import resolve_device
-    from llara.llm.model import ModelConfig
     from llara.llm.recipes import LLMSettings
     from llara.llm.runs import build
-    from llara.llm.training import TrainConfig, train
+    from llara.llm.training import train
 
     device = resolve_device(args.device)
     bundle = Path(args.bundle)
     configs = read_configs(bundle)
     work = Path(tempfile.mkdtemp(prefix="llara-gpu-profile-"))
     settings = LLMSettings(str(base_llm(args, work)), configs["dtype"], str(device))
-    train_cfg = TrainConfig(**configs["recipes"][args.recipe]["train"])
-    model_cfg = ModelConfig(**configs["recipes"][args.recipe]["model"])
-    steps = args.warmup + args.steps
-    train_cfg = replace(train_cfg, steps=steps, warmup_steps=1, micro_batch=train_cfg.batch_size,
-                        checkpoint_every=10 ** 6, compile=args.compile, gradient_checkpointing=False)
+    batch = configs["recipes"][args.recipe]["train"]["batch_size"]
+    train_cfg, model_cfg = recipe_configs(configs, args.recipe, steps=args.warmup + args.steps, micro_batch=batch,
+                                          compile=args.compile, warmup_steps=1)
     torch.manual_seed(train_cfg.seed)
     model, enc = build(settings, read_recommender(bundle), read_titles(bundle), configs["prompts"], model_cfg)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -71,6 +69,7 @@ def profile(args: argparse.Namespace) -> str:
     train(model, enc, read_rows(bundle, "train"), train_cfg, work / "run", {}, log=lambda m: None, on_step=on_step)
     python.disable()
     tracer.stop()
+    shutil.rmtree(work, ignore_errors=True)  # the random weights base_llm wrote, and the run's final save
     wall = (marks[-1] - marks[args.warmup - 1]) / args.steps
     events = tracer.key_averages()
     kernel_us = sum(e.self_device_time_total for e in events if getattr(e, "device_type", None) is not None

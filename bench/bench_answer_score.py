@@ -61,16 +61,16 @@ def answer_logprobs(model, encoder, examples, item_mode: str, seed: int, batch_s
 def cache_path(protocol: str, split: str, variant: str, run, split_file, rows: int, seed: int, batch_size: int):
     """Where the log-probabilities of these rows under this run are kept: named by the content of its inputs (the
     run's weights, the recommender export, item table and base LLM it loads, the split file, the settings and the
-    code: llara/llm, which builds the prompts, draws the templates and scores)."""
+    code that builds the model and prompts, draws the templates and scores)."""
     import json
 
+    from llara.code_key import code_digest
     from llara.fingerprint import ContentKey, file_digest, model_digest, tree_digest
-    from llara.llm import training
 
     info = json.loads((run / "final" / "run.json").read_text())
     key = ContentKey().add("run", tree_digest(run / "final")).add("split", file_digest(split_file))
     key.add("recommender", tree_digest(info["recommender"])).add("items", tree_digest(info["items"]))
-    key.add("base LLM", model_digest(info["llm"]["model"])).add("code", tree_digest(training.TRAINING_CODE))
+    key.add("base LLM", model_digest(info["llm"]["model"])).add("code", code_digest("llara.llm.evaluation", "llara.llm.runs"))
     key.value("settings", {"rows": rows, "seed": seed, "batch_size": batch_size})
     return ROOT / "data" / "answer_scores" / f"{protocol}-{split}-{variant}-{key.digest[:16]}.npz"
 

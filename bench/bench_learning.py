@@ -265,7 +265,7 @@ def main() -> None:
     from llara.fingerprint import array_digest
     from llara.llm.evaluation import evaluate
     from llara.llm.runs import eval_item_mode
-    from llara.llm.training import examples_arrays, run_fingerprint, train
+    from llara.llm.training import NEUTRAL_SETTINGS, examples_arrays, run_fingerprint, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -280,7 +280,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {"recipe": setup.fparams.recipe, "variant": args.variant, "protocol": setup.fparams.protocol,
                 "split": args.split, "users": len(held), "overrides": overrides,
-                "train": train_cfg.to_dict(), "model": model_cfg.to_dict()}
+                "train": {k: v for k, v in train_cfg.to_dict().items() if k not in NEUTRAL_SETTINGS},
+                "model": model_cfg.to_dict()}
     settings["inputs"] = {**setup.input_digests(encoder), "evaluation rows": array_digest(*examples_arrays(held))}
     key = run_fingerprint(train_cfg, model, settings, examples).digest
     key_curve(args.out, settings, key)

@@ -10,7 +10,8 @@ the compilation). Writes ``<out>/profile-<recipe>[-compiled].txt``.
 
 The first GPU run (bench/RESULTS.md, *GPU run*) was host-bound at 1.4% MFU; this names what to make faster. Runs on
 CPU too (``--device cpu``: no kernel time then). Weights as ``bench_gpu.py run`` takes them (``--llm``, else random
-with the bundle's shapes: the same speed). Last line ``<recipe>_gpu_busy_share=<kernel time / wall time>``.
+with the bundle's shapes: the same speed). Last lines ``<recipe>_step_s=<wall seconds per step>`` and
+``<recipe>_gpu_busy_share=<kernel time / wall time>``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import cProfile
 import io
 import os
 import pstats
+import re
 import shutil
 import sys
 import tempfile
@@ -32,6 +34,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gpu import (ROOT, base_llm, read_configs, read_recommender, read_rows, read_titles,  # noqa: E402
                        recipe_configs)
+
+
+COMPILE_PAYS = 0.8  # the curves compile when the compiled step takes at most this share of the eager one
+
+
+def step_seconds(report: str) -> float:
+    """The ``<recipe>_step_s=`` value of a report."""
+    match = re.search(r"^\w+_step_s=([0-9.]+)$", report, re.MULTILINE)
+    if match is None:
+        raise ValueError("no <recipe>_step_s= line")
+    return float(match[1])
+
+
+def compile_pays(eager: Path, compiled: Path) -> bool:
+    """Whether compiling paid in these two reports (the same recipe and steps, eager and compiled); prints why."""
+    eager_s, compiled_s = step_seconds(eager.read_text()), step_seconds(compiled.read_text())
+    pays = compiled_s <= COMPILE_PAYS * eager_s
+    print(f"compiled step {compiled_s:.3f} s against eager {eager_s:.3f} s: curves {'compiled' if pays else 'eager'}")
+    return pays
 
 
 def profile(args: argparse.Namespace) -> str:
@@ -83,6 +104,7 @@ def profile(args: argparse.Namespace) -> str:
     text = io.StringIO()
     pstats.Stats(python, stream=text).sort_stats("cumulative").print_stats(args.rows)
     lines.append(text.getvalue())
+    lines.append(f"{args.recipe}_step_s={wall:.4f}")  # read by gpu_session.sh (does compiling pay?)
     lines.append(f"{args.recipe}_gpu_busy_share={busy:.3f}")
     return "\n".join(lines)
 
@@ -99,7 +121,16 @@ def main() -> None:
                         help="torch.compile the decoder layers (the pipeline's `compile`; off on GPU by default)")
     parser.add_argument("--rows", type=int, default=25, help="rows of each table (default 25)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="where the report goes (default $OUT)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("EAGER", "COMPILED"),
+                        help=f"profile nothing: exit 0 when the COMPILED report's step took at most {COMPILE_PAYS:.0%} "
+                             "of the EAGER one's, else 1 (2: a report missing or without its step_s line)")
     args = parser.parse_args()
+    if args.compare:
+        try:
+            sys.exit(0 if compile_pays(*args.compare) else 1)
+        except (OSError, ValueError) as exc:
+            print(f"cannot compare: {exc}")
+            sys.exit(2)
     args.gguf_parts = None  # base_llm's arguments: given weights or random ones
     report = profile(args)
     out = Path(args.out)

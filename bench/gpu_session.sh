@@ -60,19 +60,11 @@ if [ "$mode" = stash ]; then
       >> "$out/profile.log" 2>&1 || rc_profile=$?
     head -n 1 "$out/smoke/profile-ours-compiled.txt" 2> /dev/null
   fi
-  # call 2 trains the curves compiled when that took at most 80% of the eager step's time here
+  # call 2 trains the curves compiled when compiling paid here (gpu_profile.py --compare)
   rm -f "$work/compile-pays"
-  python3 - "$out/smoke/profile-ours.txt" "$out/smoke/profile-ours-compiled.txt" "$work/compile-pays" <<'PY'
-import re, sys
-try:
-    eager, compiled = (float(re.search(r": ([0-9.]+) s/step", open(p).readline())[1]) for p in sys.argv[1:3])
-except (OSError, TypeError):
-    sys.exit()
-pays = compiled <= 0.8 * eager
-print(f"compiled step {compiled:.3f} s against eager {eager:.3f} s: curves {'compiled' if pays else 'eager'}")
-if pays:
-    open(sys.argv[3], "w").write(f"{compiled} {eager}\n")
-PY
+  if python3 bench/gpu_profile.py --compare "$out/smoke/profile-ours.txt" "$out/smoke/profile-ours-compiled.txt"; then
+    touch "$work/compile-pays"
+  fi
   echo "smoke: run rc=$rc_run curve rc=$rc_curve profile rc=$rc_profile"
   exit $(( rc_run || rc_curve || rc_profile ))
 fi

@@ -8,7 +8,7 @@ kept (``rerank=False``: the recommender's own top ``k``). Rows carry original us
 and the champion version, so a shard's output depends only on its users: the same with 1 or N workers.
 
 Incremental runs are keyed on content: a user's rows are carried over from the last run only while both the key of
-what every row depends on (:func:`rows_key`: the champion's weights, LLM and settings, and this package's code) and
+what every row depends on (:func:`rows_key`: the champion's weights, LLM and settings, and the code that scores) and
 the digest of that user's own history (``histories.parquet``) are unchanged. A late event (an interaction older than
 the newest one seen), an edited or shortened history, a new champion built under a reused name, another ``k`` or a
 code fix each re-score exactly the users they affect.
@@ -28,13 +28,13 @@ import torch
 
 from llara import champion
 from llara.errors import require
-from llara.fingerprint import json_digest, tree_digest
+from llara.code_key import code_digest
+from llara.fingerprint import json_digest
 
 SCHEMA = {"user": pl.String, "rank": pl.Int32, "item": pl.String, "title": pl.String, "score": pl.Float64,
           "recommender_score": pl.Float64, "model_version": pl.String}
 STATE_FILE = "state.json"
 HISTORY_FILE = "histories.parquet"  # user, history_key: the history each user's rows were computed from
-CODE = Path(__file__).parent  # the llara package: its source is part of every row's key
 
 
 def user_histories(interactions: pl.DataFrame, ids) -> pl.DataFrame:
@@ -58,8 +58,8 @@ def history_keys(table: pl.DataFrame) -> pl.DataFrame:
 
 def rows_key(bundle: dict, settings: "Settings") -> str:
     """What every user's rows depend on besides the history: the champion's weights (``run_hash``) and base LLM,
-    the settings and the code."""
-    return json_digest([bundle["run_hash"], bundle.get("llm_hash"), asdict(settings), tree_digest(CODE)])
+    the settings and the code that computes them (this module and every llara module it imports)."""
+    return json_digest([bundle["run_hash"], bundle.get("llm_hash"), asdict(settings), code_digest(__name__)])
 
 
 def read_history_keys(directory: Path) -> pl.DataFrame | None:

@@ -5,16 +5,16 @@ pydantic, prefect and DVC cannot be imported (the GPU machine has none of them);
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import csv
-
-import hashlib
-
+import pytest
 import torch
 
 from tests.test_llm_support import fake_examples, fake_titles, tiny_llm_dir, tokenizer_dir  # noqa: F401
@@ -112,6 +112,7 @@ def test_gpu_session_first_call_stashes_the_bundle_and_runs_the_smoke_test(tmp_p
     profile = (out / "smoke" / "profile-ours.txt").read_text()  # on CPU: host time only, no kernels
     assert "batch 8 on cpu" in profile and "training.py" in profile and "self cpu" in profile.lower()
     assert profile.strip().splitlines()[-1] == "ours_gpu_busy_share=0.000"
+    assert re.search(r"^ours_step_s=\d+\.\d{4}$", profile, re.MULTILINE)  # what --compare reads
     assert not (stash / "compile-pays").exists()  # no compiled profile: the second call's curves run eagerly
     # anything but a mode prints the usage and runs nothing
     done = subprocess.run(["bash", str(script)], env={**env, "OUT": str(tmp_path / "none")}, capture_output=True,
@@ -148,3 +149,18 @@ def test_weights_joins_the_gguf_parts_and_converts_them(tmp_path):
     with torch.no_grad():
         gen = llm.model.generate(ids, max_new_tokens=4, do_sample=False)
     assert "Paris" in llm.tokenizer.decode(gen[0, ids.shape[1]:])
+
+
+@pytest.mark.parametrize("eager, compiled, code", [(1.0, 0.8, 0), (1.0, 0.81, 1), (1.0, None, 2)])
+def test_compile_decision_reads_the_step_lines(tmp_path, eager, compiled, code):
+    """gpu_session.sh trains the curves compiled when ``gpu_profile.py --compare`` exits 0: the compiled step took at
+    most 80% of the eager one; a report without its step line (a failed profile) decides nothing."""
+    reports = []
+    for name, value in (("eager", eager), ("compiled", compiled)):
+        path = tmp_path / f"{name}.txt"
+        path.write_text(f"ours, batch 8 ...\n\nours_step_s={value:.4f}\nours_gpu_busy_share=0.100\n" if value else "")
+        reports.append(str(path))
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_profile.py"), "--compare", *reports],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert ("curves compiled" in done.stdout) is (code == 0)

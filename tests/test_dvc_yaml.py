@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llara import code_key
 from test_structure import import_graph, modules
 
 ROOT = Path(__file__).resolve().parents[1]
 # Entry-point plumbing: reading params.yaml, logging, exit codes, atomic writes. They cannot change what a stage
 # computes, so they are no stage's dep (else every stage would rerun when one of them changes).
-PLUMBING = {"tasks.params", "tasks.common", "tasks.paths", "llara", "llara.entrypoint", "llara.errors", "llara.atomic"}
+PLUMBING = {"tasks.params", "tasks.common", "tasks.paths"} | code_key.PLUMBING
 
 
 def stages() -> dict[str, dict]:
@@ -124,21 +125,17 @@ def test_the_lock_records_only_stages_of_this_pipeline(subprocess_env):
     assert locked <= set(listed.stdout.split()), sorted(locked - set(listed.stdout.split()))
 
 
-def test_finetune_deps_cover_every_training_module(repo_root: Path):
-    """finetune@* lists llara/llm's training modules one by one: each one they import must be listed too."""
-    import ast
+def test_finetune_deps_are_the_code_its_checkpoints_are_keyed_on(repo_root: Path):
+    """finetune@* lists its modules one by one: exactly those of the checkpoint key (the training workflow and every
+    llara module it imports), so the stage reruns when, and only when, its checkpoints would be trained anew."""
+    from llara.code_key import code_modules
 
     stage = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]["finetune"]["do"]
-    listed = {Path(d).stem for d in stage["deps"] if d.startswith("llara/llm/")}
-    assert {"training", "model", "runs", "prompts", "data"} <= listed
-    for name in sorted(listed):
-        tree = ast.parse((repo_root / "llara/llm" / f"{name}.py").read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("llara.llm"):
-                imported = [node.module.split(".")[2]] if node.module.count(".") >= 2 else [a.name for a in node.names]
-                assert set(imported) <= listed, f"llara/llm/{name}.py imports {imported}, not in finetune's deps"
-    unlisted = {p.stem for p in (repo_root / "llara/llm").glob("*.py")} - listed
-    assert unlisted == {"recommend"}  # a new module must be placed on one side
+    listed = {d for d in stage["deps"] if d.startswith("llara/") and d.endswith(".py")}
+    modules = code_modules("llara.llm.workflow", package_dir=repo_root / "llara")
+    keyed = {p.relative_to(repo_root).as_posix() for p in modules.values()}
+    assert listed == keyed, f"dvc.yaml only: {sorted(listed - keyed)}; checkpoint key only: {sorted(keyed - listed)}"
+    assert "llara/llm/recommend.py" not in listed  # serving: changing it reruns `evaluate` only
 
 
 def test_finetune_params_are_every_setting_but_the_variant_list(repo_root: Path):

@@ -93,15 +93,16 @@ def test_selection_puts_the_best_steps_weights_into_final(tiny_llm_dir, tmp_path
 
 
 def test_changed_training_code_trains_again_instead_of_resuming(tiny_llm_dir, tmp_path, monkeypatch):
-    """A finished run rerun unchanged resumes (nothing trains); after an edit of the training code (a copy of
-    llara/llm here) the rerun trains from step 0, saying why, as DVC's rerun of the stage then expects."""
+    """A finished run rerun unchanged resumes (nothing trains), also after an edit of code training never runs
+    (serving); after an edit of a module it runs (a copy of the llara package here) the rerun trains from step 0,
+    saying why, as DVC's rerun of the stage then expects."""
     import shutil
 
-    from llara.llm import training as training_module
+    from llara import code_key
 
-    code = tmp_path / "code"
-    shutil.copytree(training_module.TRAINING_CODE, code, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(training_module, "TRAINING_CODE", code)
+    code = tmp_path / "code" / "llara"
+    shutil.copytree(code_key.PACKAGE_DIR, code, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_key, "PACKAGE_DIR", code)
     model, enc, _, _ = build_tiny(tiny_llm_dir)
     cfg = TrainConfig(steps=2, batch_size=2, micro_batch=2, warmup_steps=1, checkpoint_every=100, compile=False)
 
@@ -112,8 +113,30 @@ def test_changed_training_code_trains_again_instead_of_resuming(tiny_llm_dir, tm
 
     run()
     assert any("resuming from" in m and "(step 2/2)" in m for m in run())
-    with (code / "data.py").open("a") as fh:
+    for module in ("llm/recommend.py", "batch_recommend.py", "errors.py"):  # not run by training, or plumbing
+        with (code / module).open("a") as fh:
+            fh.write("\n# a serving fix\n")
+    assert any("resuming from" in m and "(step 2/2)" in m for m in run())
+    with (code / "llm" / "data.py").open("a") as fh:
         fh.write("\n# a fix\n")
     logged = run()
     assert any("training code changed; training from scratch" in m for m in logged)
     assert not any("resuming from" in m for m in logged)
+
+
+def test_checkpoint_key_has_the_dtype_not_the_memory_settings(tiny_llm_dir):
+    """The dtype the LLM computes in is part of what a checkpoint is valid for (``auto`` resolves per machine, so a
+    run moved between machines must not resume another dtype's weights); micro-batch, checkpoint cadence, kernels and
+    compilation are not (the gradient is the same, up to float rounding)."""
+    from llara.llm.training import run_fingerprint
+
+    model, _, _, _ = build_tiny(tiny_llm_dir)
+    examples = fake_examples(4, 30)
+    cfg = TrainConfig(steps=2, batch_size=4, micro_batch=2, compile=False)
+    key = run_fingerprint(cfg, model, {}, examples)
+    neutral = replace(cfg, micro_batch=4, checkpoint_every=1, keep_checkpoints=5, attention="sdpa", compile=True,
+                      gradient_checkpointing=True)
+    assert run_fingerprint(neutral, model, {}, examples).digest == key.digest
+    assert run_fingerprint(replace(cfg, lr=1e-3), model, {}, examples).changed(key.parts) == ["settings"]
+    model.causal_lm.to(torch.bfloat16)
+    assert run_fingerprint(cfg, model, {}, examples).changed(key.parts) == ["dtype"]

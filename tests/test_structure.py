@@ -5,16 +5,15 @@ MAX_LINES."""
 
 from __future__ import annotations
 
-import ast
-import re
 from pathlib import Path
 
 import pytest
 
+from llara.code_key import imported_names
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("llara", "tasks", "flows")
 LAYER = {"llara": 0, "tasks": 1, "flows": 2}
-LAZY_IMPORT = re.compile(r"(llara|tasks|flows)(\.\w+)+(:\w+)?")
 MAX_LINES = 400  # one readable file per concern: a longer module has two
 
 
@@ -27,24 +26,6 @@ def modules() -> dict[str, Path]:
                 parts = parts[:-1]
             found[".".join(parts)] = path
     return found
-
-
-def imported_names(path: Path, module: str) -> set[str]:
-    """Dotted names this file imports (``from a import b`` gives ``a.b`` and ``a``), relative imports resolved."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
-                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and LAZY_IMPORT.fullmatch(node.value):
-            names.add(node.value.partition(":")[0])  # imported by importlib when used
-    return names
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from llara.atomic import atomic_dir, atomic_path
 from llara.errors import InputError
-from llara.fingerprint import ContentKey, array_digest, tree_digest
+from llara.code_key import code_digest
+from llara.fingerprint import ContentKey, array_digest
 from llara.llm import distributed
 from llara.llm.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint, save_weights
 from llara.llm.curriculum import example_modes, hybrid_probability, template_draws
@@ -89,20 +90,26 @@ def make_optimizer(model: LlaraModel, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-NEUTRAL_SETTINGS = ("gradient_checkpointing", "attention", "compile")  # memory/speed only: a run may resume with them changed
+# memory, speed and bookkeeping only (results equal up to float rounding): a run may resume with them changed
+NEUTRAL_SETTINGS = ("micro_batch", "checkpoint_every", "keep_checkpoints", "gradient_checkpointing", "attention",
+                    "compile")
 LOSS_NORMALIZATION = "per-step"  # fingerprinted: checkpoints of the earlier per-micro-batch means are not resumed
-TRAINING_CODE = Path(__file__).parent  # llara/llm, fingerprinted: a checkpoint of other code is never resumed
 
 
 def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, examples: list[Example]) -> ContentKey:
-    """What a checkpoint is valid for: settings, model config, run info, the training code (the source of
-    ``llara/llm``: with a fix there a rerun trains again instead of resuming, or reusing, the old code's weights) and
+    """What a checkpoint is valid for: settings, model config, the dtypes it computes in (the LLM's as loaded and
+    whether bf16 autocast is on: ``auto`` and ``autocast`` resolve per machine), run info, the training code and
     the content of every input. The caller names input digests in ``run_info["inputs"]`` (the workflow: train rows,
-    recommender, base LLM, items, prompts); without a ``train rows`` digest the examples themselves are hashed."""
+    recommender, base LLM, items, prompts, and its own code with all it imports); without a ``train rows`` digest the
+    examples themselves are hashed, without a ``training code`` one this module's code and all it imports (an edit
+    there trains anew instead of resuming, or reusing, the old code's weights; an edit elsewhere keeps them)."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_SETTINGS}
-    key = ContentKey().value("settings", [settings, {"loss": LOSS_NORMALIZATION}]).value("model", model.config.to_dict())
+    key = ContentKey().value("settings", [settings, {"loss": LOSS_NORMALIZATION}])
+    key.value("model", model.config.to_dict())
     key.value("run", {k: v for k, v in run_info.items() if k != "inputs"})
-    key.add("training code", tree_digest(TRAINING_CODE))
+    key.value("dtype", {"weights": str(model.causal_lm.get_input_embeddings().weight.dtype),
+                        "bf16 autocast": cfg.autocast and fast_bf16(model.device)})
+    key.add("training code", code_digest(__name__))
     for name, digest in run_info.get("inputs", {}).items():
         key.add(name, digest)
     if "train rows" not in key.parts:
@@ -306,8 +313,8 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         trim_heap()
         sums = distributed.all_reduce_sum(sums, d, model.device)
         seen += len(chosen)
-        row = {"step": step, "loss": sums[0], "lr": lr, "examples": step * cfg.batch_size,
-               "hybrid_probability": hybrid_probability(cfg.schedule, step, cfg.steps) if cfg.schedule != "id-only" else 0.0,
+        hybrid = 0.0 if cfg.schedule == "id-only" else hybrid_probability(cfg.schedule, step, cfg.steps)
+        row = {"step": step, "loss": sums[0], "lr": lr, "examples": step * cfg.batch_size, "hybrid_probability": hybrid,
                "hybrid_share": sum(m != "text" for m in modes) / len(modes)}
         row.update({k: float("nan") for k in ("generative", "head")})
         row.update(dict(zip(parts, sums[1:])))
@@ -339,7 +346,8 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
                                    "steps_done": rows[-1]["step"] if rows else 0}, rows)
     distributed.teardown(d)
     elapsed = time.time() - t0
-    log(f"trained {rows[-1]['step'] if rows else 0} steps ({seen} examples this session in {elapsed:.0f}s) -> {out_dir}")
+    last = rows[-1]["step"] if rows else 0
+    log(f"trained {last} steps ({seen} examples this session in {elapsed:.0f}s) -> {out_dir}")
     return rows
 
 

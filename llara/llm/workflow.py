@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from llara.errors import require_config
+from llara.code_key import code_digest
 from llara.fingerprint import json_digest, model_digest, tree_digest
 from llara.llm.data import read_examples, read_titles
 from llara.llm.distributed import is_main_process
@@ -56,11 +57,12 @@ class FinetuneJob:
 
 def input_digests(job: FinetuneJob, llm: LLMSettings, templates: list) -> dict[str, str]:
     """The content of everything a run learns from, for the checkpoint key (a checkpoint of other inputs is discarded,
-    naming which changed): train rows, recommender export, base LLM, item table, prompt templates and, when the
-    checkpoint is chosen on validation, the validation rows. Files are hashed once per process (sha256)."""
+    naming which changed): train rows, recommender export, base LLM, item table, prompt templates, the training code
+    (this workflow and every llara module it imports: an edit of serving or reporting code keeps the checkpoints)
+    and, when the checkpoint is chosen on validation, the validation rows. Files are hashed once per process."""
     digests = {"train rows": tree_digest(job.train), "recommender": tree_digest(job.recommender),
                "base LLM": model_digest(llm.model), "items": tree_digest(job.items),
-               "prompts": json_digest([t.text for t in templates])}
+               "prompts": json_digest([t.text for t in templates]), "training code": code_digest(__name__)}
     if job.val is not None and job.profile.select_every > 0:
         digests["validation rows"] = json_digest([tree_digest(job.val), job.profile.select_every, job.profile.select_rows])
     return digests

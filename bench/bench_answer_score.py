@@ -70,7 +70,8 @@ def cache_path(protocol: str, split: str, variant: str, run, split_file, rows: i
     info = json.loads((run / "final" / "run.json").read_text())
     key = ContentKey().add("run", tree_digest(run / "final")).add("split", file_digest(split_file))
     key.add("recommender", tree_digest(info["recommender"])).add("items", tree_digest(info["items"]))
-    key.add("base LLM", model_digest(info["llm"]["model"])).add("code", code_digest("llara.llm.evaluation", "llara.llm.runs"))
+    key.add("base LLM", model_digest(info["llm"]["model"]))
+    key.add("code", code_digest("llara.llm.evaluation", "llara.llm.runs"))
     key.value("settings", {"rows": rows, "seed": seed, "batch_size": batch_size})
     return ROOT / "data" / "answer_scores" / f"{protocol}-{split}-{variant}-{key.digest[:16]}.npz"
 

@@ -27,8 +27,8 @@ import polars as pl
 import torch
 
 from llara import champion
-from llara.errors import require
 from llara.code_key import code_digest
+from llara.errors import require
 from llara.fingerprint import json_digest
 
 SCHEMA = {"user": pl.String, "rank": pl.Int32, "item": pl.String, "title": pl.String, "score": pl.Float64,

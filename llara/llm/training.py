@@ -109,9 +109,10 @@ def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, example
     key.value("run", {k: v for k, v in run_info.items() if k != "inputs"})
     key.value("dtype", {"weights": str(model.causal_lm.get_input_embeddings().weight.dtype),
                         "bf16 autocast": cfg.autocast and fast_bf16(model.device)})
-    key.add("training code", code_digest(__name__))
     for name, digest in run_info.get("inputs", {}).items():
         key.add(name, digest)
+    if "training code" not in key.parts:
+        key.add("training code", code_digest(__name__))
     if "train rows" not in key.parts:
         key.add("train rows", array_digest(*examples_arrays(examples)))
     return key

@@ -13,8 +13,8 @@ from typing import Callable
 
 import torch
 
-from llara.errors import require_config
 from llara.code_key import code_digest
+from llara.errors import require_config
 from llara.fingerprint import json_digest, model_digest, tree_digest
 from llara.llm.data import read_examples, read_titles
 from llara.llm.distributed import is_main_process

@@ -5,7 +5,8 @@
 # has finished, gets both threads; LEARNING_THREADS overrides). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
 # `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table
-# and docs/llara.md's chart.
+# and docs/llara.md's chart; a committed curve of another run (one restarted after its checkpoints were lost, once it
+# has caught up) is kept as <recipe>-loo-val200-runN.csv, never overwritten.
 # Usage: bench/learning_curves.sh [recipe ...]           (default: ours paper; after scripts/setup.sh, on a fresh
 #                                                        clone too: it first reproduces the inputs it reads)
 #        bench/learning_curves.sh publish [recipe ...]   copy the curves measured so far to metrics/learning/ and
@@ -34,18 +35,34 @@ if $status; then
   exit 0
 fi
 if $publish; then
+  asides=()
   for r in "${recipes[@]}"; do   # every curve checked before any is copied: a failed publish changes nothing
     src="$(run_dir "$r")/curve.csv" dst="metrics/learning/$r-loo-val200.csv"
     [ -f "$src" ] || { echo "publish: $src: no curve measured yet" >&2; exit 1; }
-    # a restarted run that has not caught up yet, or one evaluated at other steps, would drop committed points
-    [ ! -f "$dst" ] || python - "$src" "$dst" <<'PY' || exit 1
-import csv, sys
-src, dst = ({int(r["step"]) for r in csv.DictReader(open(p))} for p in sys.argv[1:])
-if dst - src:
-    sys.exit(f"publish: {sys.argv[1]} lacks step(s) {sorted(dst - src)} of {sys.argv[2]}; nothing replaced")
+    # a restarted run that has not caught up yet, or one evaluated at other steps, would drop committed points; one
+    # that has is another run (its rows differ at a committed step): the committed curve is kept as <name>-runN.csv
+    aside="$([ ! -f "$dst" ] || python - "$src" "$dst" <<'PY'
+import csv, itertools, sys
+from pathlib import Path
+src, dst = ({int(r["step"]): r for r in csv.DictReader(open(p))} for p in sys.argv[1:])
+if set(dst) - set(src):
+    sys.exit(f"publish: {sys.argv[1]} lacks step(s) {sorted(set(dst) - set(src))} of {sys.argv[2]}; nothing replaced")
+if any(src[step] != row for step, row in dst.items()):
+    stem = Path(sys.argv[2]).with_suffix("")
+    print(next(f"{stem}-run{n}.csv" for n in itertools.count(1) if not Path(f"{stem}-run{n}.csv").exists()))
 PY
+)" || exit 1
+    asides+=("$aside")
   done
-  for r in "${recipes[@]}"; do cp "$(run_dir "$r")/curve.csv" "metrics/learning/$r-loo-val200.csv"; done
+  for i in "${!recipes[@]}"; do
+    r="${recipes[$i]}" dst="metrics/learning/${recipes[$i]}-loo-val200.csv"
+    if [ -n "${asides[$i]}" ]; then
+      cp "$dst" "${asides[$i]}"
+      echo "publish: $dst held another run (different points at the same steps): kept as ${asides[$i]}; add its" \
+        "table to metrics/learning/README.md and its lines to docs/llara.md's chart"
+    fi
+    cp "$(run_dir "$r")/curve.csv" "$dst"
+  done
   python bench/learning_table.py --update metrics/learning/README.md   # the table of points
   exec python bench/learning_table.py --update docs/llara.md           # the chart
 fi

@@ -350,6 +350,35 @@ def test_publish_checks_every_curve_before_it_copies_any(tmp_path):
     assert (tmp_path / "metrics/learning/ours-loo-val200.csv").read_text() == header + "0,0\n"  # not copied
 
 
+def test_publish_keeps_the_curve_of_another_run(tmp_path):
+    """A restarted run that has caught up replaces the committed curve only after keeping it as ``-runN.csv`` (the
+    next free N): its points differ at the same steps. The same run, further on, just replaces it."""
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("bench/learning_curves.sh", "scripts/env.sh"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, tmp_path / name)
+    header = "step,generate_hr1\n"
+    curves = {"data/learning/ours-loo/curve.csv": "0,0.01\n250,0.30\n500,0.41\n",
+              "data/learning/paper-loo/curve.csv": "0,0.01\n250,0.12\n",
+              "metrics/learning/ours-loo-val200.csv": "0,0.01\n250,0.32\n",   # another run: 0.32 at step 250
+              "metrics/learning/ours-loo-val200-run1.csv": "0,0.01\n",
+              "metrics/learning/paper-loo-val200.csv": "0,0.01\n"}             # the same run, one point fewer
+    for name, rows in curves.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(header + rows)
+    (tmp_path / "bench/learning_table.py").write_text("import sys\n")  # the table renderer is tested on its own
+    done = subprocess.run(["bash", str(tmp_path / "bench/learning_curves.sh"), "publish"], capture_output=True,
+                          text=True, timeout=120, env=child_env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    learning = tmp_path / "metrics/learning"
+    assert (learning / "ours-loo-val200-run2.csv").read_text() == header + curves["metrics/learning/ours-loo-val200.csv"]
+    assert (learning / "ours-loo-val200-run1.csv").read_text() == header + "0,0.01\n"   # not overwritten
+    assert (learning / "ours-loo-val200.csv").read_text() == header + curves["data/learning/ours-loo/curve.csv"]
+    assert (learning / "paper-loo-val200.csv").read_text() == header + curves["data/learning/paper-loo/curve.csv"]
+    assert not list(learning.glob("paper-loo-val200-run*.csv"))
+    assert "kept as metrics/learning/ours-loo-val200-run2.csv" in done.stdout
+
+
 @pytest.mark.parametrize("recipes, threads", [([], "1"), (["paper"], "2")])
 def test_learning_curves_give_a_recipe_run_alone_both_threads(tmp_path, recipes, threads):
     """Both recipes side by side get one torch thread each; one recipe named alone (the one left when the other has

@@ -55,15 +55,16 @@ def main() -> None:
     print(f"{'phase':32s} {'minutes':>8s}")
     print(f"{'setup (scripts/setup.sh)':32s} {setup_s / 60:8.1f}")
     print(f"{'pipeline (llara run)':32s} {pipeline_s / 60:8.1f}")
-    record(f"bench_e2e{' --quick' if args.quick else ''} (clean clone of {head()}{env_note}): setup "
+    record(f"bench_e2e{' --quick' if args.quick else ''} (clean clone of {head(repo)}{env_note}): setup "
            f"{setup_s / 60:.1f} min, pipeline {pipeline_s / 60:.1f} min; e2e_pipeline_min={pipeline_s / 60:.1f}")
     if not args.keep:
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
     print(f"e2e_pipeline_min={pipeline_s / 60:.1f}")
 
 
-def head() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+def head(repo: Path) -> str:
+    """The commit the clone holds (this checkout may have moved on while the pipeline ran)."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                           env=os.environ).stdout.strip()
 
 

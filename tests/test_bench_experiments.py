@@ -403,3 +403,33 @@ def test_learning_curves_give_a_recipe_run_alone_both_threads(tmp_path, recipes,
     assert sorted(ran) == sorted(f"{r}-loo.args" for r in recipes or ["ours", "paper"])
     for args in ran.values():
         assert args[args.index("--threads") + 1] == threads
+
+
+def test_position_table_groups_users_by_where_the_target_is_listed():
+    """bench_position: users grouped by the target's slot among 20 candidates; a model right only on late-listed
+    targets shows a rising row and a positive last-minus-first, the recommender's flat row shows none; answers are
+    counted by the slot of the candidate they name (an invalid answer by none)."""
+    import polars as pl
+    from bench_position import position_table
+
+    rows = []
+    for user in range(40):
+        slot = user % 20  # the target's position: 2 users per slot, 10 per group of 5 slots
+        candidates = [1000 * user + k for k in range(20)]
+        rows.append({"user": user, "target": candidates[slot], "candidates": candidates, "slot": slot})
+    split = pl.DataFrame(rows).select("user", "target", "candidates")
+    late = [r["slot"] >= 15 for r in rows]
+    predictions = pl.DataFrame({
+        "row": list(range(40))[::-1], "correct": late[::-1],   # stored out of order: the table sorts by row
+        "generated_item": [r["target"] if r["slot"] >= 15 else (-1 if r["user"] == 0 else r["candidates"][19])
+                           for r in rows][::-1],
+        "rank_llm": [1 if x else 2 for x in late][::-1], "recommender_rank": [1 if r["user"] < 20 else 3 for r in rows][::-1]})
+    table = position_table(predictions, split, groups=4)
+    assert [g["value"] for g in table["generate"]["groups"]] == [0.0, 0.0, 0.0, 1.0]
+    assert [g["n"] for g in table["generate"]["groups"]] == [10, 10, 10, 10]
+    assert table["generate"]["last_minus_first"]["value"] == 1.0
+    assert table["rank_llm"]["last_minus_first"]["ci95"] == [1.0, 1.0]
+    assert [g["value"] for g in table["recommender"]["groups"]] == [0.5] * 4
+    assert table["chosen"] == [0, 0, 0, 39]  # user 0's answer named no candidate
+    with pytest.raises(SystemExit, match="predictions cover rows 39 of the split's 40"):
+        position_table(predictions.filter(pl.col("row") > 0).with_columns(pl.col("row") - 1), split, groups=4)

@@ -1,0 +1,83 @@
+"""Where generation loses: HR@1 by where the target is listed among the candidates.
+
+Reads one evaluation's predictions (``data/eval/<protocol>/<split>/<variant>.parquet``, written by `evaluate` or
+`bench_protocol.py`) and the split's stored candidates (``data/split/<protocol>/<split>.parquet``), groups the users by
+the target's position in the prompt's candidate list (``--groups`` equal slices of it) and reports for each group HR@1
+of `generate`, `rank_llm` and the recommender alone with 95% bootstrap CIs, the last group minus the first (a
+two-sample bootstrap CI: different users), and how many generated answers name a candidate listed in each group. A
+model that reads the list without position bias has flat rows, as the recommender does (it never sees the order).
+No model runs: a few seconds. Table to stdout; last line ``generate_last_minus_first=<value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchlib import ROOT, record
+
+from llara.metrics import DEFAULT_BOOTSTRAP, summarize
+
+
+def last_minus_first(last: np.ndarray, first: np.ndarray, seed: int = 0) -> dict:
+    """Mean of ``last`` minus mean of ``first`` (two groups of users) with a percentile bootstrap 95% CI."""
+    rng = np.random.default_rng(seed)
+    boot = (last[rng.integers(0, last.size, (DEFAULT_BOOTSTRAP, last.size))].mean(axis=1)
+            - first[rng.integers(0, first.size, (DEFAULT_BOOTSTRAP, first.size))].mean(axis=1))
+    return {"value": float(last.mean() - first.mean()), "ci95": [float(v) for v in np.quantile(boot, [0.025, 0.975])]}
+
+
+def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) -> dict:
+    """Per mode: per-group HR@1 summaries and the last-minus-first difference; ``chosen``: answers per group."""
+    rows = predictions.sort("row")
+    if rows["row"].to_list() != list(range(split.height)):
+        raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
+                         "not one evaluation of it")
+    candidates = split["candidates"].to_list()
+    n_cand = len(candidates[0])
+    group = np.array([c.index(t) for c, t in zip(candidates, split["target"].to_list())]) * groups // n_cand
+    hits = {"generate": rows["correct"].cast(pl.Float64).to_numpy(),
+            "rank_llm": (rows["rank_llm"] == 1).cast(pl.Float64).to_numpy(),
+            "recommender": (rows["recommender_rank"] == 1).cast(pl.Float64).to_numpy()}
+    table = {mode: {"groups": [summarize(h[group == g]) for g in range(groups)],
+                    "last_minus_first": last_minus_first(h[group == groups - 1], h[group == 0])}
+             for mode, h in hits.items()}
+    chosen = [c.index(g) * groups // n_cand for c, g in zip(candidates, rows["generated_item"].to_list()) if g in c]
+    table["chosen"] = np.bincount(np.array(chosen, dtype=np.int64), minlength=groups).tolist()
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", default="leave-one-out")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--variant", default="hybrid-curriculum")
+    parser.add_argument("--groups", type=int, default=4, help="equal slices of the candidate list")
+    args = parser.parse_args()
+    pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
+    split_path = ROOT / "data/split" / args.protocol / f"{args.split}.parquet"
+    for path in (pred_path, split_path):
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: not found (run the evaluation first)")
+    table = position_table(pl.read_parquet(pred_path), pl.read_parquet(split_path), args.groups)
+    cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
+    heads = [f"group {g + 1} (n={m['n']})" for g, m in enumerate(table["generate"]["groups"])]
+    print(f"{'mode':12s} " + " ".join(f"{h:>24s}" for h in heads) + f" {'last - first':>24s}")
+    for mode in ("generate", "rank_llm", "recommender"):
+        print(f"{mode:12s} " + " ".join(f"{cell(m):>24s}" for m in table[mode]["groups"])
+              + f" {cell(table[mode]['last_minus_first']):>24s}")
+    print(f"generated answers per group: {table['chosen']}")
+    gen = table["generate"]["last_minus_first"]
+    groups = table["generate"]["groups"]
+    record(f"bench_position {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in groups)}, "
+           f"{args.groups} groups): generate HR@1 by group {[round(m['value'], 3) for m in groups]}, "
+           f"last-first {cell(gen)}; recommender last-first {cell(table['recommender']['last_minus_first'])}; "
+           f"answers per group {table['chosen']}")
+    print(f"generate_last_minus_first={gen['value']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

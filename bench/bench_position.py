@@ -7,6 +7,11 @@ of `generate`, `rank_llm` and the recommender alone with 95% bootstrap CIs, the 
 two-sample bootstrap CI: different users), and how many generated answers name a candidate listed in each group. A
 model that reads the list without position bias has flat rows, as the recommender does (it never sees the order).
 No model runs: a few seconds. Table to stdout; last line ``generate_last_minus_first=<value>``.
+
+``--reversed`` then tests the cause on the same users: it generates again with the trained run
+(``data/runs/<protocol>/<variant>``) and each user's candidate list reversed (the same templates and seed as
+`evaluate`), and reports per group the paired difference reversed minus original. Position, not the items listed
+there, is the cause when the first group gains and the last loses. Minutes (one generate pass over the split).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import polars as pl
 
 from benchlib import ROOT, record
 
-from llara.metrics import DEFAULT_BOOTSTRAP, summarize
+from llara.metrics import DEFAULT_BOOTSTRAP, paired_difference, summarize
 
 
 def last_minus_first(last: np.ndarray, first: np.ndarray, seed: int = 0) -> dict:
@@ -38,7 +43,7 @@ def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) 
                          "not one evaluation of it")
     candidates = split["candidates"].to_list()
     n_cand = len(candidates[0])
-    group = np.array([c.index(t) for c, t in zip(candidates, split["target"].to_list())]) * groups // n_cand
+    group = target_groups(split, groups)
     hits = {"generate": rows["correct"].cast(pl.Float64).to_numpy(),
             "rank_llm": (rows["rank_llm"] == 1).cast(pl.Float64).to_numpy(),
             "recommender": (rows["recommender_rank"] == 1).cast(pl.Float64).to_numpy()}
@@ -50,12 +55,47 @@ def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) 
     return table
 
 
+def target_groups(split: pl.DataFrame, groups: int) -> np.ndarray:
+    """Each row's group: the target's slot in the stored candidate list, in ``groups`` equal slices."""
+    candidates = split["candidates"].to_list()
+    return np.array([c.index(t) for c, t in zip(candidates, split["target"].to_list())]) * groups // len(candidates[0])
+
+
+def reversed_lists(examples: list) -> list:
+    """The same examples with each candidate list in reverse order."""
+    import dataclasses
+
+    return [dataclasses.replace(e, candidates=type(e.candidates)(reversed(e.candidates))) for e in examples]
+
+
+def paired_by_group(reversed_hits: np.ndarray, original_hits: np.ndarray, group: np.ndarray) -> list[dict]:
+    """Per group (and last, all users): reversed minus original HR@1 on the same users, paired bootstrap CI."""
+    parts = [paired_difference(reversed_hits[group == g], original_hits[group == g]) for g in range(group.max() + 1)]
+    return parts + [paired_difference(reversed_hits, original_hits)]
+
+
+def generate_reversed(run: Path, split_path: Path, variant: str, seed: int, batch_size: int) -> np.ndarray:
+    """0/1 generate hits of the trained run with every candidate list reversed, in row order."""
+    from llara.llm.data import read_examples
+    from llara.llm.evaluation import evaluate
+    from llara.llm.runs import eval_item_mode, load_run
+
+    model, encoder, info = load_run(run)
+    _, predictions = evaluate(model, encoder, reversed_lists(read_examples(split_path)),
+                              item_mode=eval_item_mode(variant), modes=["generate"], seed=seed,
+                              batch_size=batch_size, length_norm=info["train"]["length_norm"])
+    return predictions.sort("row")["correct"].cast(pl.Float64).to_numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="leave-one-out")
     parser.add_argument("--split", default="test")
     parser.add_argument("--variant", default="hybrid-curriculum")
     parser.add_argument("--groups", type=int, default=4, help="equal slices of the candidate list")
+    parser.add_argument("--reversed", action="store_true",
+                        help="also generate with each candidate list reversed (the trained run; minutes)")
+    parser.add_argument("--seed", type=int, default=0, help="template seed, as finetune.seed (evaluate uses it)")
     args = parser.parse_args()
     pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
     split_path = ROOT / "data/split" / args.protocol / f"{args.split}.parquet"
@@ -71,6 +111,18 @@ def main() -> None:
               + f" {cell(table[mode]['last_minus_first']):>24s}")
     print(f"generated answers per group: {table['chosen']}")
     gen = table["generate"]["last_minus_first"]
+    if args.reversed:
+        original = pl.read_parquet(pred_path).sort("row")["correct"].cast(pl.Float64).to_numpy()
+        split = pl.read_parquet(split_path)
+        diffs = paired_by_group(generate_reversed(ROOT / "data/runs" / args.protocol / args.variant, split_path,
+                                                  args.variant, args.seed, 16), original,
+                                target_groups(split, args.groups))
+        names = [f"group {g + 1}" for g in range(args.groups)] + ["all users"]
+        for name, d in zip(names, diffs):
+            print(f"reversed lists, {name} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {cell(d)}")
+        record(f"bench_position --reversed {args.protocol}/{args.split}/{args.variant}: generate HR@1 reversed minus "
+               f"original per group of the original order (paired): {'; '.join(cell(d) for d in diffs[:-1])}; "
+               f"all users {cell(diffs[-1])}")
     groups = table["generate"]["groups"]
     record(f"bench_position {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in groups)}, "
            f"{args.groups} groups): generate HR@1 by group {[round(m['value'], 3) for m in groups]}, "

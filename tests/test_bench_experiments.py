@@ -433,3 +433,28 @@ def test_position_table_groups_users_by_where_the_target_is_listed():
     assert table["chosen"] == [0, 0, 0, 39]  # user 0's answer named no candidate
     with pytest.raises(SystemExit, match="predictions cover rows 39 of the split's 40"):
         position_table(predictions.filter(pl.col("row") > 0).with_columns(pl.col("row") - 1), split, groups=4)
+
+
+def test_reversed_lists_and_paired_by_group():
+    """--reversed: the candidate lists reversed (the examples otherwise unchanged, the stored ones untouched), and
+    per group of the original order the paired difference reversed minus original on the same users, then all."""
+    import numpy as np
+    from bench_position import paired_by_group, reversed_lists
+
+    from llara.llm.data import Example
+
+    examples = [Example(row=0, user=1, history=(5, 6), target=9, candidates=(9, 8, 7)),
+                Example(row=1, user=2, history=(5,), target=3, candidates=(1, 2, 3))]
+    flipped = reversed_lists(examples)
+    assert [e.candidates for e in flipped] == [(7, 8, 9), (3, 2, 1)]
+    assert [e.candidates for e in examples] == [(9, 8, 7), (1, 2, 3)]
+    assert [e.target_index for e in flipped] == [2, 0]
+    assert [(e.row, e.user, e.target, e.history) for e in flipped] == [(e.row, e.user, e.target, e.history)
+                                                                        for e in examples]
+    group = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    original = np.array([0, 0, 1, 0, 1, 1, 1, 0], dtype=float)
+    reversed_hits = np.array([1, 1, 1, 0, 0, 1, 0, 0], dtype=float)
+    first, last, everyone = paired_by_group(reversed_hits, original, group)
+    assert (first["value"], first["baseline"], first["model"], first["n"]) == (0.5, 0.25, 0.75, 4)
+    assert (last["value"], last["n"]) == (-0.5, 4)
+    assert (everyone["value"], everyone["n"]) == (0.0, 8)

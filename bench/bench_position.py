@@ -35,6 +35,11 @@ def last_minus_first(last: np.ndarray, first: np.ndarray, seed: int = 0) -> dict
     return {"value": float(last.mean() - first.mean()), "ci95": [float(v) for v in np.quantile(boot, [0.025, 0.975])]}
 
 
+def generate_hits(predictions: pl.DataFrame) -> np.ndarray:
+    """0/1 generate HR@1 per row, in row order."""
+    return predictions.sort("row")["correct"].cast(pl.Float64).to_numpy()
+
+
 def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) -> dict:
     """Per mode: per-group HR@1 summaries and the last-minus-first difference; ``chosen``: answers per group."""
     rows = predictions.sort("row")
@@ -44,7 +49,7 @@ def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) 
     candidates = split["candidates"].to_list()
     n_cand = len(candidates[0])
     group = target_groups(split, groups)
-    hits = {"generate": rows["correct"].cast(pl.Float64).to_numpy(),
+    hits = {"generate": generate_hits(rows),
             "rank_llm": (rows["rank_llm"] == 1).cast(pl.Float64).to_numpy(),
             "recommender": (rows["recommender_rank"] == 1).cast(pl.Float64).to_numpy()}
     table = {mode: {"groups": [summarize(h[group == g]) for g in range(groups)],
@@ -84,7 +89,7 @@ def generate_reversed(run: Path, split_path: Path, variant: str, seed: int, batc
     _, predictions = evaluate(model, encoder, reversed_lists(read_examples(split_path)),
                               item_mode=eval_item_mode(variant), modes=["generate"], seed=seed,
                               batch_size=batch_size, length_norm=info["train"]["length_norm"])
-    return predictions.sort("row")["correct"].cast(pl.Float64).to_numpy()
+    return generate_hits(predictions)
 
 
 def main() -> None:
@@ -102,7 +107,8 @@ def main() -> None:
     for path in (pred_path, split_path):
         if not Path(path).is_file():
             raise SystemExit(f"{path}: not found (run the evaluation first)")
-    table = position_table(pl.read_parquet(pred_path), pl.read_parquet(split_path), args.groups)
+    predictions, split = pl.read_parquet(pred_path), pl.read_parquet(split_path)
+    table = position_table(predictions, split, args.groups)
     cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     heads = [f"group {g + 1} (n={m['n']})" for g, m in enumerate(table["generate"]["groups"])]
     print(f"{'mode':12s} " + " ".join(f"{h:>24s}" for h in heads) + f" {'last - first':>24s}")
@@ -112,10 +118,8 @@ def main() -> None:
     print(f"generated answers per group: {table['chosen']}")
     gen = table["generate"]["last_minus_first"]
     if args.reversed:
-        original = pl.read_parquet(pred_path).sort("row")["correct"].cast(pl.Float64).to_numpy()
-        split = pl.read_parquet(split_path)
         diffs = paired_by_group(generate_reversed(ROOT / "data/runs" / args.protocol / args.variant, split_path,
-                                                  args.variant, args.seed, 16), original,
+                                                  args.variant, args.seed, 16), generate_hits(predictions),
                                 target_groups(split, args.groups))
         names = [f"group {g + 1}" for g in range(args.groups)] + ["all users"]
         for name, d in zip(names, diffs):

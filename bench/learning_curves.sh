@@ -27,6 +27,7 @@ if [ "${1:-}" = status ]; then status=true; shift; fi
 recipes=("$@")
 [ ${#recipes[@]} -gt 0 ] || recipes=(ours paper)
 run_dir() { echo "data/learning/$1-loo"; }   # a recipe's run: checkpoints, curve.csv, settings.json (log: <dir>.log)
+published() { echo "metrics/learning/$1-loo-val200.csv"; }   # where `publish` puts a recipe's curve
 if $status; then
   for r in "${recipes[@]}"; do
     running=no; pgrep -f -- "bench_learning.py .*--out $(run_dir "$r")\$" > /dev/null && running=yes
@@ -37,7 +38,7 @@ fi
 if $publish; then
   asides=()
   for r in "${recipes[@]}"; do   # every curve checked before any is copied: a failed publish changes nothing
-    src="$(run_dir "$r")/curve.csv" dst="metrics/learning/$r-loo-val200.csv"
+    src="$(run_dir "$r")/curve.csv" dst="$(published "$r")"
     [ -f "$src" ] || { echo "publish: $src: no curve measured yet" >&2; exit 1; }
     # a restarted run that has not caught up yet, or one evaluated at other steps, would drop committed points; one
     # that has is another run (its rows differ at a committed step): the committed curve is kept as <name>-runN.csv
@@ -55,7 +56,7 @@ PY
     asides+=("$aside")
   done
   for i in "${!recipes[@]}"; do
-    r="${recipes[$i]}" dst="metrics/learning/${recipes[$i]}-loo-val200.csv"
+    r="${recipes[$i]}" dst="$(published "${recipes[$i]}")"
     if [ -n "${asides[$i]}" ]; then
       cp "$dst" "${asides[$i]}"
       echo "publish: $dst held another run (different points at the same steps): kept as ${asides[$i]}; add its" \

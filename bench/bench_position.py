@@ -12,6 +12,10 @@ No model runs: a few seconds. Table to stdout; last line ``generate_last_minus_f
 (``data/runs/<protocol>/<variant>``) and each user's candidate list reversed (the same templates and seed as
 `evaluate`), and reports per group the paired difference reversed minus original. Position, not the items listed
 there, is the cause when the first group gains and the last loses. Minutes (one generate pass over the split).
+
+``--two-orders`` tests the remedy at inference on the same users: evaluate's two-order modes (every user's prompt
+with its candidates as listed and reversed, read as one: ``generate_two_orders``, ``rank_llm_two_orders``), against
+the single order, paired, and their HR@1 per group. Twice a generate pass.
 """
 
 from __future__ import annotations
@@ -66,13 +70,6 @@ def target_groups(split: pl.DataFrame, groups: int) -> np.ndarray:
     return np.array([c.index(t) for c, t in zip(candidates, split["target"].to_list())]) * groups // len(candidates[0])
 
 
-def reversed_lists(examples: list) -> list:
-    """The same examples with each candidate list in reverse order."""
-    import dataclasses
-
-    return [dataclasses.replace(e, candidates=type(e.candidates)(reversed(e.candidates))) for e in examples]
-
-
 def paired_by_group(reversed_hits: np.ndarray, original_hits: np.ndarray, group: np.ndarray) -> list[dict]:
     """Per group (and last, all users): reversed minus original HR@1 on the same users, paired bootstrap CI."""
     parts = [paired_difference(reversed_hits[group == g], original_hits[group == g]) for g in range(group.max() + 1)]
@@ -82,14 +79,31 @@ def paired_by_group(reversed_hits: np.ndarray, original_hits: np.ndarray, group:
 def generate_reversed(run: Path, split_path: Path, variant: str, seed: int, batch_size: int) -> np.ndarray:
     """0/1 generate hits of the trained run with every candidate list reversed, in row order."""
     from llara.llm.data import read_examples
+    from llara.llm.evaluation import evaluate, reversed_candidates
+    from llara.llm.runs import eval_item_mode, load_run
+
+    model, encoder, info = load_run(run)
+    _, predictions = evaluate(model, encoder, reversed_candidates(read_examples(split_path)),
+                              item_mode=eval_item_mode(variant), modes=["generate"], seed=seed,
+                              batch_size=batch_size, length_norm=info["train"]["length_norm"])
+    return generate_hits(predictions)
+
+
+def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_size: int) -> dict[str, np.ndarray]:
+    """0/1 hits per row (row order) of the two-order modes (evaluate's ``generate_two_orders``,
+    ``rank_llm_two_orders``) of the trained run; ``valid``: the two-order answer names one candidate."""
+    from llara.llm.data import read_examples
     from llara.llm.evaluation import evaluate
     from llara.llm.runs import eval_item_mode, load_run
 
     model, encoder, info = load_run(run)
-    _, predictions = evaluate(model, encoder, reversed_lists(read_examples(split_path)),
-                              item_mode=eval_item_mode(variant), modes=["generate"], seed=seed,
-                              batch_size=batch_size, length_norm=info["train"]["length_norm"])
-    return generate_hits(predictions)
+    _, pred = evaluate(model, encoder, read_examples(split_path), item_mode=eval_item_mode(variant),
+                       modes=["generate_two_orders", "rank_llm_two_orders"], seed=seed, batch_size=batch_size,
+                       length_norm=info["train"]["length_norm"])
+    pred = pred.sort("row")
+    return {"generate": pred["correct_two_orders"].cast(pl.Float64).to_numpy(),
+            "valid": pred["valid_two_orders"].cast(pl.Float64).to_numpy(),
+            "rank_llm": (pred["rank_llm_two_orders"] == 1).cast(pl.Float64).to_numpy()}
 
 
 def main() -> None:
@@ -100,6 +114,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=4, help="equal slices of the candidate list")
     parser.add_argument("--reversed", action="store_true",
                         help="also generate with each candidate list reversed (the trained run; minutes)")
+    parser.add_argument("--two-orders", action="store_true",
+                        help="also decode each user's two orders as one ensemble (the trained run; twice minutes)")
     parser.add_argument("--seed", type=int, default=0, help="template seed, as finetune.seed (evaluate uses it)")
     args = parser.parse_args()
     pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
@@ -127,6 +143,22 @@ def main() -> None:
         record(f"bench_position --reversed {args.protocol}/{args.split}/{args.variant}: generate HR@1 reversed minus "
                f"original per group of the original order (paired): {'; '.join(cell(d) for d in diffs[:-1])}; "
                f"all users {cell(diffs[-1])}")
+    if args.two_orders:
+        ens = two_order_hits(ROOT / "data/runs" / args.protocol / args.variant, split_path, args.variant, args.seed, 16)
+        rows = predictions.sort("row")
+        single = {"generate": generate_hits(predictions), "rank_llm": (rows["rank_llm"] == 1).cast(pl.Float64).to_numpy()}
+        group = target_groups(split, args.groups)
+        parts = []
+        for mode in ("generate", "rank_llm"):
+            d = paired_difference(ens[mode], single[mode])
+            spread = last_minus_first(ens[mode][group == args.groups - 1], ens[mode][group == 0])
+            print(f"two orders, {mode} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {cell(d)}; "
+                  f"by group {[round(float(ens[mode][group == g].mean()), 3) for g in range(args.groups)]}, "
+                  f"last - first {cell(spread)}")
+            parts.append(f"{mode} {d['baseline']:.3f} -> {d['model']:.3f}, paired {cell(d)}, last-first {cell(spread)}")
+        print(f"two orders, ValidRatio {ens['valid'].mean():.3f}")
+        record(f"bench_position --two-orders {args.protocol}/{args.split}/{args.variant} (two candidate orders decoded "
+               f"as one, n={len(group)}): {'; '.join(parts)}; ValidRatio {ens['valid'].mean():.3f}")
     groups = table["generate"]["groups"]
     record(f"bench_position {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in groups)}, "
            f"{args.groups} groups): generate HR@1 by group {[round(m['value'], 3) for m in groups]}, "

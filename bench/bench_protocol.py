@@ -3,7 +3,7 @@ users, CIs about +-0.03 instead of +-0.10 on the 95 `paper` users).
 
 Trains params.yaml's `finetune.variants` with its recipe and profile on that protocol's train rows (the pipeline's
 workflow and stage code, resumable from data/runs/<protocol>/<variant>/), evaluates them on its test rows exactly as
-stage `evaluate` does (generate, rank, rank_llm, the recommender alone, paired differences) and writes
+stage `evaluate` does (evaluate.modes, the recommender alone, paired differences) and writes
 metrics/llara_<protocol>.json (the report shows it when params.yaml's report.metrics names it). On CPU it takes the
 pipeline's fine-tuning slot (it waits while a `finetune@` stage or another CPU run of it trains). Needs the pipeline's
 split and recommender for the protocol (`dvc repro export@<protocol>-<backbone>`). Last line: the first variant's
@@ -53,7 +53,7 @@ def main() -> None:
     first = results[variants[0]]
     fmt = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     summary = "; ".join(f"{v}: " + ", ".join(
-        [f"{m} {fmt(r[m]['hr@1'])}" + (f" (valid {r[m]['valid_ratio']['value']:.3f})" if m == "generate" else "")
+        [f"{m} {fmt(r[m]['hr@1'])}" + (f" (valid {r[m]['valid_ratio']['value']:.3f})" if m.startswith("generate") else "")
          for m in eparams.modes] + [f"recommender {fmt(r['recommender']['hr@1'])}"]
         + [f"paired {m} {fmt(r['paired_vs_recommender'][m]['hr@1'])}" for m in eparams.modes]) for v, r in results.items())
     print(summary)

@@ -174,9 +174,9 @@ class Decision:
 
 def per_user_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
     """0/1 HR@1 per example from :func:`llara.llm.evaluation.evaluate`'s predictions."""
-    if mode == "generate":
-        return predictions["correct"].cast(pl.Float64).to_numpy()
-    return (predictions[mode] == 1).cast(pl.Float64).to_numpy()  # rank, rank_llm: the target's 1-based rank
+    if mode.startswith("generate"):  # generate, generate_two_orders: correct, correct_two_orders
+        return predictions[mode.replace("generate", "correct")].cast(pl.Float64).to_numpy()
+    return (predictions[mode] == 1).cast(pl.Float64).to_numpy()  # the rank modes: the target's 1-based rank
 
 
 def compare(challenger: dict[str, np.ndarray], champion: dict[str, np.ndarray], seed: int = 0) -> dict:

@@ -1,16 +1,19 @@
 """What the LLM itself contributes, as tables and charts (the HTML report; the markdown form for README/docs).
 
-- The contribution table: per split and variant of metrics/llara.json, generate HR@1 and ValidRatio, rank and
-  rank_llm HR@1 (no recommender score is added in any mode), the recommender alone on the same rows, and the paired
-  HR@1 difference against it (``paired_vs_recommender``) with its paired-bootstrap 95% CI. A difference whose CI
-  excludes 0 is marked: that is what a claim may rest on.
+- The contribution table: per split and variant of metrics/llara.json, HR@1 of each mode evaluated (generate with
+  its ValidRatio, rank, rank_llm, the two-order modes; no recommender score is added in any mode), the recommender
+  alone on the same rows, and the paired HR@1 difference against it (``paired_vs_recommender``) with its
+  paired-bootstrap 95% CI. A difference whose CI excludes 0 is marked: that is what a claim may rest on.
 - Learning curves: validation HR@1 (generate, rank_llm) against examples seen, one line per recipe, from the CSVs
   ``bench/bench_learning.py`` writes (recognized by their columns).
 """
 
 from __future__ import annotations
 
-MODES = ("generate", "rank", "rank_llm")
+from typing import Sequence
+
+from llara.llm.recipes import EVAL_MODES as MODES
+
 LEARNING_COLUMNS = {"examples", "generate_hr1", "generate_lo", "generate_hi", "rank_llm_hr1", "valid_ratio"}
 
 
@@ -29,34 +32,52 @@ def _delta(metric: dict | None) -> str:
     return f"{metric['value']:+.3f} [{low:+.3f}, {high:+.3f}]{sign}"
 
 
-COLUMNS = ["variant", "generate HR@1", "ValidRatio", "rank HR@1", "rank_llm HR@1", "recommender HR@1",
-           "Δ generate", "Δ rank", "Δ rank_llm"]
+LABELS = {"generate_two_orders": "generate (two orders)", "rank_llm_two_orders": "rank_llm (two orders)"}
 
 
-def contribution_rows(metrics: dict) -> dict[str, list[list[str]]]:
-    """split key -> table rows (COLUMNS) for the variants that have ``paired_vs_recommender``."""
-    out: dict[str, list[list[str]]] = {}
+def table_modes(variants: dict) -> list[str]:
+    """The modes (in :data:`MODES` order) that some variant of one split compares with the recommender."""
+    have = {m for v in variants.values() if isinstance(v, dict) for m in v.get("paired_vs_recommender") or {}}
+    return [m for m in MODES if m in have]
+
+
+def table_columns(modes: Sequence[str]) -> list[str]:
+    """The table's header: HR@1 per mode (each generate mode followed by its ValidRatio), the recommender's, then
+    the paired difference per mode."""
+    out = ["variant"]
+    for m in modes:
+        out += [f"{LABELS.get(m, m)} HR@1"] + (["ValidRatio"] if m.startswith("generate") else [])
+    return out + ["recommender HR@1"] + [f"Δ {LABELS.get(m, m)}" for m in modes]
+
+
+def contribution_rows(metrics: dict) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """split key -> (header, table rows) for the variants that have ``paired_vs_recommender``."""
+    out: dict[str, tuple[list[str], list[list[str]]]] = {}
     for split, variants in metrics.items():
-        for variant, modes in (variants or {}).items():
-            if not isinstance(modes, dict) or "paired_vs_recommender" not in modes:
-                continue
-            paired = modes["paired_vs_recommender"]
-            hr1 = lambda mode: (modes.get(mode) or {}).get("hr@1")  # noqa: E731
-            out.setdefault(split, []).append(
-                [variant, _cell(hr1("generate")), _cell((modes.get("generate") or {}).get("valid_ratio")),
-                 _cell(hr1("rank")), _cell(hr1("rank_llm")), _cell(hr1("recommender"))]
-                + [_delta((paired.get(mode) or {}).get("hr@1")) for mode in MODES])
+        variants = {k: v for k, v in (variants or {}).items() if isinstance(v, dict) and "paired_vs_recommender" in v}
+        if not variants:
+            continue
+        modes = table_modes(variants)
+        rows = []
+        for variant, entry in variants.items():
+            cells = [variant]
+            for m in modes:
+                cells += [_cell((entry.get(m) or {}).get("hr@1"))]
+                cells += [_cell((entry.get(m) or {}).get("valid_ratio"))] if m.startswith("generate") else []
+            cells += [_cell((entry.get("recommender") or {}).get("hr@1"))]
+            rows.append(cells + [_delta((entry["paired_vs_recommender"].get(m) or {}).get("hr@1")) for m in modes])
+        out[split] = (table_columns(modes), rows)
     return out
 
 
 def contribution_markdown(metrics: dict) -> str:
     """The contribution tables as markdown (one per split key)."""
     parts = []
-    for split, rows in contribution_rows(metrics).items():
+    for split, (columns, rows) in contribution_rows(metrics).items():
         n = next((m["generate"]["hr@1"].get("n") for m in metrics[split].values()
                   if isinstance(m, dict) and "hr@1" in (m.get("generate") or {})), None)
         parts.append(f"**{split}**" + (f" (n = {n})" if n else ""))
-        parts.append("| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS))
+        parts.append("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         parts += ["| " + " | ".join(row) + " |" for row in rows]
         parts.append("")
     return "\n".join(parts)
@@ -64,10 +85,11 @@ def contribution_markdown(metrics: dict) -> str:
 
 def contribution_html(metrics: dict, escape) -> str:
     out = ["<p>Value [95% CI]; Δ = the variant minus the recommender alone on the same users and candidates (paired "
-           "bootstrap CI); (+)/(−): the CI excludes 0. No recommender score is added to the LLM's in any mode.</p>"]
-    for split, rows in contribution_rows(metrics).items():
+           "bootstrap CI); (+)/(−): the CI excludes 0. No recommender score is added to the LLM's in any mode. Two "
+           "orders: each prompt read with its candidates as listed and reversed, as one (position bias removed).</p>"]
+    for split, (columns, rows) in contribution_rows(metrics).items():
         out.append(f'<table class="metrics contribution" data-split="{escape(split)}"><caption>{escape(split)}</caption>'
-                   "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in COLUMNS) + "</tr>")
+                   "<tr>" + "".join(f"<th>{escape(c)}</th>" for c in columns) + "</tr>")
         out += ["<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows]
         out.append("</table>")
     return "\n".join(out)

@@ -30,7 +30,7 @@ from llara.data.tables import Columns, check_text_options
 from llara.data.sources import check_url, fetch_movielens_100k
 from llara.data.split import PROTOCOLS, SplitConfig
 from llara.errors import ConfigError, InputError, require_range
-from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES, VARIANTS,
+from llara.llm.recipes import (EVAL_MODES, DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES, VARIANTS,
                                LLMSettings, Profile, Recipe)
 from llara.recommenders.config import BackboneConfig, TrainConfig
 from llara.recommenders.registry import FAMILIES, Family
@@ -278,7 +278,7 @@ class FinetuneParams(Strict):
 
 class EvaluateParams(Strict):
     splits: list[Literal["test", "val"]] = Field(["test"], min_length=1)
-    modes: list[Literal["generate", "rank", "rank_llm"]] = Field(["generate", "rank", "rank_llm"], min_length=1)
+    modes: list[Literal[EVAL_MODES]] = Field(list(EVAL_MODES), min_length=1)
     batch_size: int = Field(16, ge=1)
     max_rows: int | None = Field(None, ge=1)  # evaluate only the first N rows of each split (quick checks)
 
@@ -287,8 +287,8 @@ class ChampionParams(Strict):
     """Stage ``promote``: champion/challenger (llara/champion.py, docs/operations.md)."""
 
     variant: Literal[VARIANTS] = "hybrid-curriculum"  # the challenger, trained by finetune@<variant>
-    modes: list[Literal["generate", "rank", "rank_llm"]] = Field(["rank", "generate"], min_length=1)
-    metric: Literal["generate", "rank", "rank_llm"] = "rank"  # the mode whose HR@1 decides
+    modes: list[Literal[EVAL_MODES]] = Field(["rank", "generate"], min_length=1)
+    metric: Literal[EVAL_MODES] = "rank"  # the mode whose HR@1 decides
     margin: float = Field(0.02, ge=0, le=1)  # promote unless HR@1 is lower than the champion's by more than this
     max_users: int | None = Field(None, ge=1)  # compare on the first N validation users (null: all)
     batch_size: int = Field(16, ge=1)

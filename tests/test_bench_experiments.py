@@ -435,17 +435,18 @@ def test_position_table_groups_users_by_where_the_target_is_listed():
         position_table(predictions.filter(pl.col("row") > 0).with_columns(pl.col("row") - 1), split, groups=4)
 
 
-def test_reversed_lists_and_paired_by_group():
+def test_reversed_candidates_and_paired_by_group():
     """--reversed: the candidate lists reversed (the examples otherwise unchanged, the stored ones untouched), and
     per group of the original order the paired difference reversed minus original on the same users, then all."""
     import numpy as np
-    from bench_position import paired_by_group, reversed_lists
+    from bench_position import paired_by_group
 
     from llara.llm.data import Example
+    from llara.llm.evaluation import reversed_candidates
 
     examples = [Example(row=0, user=1, history=(5, 6), target=9, candidates=(9, 8, 7)),
                 Example(row=1, user=2, history=(5,), target=3, candidates=(1, 2, 3))]
-    flipped = reversed_lists(examples)
+    flipped = reversed_candidates(examples)
     assert [e.candidates for e in flipped] == [(7, 8, 9), (3, 2, 1)]
     assert [e.candidates for e in examples] == [(9, 8, 7), (1, 2, 3)]
     assert [e.target_index for e in flipped] == [2, 0]

@@ -7,7 +7,7 @@ import torch
 
 from llara.llm.curriculum import example_modes, hybrid_probability
 from llara.llm.data import IGNORE, collate, step_indices
-from llara.llm.generation import greedy_generate, match_answer, match_answer_authors
+from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, tied_mean
 from llara.llm.model import ModelConfig
 from llara.llm.prompts import load_templates
 from llara.llm.scoring import naive_scores, rank_scores
@@ -98,6 +98,36 @@ def test_left_padded_batch_generation_equals_one_by_one(tiny):
                for e, m, t in zip(ex, modes, templates)]
     assert batched == singles
     assert len({len(enc.encode(e.history, e.candidates, m, t).input_ids) for e, m, t in zip(ex, modes, templates)}) > 1
+
+
+def test_tied_rows_decode_as_one(tiny, monkeypatch):
+    model, enc, _, _ = tiny
+    torch.manual_seed(0)  # an output layer that reads the hidden state sharply, so different prompts answer apart
+    head = torch.nn.Linear(model.causal_lm.config.hidden_size, model.causal_lm.config.vocab_size, bias=False)
+    head.weight.data.mul_(200)
+    monkeypatch.setattr(model.causal_lm, "get_output_embeddings", lambda: head)
+    ex = fake_examples(3, 30)
+    batch = collate(enc, ex + ex[:1], ["hybrid"] * 4, [0, 1, 2, 0], False, model.loaded.pad_token_id)
+    stop = [model.loaded.eos_token_id]
+    free = greedy_generate(model, batch, 6, stop)
+    assert free[0] == free[3] and len(set(map(tuple, free[:3]))) == 3
+    assert greedy_generate(model, batch, 6, stop, tied=torch.arange(4)) == free  # groups of one: plain greedy
+    assert greedy_generate(model, batch, 6, stop, tied=torch.tensor([0, 1, 2, 0])) == free  # a prompt tied to itself
+    paired = greedy_generate(model, batch, 6, stop, tied=torch.tensor([0, 0, 1, 1]))
+    assert paired[0] == paired[1] and paired[2] == paired[3] and paired[0] != free[0]  # the tie moved row 0
+    with torch.no_grad():  # reference without the KV cache: each token the argmax of the two prompts' mean
+        embeds, _, _ = model.input_embeds(batch)
+        for t, token in enumerate(paired[0]):
+            prefix = model.causal_lm.get_input_embeddings()(torch.tensor([paired[0][:t]] * 4, dtype=torch.long))
+            mask = torch.cat([batch.attention_mask, torch.ones(4, t, dtype=batch.attention_mask.dtype)], 1)
+            positions = torch.cat([batch.position_ids, batch.position_ids[:, -1:] + torch.arange(1, t + 1)], 1)
+            hidden = model.decoder(inputs_embeds=torch.cat([embeds, prefix], 1), attention_mask=mask,
+                                   position_ids=positions).last_hidden_state[:2, -1]
+            logits = head(hidden).float()
+            logits[:, model.loaded.placeholder_ids] = float("-inf")
+            assert token == int(logits.log_softmax(-1).mean(0).argmax())
+    mean = tied_mean(torch.tensor([[0.0, -1.0, -9.0], [-4.0, -1.0, 0.0], [-1.0, -2.0, -3.0]]), torch.tensor([1, 1, 0]))
+    assert torch.equal(mean, torch.tensor([[-2.0, -1.0, -4.5], [-2.0, -1.0, -4.5], [-1.0, -2.0, -3.0]]))
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])

@@ -140,3 +140,31 @@ def test_generation_shares_its_prompt_pass_with_the_likelihood_modes(tiny):
     assert every["generated"].to_list() == answers
     assert np.allclose(scores(every), scores(ranked), atol=1e-5)
     assert every["rank_llm"].to_list() == ranked["rank_llm"].to_list()
+
+
+def test_two_order_modes_read_both_orders_as_one(tiny):
+    """generate_two_orders / rank_llm_two_orders do not depend on the order the candidates are listed in (each prompt
+    is read as listed and reversed, as one), the likelihoods are the two orders' mean, and both modes are compared with
+    the recommender."""
+    from llara.llm.evaluation import reversed_candidates
+    from llara.llm.scoring import mode_scores
+    from llara.metrics import target_ranks
+
+    model, enc = tiny
+    ex = fake_examples(6, 30)
+    modes = ["generate", "rank_llm", "generate_two_orders", "rank_llm_two_orders"]
+    metrics, pred = evaluate(model, enc, ex, modes=modes, batch_size=4, max_new_tokens=6)
+    _, flipped = evaluate(model, enc, reversed_candidates(ex), modes=modes[2:], batch_size=4, max_new_tokens=6)
+    assert flipped["generated_two_orders"].to_list() == pred["generated_two_orders"].to_list()
+    assert flipped["rank_llm_two_orders"].to_list() == pred["rank_llm_two_orders"].to_list()
+    assert pred["generated_two_orders"].to_list() != pred["generated"].to_list()  # the second order changes answers
+    templates = eval_templates(enc, ex, 0)
+    both = [mode_scores(model, enc, collate(enc, rows, ["hybrid"] * 6, templates, False, model.loaded.pad_token_id),
+                        ["rank_llm"], False, True)["rank_llm"].float().numpy() for rows in (ex, reversed_candidates(ex))]
+    mean = (both[0] + both[1][:, ::-1]) / 2
+    assert pred["rank_llm_two_orders"].to_list() == target_ranks(mean, [e.target_index for e in ex]).tolist()
+    assert pred["rank_llm_two_orders"].to_list() != pred["rank_llm"].to_list()
+    assert set(metrics["paired_vs_recommender"]) == set(modes)
+    assert metrics["generate_two_orders"]["valid_ratio"]["n"] == 6
+    with pytest.raises(ValueError, match="unknown evaluation mode"):
+        evaluate(model, enc, ex, modes=["generate_three_orders"])

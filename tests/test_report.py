@@ -175,10 +175,12 @@ def test_contribution_table_and_learning_curves(outputs: Path):
         "recommender": {"hr@1": _summary(0.50, 0.40, 0.60, 95)},
         "paired_vs_recommender": {"generate": paired(-0.10, -0.18, -0.02), "rank": paired(0.02, -0.05, 0.09),
                                   "rank_llm": paired(-0.05, -0.12, 0.02)}}}}))
-    rows = contribution_rows(json.loads((outputs / "metrics/llara.json").read_text()))
-    assert rows["paper"][0][:2] == ["hybrid", "0.400 [0.300, 0.500]"]
-    assert rows["paper"][0][6] == "-0.100 [-0.180, -0.020] (−)"  # the CI excludes 0: marked
-    assert rows["paper"][0][7] == "+0.020 [-0.050, +0.090]"  # it does not: unmarked
+    header, rows = contribution_rows(json.loads((outputs / "metrics/llara.json").read_text()))["paper"]
+    assert header == ["variant", "generate HR@1", "ValidRatio", "rank HR@1", "rank_llm HR@1", "recommender HR@1",
+                      "Δ generate", "Δ rank", "Δ rank_llm"]  # the modes evaluated, no column for the others
+    assert rows[0][:2] == ["hybrid", "0.400 [0.300, 0.500]"]
+    assert rows[0][6] == "-0.100 [-0.180, -0.020] (−)"  # the CI excludes 0: marked
+    assert rows[0][7] == "+0.020 [-0.050, +0.090]"  # it does not: unmarked
     assert "| hybrid | 0.400" in contribution_markdown(json.loads((outputs / "metrics/llara.json").read_text()))
     learning = outputs / "metrics/learning"
     learning.mkdir()

@@ -7,7 +7,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, PROFILES, RECIPES,
+    from llara.llm.recipes import (EVAL_MODES, DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, PROFILES, RECIPES,
                                    VARIANTS, DTYPE_NAMES, LLMSettings)
 
     f = sub.add_parser("finetune", help="fine-tune a LLaRA variant",
@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Evaluate a trained run directory on a split file; prints the metrics as JSON.")
     e.add_argument("run", help="run directory (data/runs/<protocol>/<variant>)")
     e.add_argument("--split", required=True, help="split parquet (user, history, target, candidates)")
-    e.add_argument("--modes", default="generate,rank", help="comma-separated: generate,rank (default: both)")
+    e.add_argument("--modes", default="generate,rank", help=f"comma-separated, of {','.join(EVAL_MODES)} (default: "
+                   "generate,rank; two orders: docs/llara.md#position-bias-and-two-orders)")
     e.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16, as evaluate.batch_size)")
     e.add_argument("--max-rows", type=int, default=None, help="only the first N rows")
     e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet (internal ids "

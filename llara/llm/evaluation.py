@@ -9,6 +9,11 @@
   tokens): what the language model itself prefers, the ranking that greedy generation approximates, whatever the
   recipe. Summed, not length-normalized: the mean favours long titles, whose later tokens are nearly certain once
   the first is chosen (validation HR@1, docs/llara.md#rank_llm-the-answers-probability).
+- generate_two_orders, rank_llm_two_orders: the same two modes with position bias removed at inference: every user's
+  prompt is read with its candidates as listed and reversed (the same template), so each candidate sits on average
+  mid-list. Generation decodes the two prompts as one (each token the argmax of their mean log-probability; still
+  free text over the whole vocabulary), rank_llm averages each candidate's answer log-likelihood over the two. Twice
+  the prompts of one pass (docs/llara.md#position-bias-and-two-orders).
 No recommender score is added in any mode.
 - recommender: the frozen recommender alone on the same rows and candidates, and ``paired_vs_recommender``: per mode,
   the per-user paired difference of HR@1 (model - recommender) with a paired bootstrap CI.
@@ -17,6 +22,7 @@ Returns the metrics (llara.metrics.summarize dicts) and one prediction row per e
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -28,11 +34,13 @@ from llara.llm.data import Batch, Example, collate
 from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, newline_token_ids
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
+from llara.llm.recipes import EVAL_MODES
 from llara.llm.scoring import mode_scores, prompt_scores
 from llara.metrics import hit_at_k, paired_difference, ranking_metrics, summarize, target_ranks
 
-EVAL_MODES = ("generate", "rank", "rank_llm")
 RANK_MODES = ("rank", "rank_llm")
+TWO_ORDERS = "_two_orders"  # the suffix of the modes that read each prompt in two candidate orders
+SINGLE_ORDER_MODES = tuple(m for m in EVAL_MODES if not m.endswith(TWO_ORDERS))  # evaluate's default
 RECOMMENDER_BATCH = 256
 
 
@@ -56,6 +64,46 @@ def eval_batches(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[E
                            False, model.loaded.pad_token_id)
 
 
+def reversed_candidates(examples: Sequence[Example]) -> list[Example]:
+    """The same examples with each candidate list in reverse order."""
+    return [dataclasses.replace(e, candidates=type(e.candidates)(reversed(e.candidates))) for e in examples]
+
+
+@torch.no_grad()
+def two_order_pass(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], item_mode: str,
+                   templates: Sequence[int], batch_size: int, stop_ids: Sequence[int], generate: bool, rank: bool,
+                   length_norm: bool, max_new_tokens: int | None = None) -> tuple[list, list]:
+    """(answers, rank_llm scores (C,) in the listed order) per example, each user's two candidate orders read as one:
+    greedy decoding tied across the two prompts, answer log-likelihoods averaged (``generate``/``rank`` say which
+    are computed; the other list holds None). ``batch_size`` users make a batch of twice as many prompts."""
+    flipped = reversed_candidates(examples)
+    answers: list = [None] * len(examples)
+    scores: list = [None] * len(examples)
+    order = length_order(encoder, examples, item_mode, templates)
+    users = max(1, batch_size // 2)
+    for lo in tqdm(range(0, len(order), users), desc="evaluate, two orders", mininterval=5):
+        idx = order[lo:lo + users]
+        k = len(idx)
+        rows = [examples[i] for i in idx] + [flipped[i] for i in idx]
+        batch = collate(encoder, rows, [item_mode] * 2 * k, [templates[i] for i in idx] * 2, False,
+                        model.loaded.pad_token_id)
+        got: dict[str, torch.Tensor] = {}
+        if generate:
+            hook = (lambda out, z, has: got.update(prompt_scores(
+                model, encoder, batch, out, ["rank_llm"], False, length_norm, copy_cache=True))) if rank else None
+            limit = max_new_tokens or max(len(encoder.answer_ids(c)) for e in rows for c in e.candidates)
+            ids = greedy_generate(model, batch, limit, stop_ids, on_prompt=hook, tied=torch.arange(k).repeat(2))
+            for j, i in enumerate(idx):
+                answers[i] = encoder.tokenizer.decode(ids[j], skip_special_tokens=True).strip()
+        elif rank:
+            got = mode_scores(model, encoder, batch, ["rank_llm"], False, length_norm)
+        if rank:
+            both = got["rank_llm"].float().cpu()
+            for j, i in enumerate(idx):
+                scores[i] = (both[j] + both[k + j].flip(-1)) / 2  # the reversed prompt's scores back in listed order
+    return answers, scores
+
+
 @torch.no_grad()
 def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.ndarray:
     """(N, C) scores of the frozen recommender alone on each row's candidates."""
@@ -69,7 +117,7 @@ def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.nda
 
 @torch.no_grad()
 def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], *, item_mode: str = "hybrid",
-             modes: Sequence[str] = EVAL_MODES, seed: int = 0, batch_size: int = 8, length_norm: bool = True,
+             modes: Sequence[str] = SINGLE_ORDER_MODES, seed: int = 0, batch_size: int = 8, length_norm: bool = True,
              use_head: bool = True, max_new_tokens: int | None = None, frame: bool = True):
     """Metrics of the requested modes, the recommender alone and the paired differences, and one prediction row per
     example (in the input order): a polars DataFrame, or with ``frame=False`` its columns as a dict (no polars
@@ -84,12 +132,15 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     n = len(examples)
     templates = eval_templates(encoder, examples, seed)
     stop_ids = [model.loaded.eos_token_id] + newline_token_ids(model.loaded.tokenizer)
+    unknown = sorted(set(modes) - set(EVAL_MODES))
+    if unknown:
+        raise ValueError(f"unknown evaluation mode(s) {unknown}: choose from {list(EVAL_MODES)}")
     generate = "generate" in modes
     ranked = [m for m in RANK_MODES if m in modes]
-    answers: list = [None] * n
+    answers: dict[str, list] = {"": [None] * n}
     score_rows: dict[str, list] = {m: [None] * n for m in ranked}
-    for idx, batch in tqdm(eval_batches(model, encoder, examples, item_mode, templates, batch_size),
-                           total=-(-n // batch_size), desc="evaluate", mininterval=5):
+    batches = eval_batches(model, encoder, examples, item_mode, templates, batch_size) if generate or ranked else []
+    for idx, batch in tqdm(batches, total=-(-n // batch_size), desc="evaluate", mininterval=5):
         chunk = [examples[i] for i in idx]
         scores: dict[str, torch.Tensor] = {}
         if generate:
@@ -97,20 +148,27 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
             on_prompt = (lambda out, z, has: scores.update(prompt_scores(
                 model, encoder, batch, out, ranked, use_head, length_norm, copy_cache=True))) if ranked else None
             for i, ids in zip(idx, greedy_generate(model, batch, limit, stop_ids, on_prompt=on_prompt)):
-                answers[i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                answers[""][i] = encoder.tokenizer.decode(ids, skip_special_tokens=True).strip()
         elif ranked:
             scores = mode_scores(model, encoder, batch, ranked, use_head, length_norm)
         for m in ranked:
             for i, row in zip(idx, scores[m].float().cpu()):
                 score_rows[m][i] = row
+    two_generate, two_rank = "generate" + TWO_ORDERS in modes, "rank_llm" + TWO_ORDERS in modes
+    if two_generate or two_rank:
+        answers[TWO_ORDERS], score_rows["rank_llm" + TWO_ORDERS] = two_order_pass(
+            model, encoder, examples, item_mode, templates, batch_size, stop_ids, two_generate, two_rank, length_norm,
+            max_new_tokens)
+        ranked += ["rank_llm" + TWO_ORDERS] if two_rank else []
     pred: dict[str, list] = {"row": [e.row for e in examples], "user": [e.user for e in examples],
                              "target": [e.target for e in examples], "template": templates}
     metrics: dict[str, dict] = {}
     hits: dict[str, np.ndarray] = {}
     targets = [e.target_index for e in examples]
-    if generate:
-        metrics["generate"] = generate_metrics(encoder, examples, answers, seed, pred)
-        hits["generate"] = np.asarray(pred["correct"], dtype=float)
+    for suffix in ("", TWO_ORDERS):
+        if "generate" + suffix in modes:
+            metrics["generate" + suffix] = generate_metrics(encoder, examples, answers[suffix], seed, pred, suffix)
+            hits["generate" + suffix] = np.asarray(pred["correct" + suffix], dtype=float)
     for m in ranked:
         table = torch.stack(score_rows[m]).numpy()
         ranks = target_ranks(table, targets)
@@ -145,12 +203,15 @@ def parse_answers(parser, examples: Sequence[Example], answers: Sequence[str], n
 
 
 def generate_metrics(encoder: PromptEncoder, examples: Sequence[Example], answers: Sequence[str], seed: int,
-                     pred: dict) -> dict:
-    """HR@1 and ValidRatio of the answers under our parser and the authors'; adds the prediction columns (ours)."""
+                     pred: dict, suffix: str = "") -> dict:
+    """HR@1 and ValidRatio of the answers under our parser and the authors'; adds the prediction columns (ours, their
+    names ending in ``suffix``)."""
     names = [[encoder.title(c) for c in e.candidates] for e in examples]
     picked, valid, correct = parse_answers(match_answer, examples, answers, names)
     _, a_valid, a_correct = parse_answers(match_answer_authors, examples, answers, names)
-    pred.update(generated=list(answers), generated_item=picked, valid=valid.astype(bool), correct=correct.astype(bool))
+    columns = {"generated": list(answers), "generated_item": picked, "valid": valid.astype(bool),
+               "correct": correct.astype(bool)}
+    pred.update({name + suffix: values for name, values in columns.items()})
     return {"hr@1": summarize(correct, seed=seed), "valid_ratio": summarize(valid, seed=seed),
             "hr@1_authors_parser": summarize(a_correct, seed=seed),
             "valid_ratio_authors_parser": summarize(a_valid, seed=seed)}

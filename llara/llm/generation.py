@@ -23,8 +23,13 @@ def newline_token_ids(tokenizer) -> list[int]:
 
 @torch.no_grad()
 def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_ids: Sequence[int],
-                    early_stop: bool = True, on_prompt: Callable | None = None) -> list[list[int]]:
+                    early_stop: bool = True, on_prompt: Callable | None = None,
+                    tied: torch.Tensor | None = None) -> list[list[int]]:
     """Greedy token ids generated after each (left-padded) prompt, up to and excluding the first stop token.
+
+    ``tied`` (B,) groups rows that decode as one: each step every row of a group takes the argmax of the mean of the
+    group's log-probabilities (an ensemble of prompts, e.g. one user's candidates listed in two orders), so the rows
+    of a group generate the same answer.
 
     ``on_prompt(out, z, has)`` receives the prompt pass's output (``last_hidden_state`` and the KV ``cache``, which
     generation goes on extending: copy it to use it elsewhere) and the recommender scores of
@@ -46,6 +51,8 @@ def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_i
     for _ in range(max_new_tokens):
         logits = model.lm_head(hidden).float()
         logits[:, banned] = float("-inf")
+        if tied is not None:
+            logits = tied_mean(logits.log_softmax(dim=-1), tied)
         nxt = logits.argmax(dim=-1)
         tokens.append(torch.where(done, torch.full_like(nxt, -1), nxt))
         done = done | torch.isin(nxt, stop)
@@ -67,6 +74,15 @@ def greedy_generate(model: LlaraModel, batch: Batch, max_new_tokens: int, stop_i
             ids.append(t)
         result.append(ids)
     return result
+
+
+def tied_mean(logprobs: torch.Tensor, tied: torch.Tensor) -> torch.Tensor:
+    """Each row replaced by the mean of the rows with its ``tied`` id."""
+    tied = tied.to(logprobs.device)
+    total = torch.zeros((int(tied.max()) + 1, logprobs.shape[1]), dtype=logprobs.dtype, device=logprobs.device)
+    total.index_add_(0, tied, logprobs)
+    count = torch.bincount(tied, minlength=total.shape[0]).to(logprobs.dtype)
+    return (total / count[:, None])[tied]
 
 
 def normalize_title(text: str) -> str:

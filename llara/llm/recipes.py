@@ -32,6 +32,8 @@ class LLMSettings:
 VARIANT_SCHEDULES = {"hybrid-curriculum": "curriculum", "hybrid-direct": "direct", "hybrid-two-stage": "two-stage",
                      "text-only": "text-only", "id-only": "id-only", "zero-shot": "text-only"}
 VARIANTS = tuple(VARIANT_SCHEDULES)
+# every evaluation mode (llara.llm.evaluation; the two-order ones read each prompt as listed and reversed, as one)
+EVAL_MODES = ("generate", "rank", "rank_llm", "generate_two_orders", "rank_llm_two_orders")
 OPTIMIZERS = ("adamw", "adam")
 ATTENTION = ("auto", "eager", "sdpa")
 

@@ -28,6 +28,7 @@ import polars as pl
 
 from benchlib import ROOT, record
 
+from llara.champion import per_user_hits
 from llara.metrics import DEFAULT_BOOTSTRAP, paired_difference, summarize
 
 
@@ -39,9 +40,9 @@ def last_minus_first(last: np.ndarray, first: np.ndarray, seed: int = 0) -> dict
     return {"value": float(last.mean() - first.mean()), "ci95": [float(v) for v in np.quantile(boot, [0.025, 0.975])]}
 
 
-def generate_hits(predictions: pl.DataFrame) -> np.ndarray:
-    """0/1 generate HR@1 per row, in row order."""
-    return predictions.sort("row")["correct"].cast(pl.Float64).to_numpy()
+def row_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
+    """0/1 HR@1 per row of an evaluation mode (or ``recommender_rank``), in row order."""
+    return per_user_hits(predictions.sort("row"), mode)
 
 
 def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) -> dict:
@@ -53,9 +54,8 @@ def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) 
     candidates = split["candidates"].to_list()
     n_cand = len(candidates[0])
     group = target_groups(split, groups)
-    hits = {"generate": generate_hits(rows),
-            "rank_llm": (rows["rank_llm"] == 1).cast(pl.Float64).to_numpy(),
-            "recommender": (rows["recommender_rank"] == 1).cast(pl.Float64).to_numpy()}
+    hits = {"generate": row_hits(rows, "generate"), "rank_llm": row_hits(rows, "rank_llm"),
+            "recommender": row_hits(rows, "recommender_rank")}
     table = {mode: {"groups": [summarize(h[group == g]) for g in range(groups)],
                     "last_minus_first": last_minus_first(h[group == groups - 1], h[group == 0])}
              for mode, h in hits.items()}
@@ -86,7 +86,7 @@ def generate_reversed(run: Path, split_path: Path, variant: str, seed: int, batc
     _, predictions = evaluate(model, encoder, reversed_candidates(read_examples(split_path)),
                               item_mode=eval_item_mode(variant), modes=["generate"], seed=seed,
                               batch_size=batch_size, length_norm=info["train"]["length_norm"])
-    return generate_hits(predictions)
+    return row_hits(predictions, "generate")
 
 
 def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_size: int) -> dict[str, np.ndarray]:
@@ -100,10 +100,8 @@ def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_s
     _, pred = evaluate(model, encoder, read_examples(split_path), item_mode=eval_item_mode(variant),
                        modes=["generate_two_orders", "rank_llm_two_orders"], seed=seed, batch_size=batch_size,
                        length_norm=info["train"]["length_norm"])
-    pred = pred.sort("row")
-    return {"generate": pred["correct_two_orders"].cast(pl.Float64).to_numpy(),
-            "valid": pred["valid_two_orders"].cast(pl.Float64).to_numpy(),
-            "rank_llm": (pred["rank_llm_two_orders"] == 1).cast(pl.Float64).to_numpy()}
+    return {"generate": row_hits(pred, "generate_two_orders"), "rank_llm": row_hits(pred, "rank_llm_two_orders"),
+            "valid": pred.sort("row")["valid_two_orders"].cast(pl.Float64).to_numpy()}
 
 
 def main() -> None:
@@ -135,7 +133,7 @@ def main() -> None:
     gen = table["generate"]["last_minus_first"]
     if args.reversed:
         diffs = paired_by_group(generate_reversed(ROOT / "data/runs" / args.protocol / args.variant, split_path,
-                                                  args.variant, args.seed, 16), generate_hits(predictions),
+                                                  args.variant, args.seed, 16), row_hits(predictions, "generate"),
                                 target_groups(split, args.groups))
         names = [f"group {g + 1}" for g in range(args.groups)] + ["all users"]
         for name, d in zip(names, diffs):
@@ -145,8 +143,7 @@ def main() -> None:
                f"all users {cell(diffs[-1])}")
     if args.two_orders:
         ens = two_order_hits(ROOT / "data/runs" / args.protocol / args.variant, split_path, args.variant, args.seed, 16)
-        rows = predictions.sort("row")
-        single = {"generate": generate_hits(predictions), "rank_llm": (rows["rank_llm"] == 1).cast(pl.Float64).to_numpy()}
+        single = {mode: row_hits(predictions, mode) for mode in ("generate", "rank_llm")}
         group = target_groups(split, args.groups)
         parts = []
         for mode in ("generate", "rank_llm"):

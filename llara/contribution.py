@@ -36,8 +36,9 @@ LABELS = {"generate_two_orders": "generate (two orders)", "rank_llm_two_orders":
 
 
 def table_modes(variants: dict) -> list[str]:
-    """The modes (in :data:`MODES` order) that some variant of one split compares with the recommender."""
-    have = {m for v in variants.values() if isinstance(v, dict) for m in v.get("paired_vs_recommender") or {}}
+    """The modes (in :data:`MODES` order) that some variant of one split (those with ``paired_vs_recommender``)
+    compares with the recommender."""
+    have = {m for v in variants.values() for m in v["paired_vs_recommender"]}
     return [m for m in MODES if m in have]
 
 

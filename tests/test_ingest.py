@@ -17,6 +17,7 @@ from llara.data.ingest import (
     read_movielens,
     write_dataset,
 )
+from llara.data.idmap import predictions_with_originals
 from llara.data.schema import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
 from llara.errors import InputError
 
@@ -203,6 +204,15 @@ def test_text_ids_map_to_dense_ids_and_back(tmp_path):
     assert originals.select("original_user", "original_item").rows() == [
         ("u0042", "B00X"), ("alice", "A1"), ("u0042", "A1"), ("alice", "C9")]
     assert back.ids.users.lookup("u0042") == 2 and back.ids.items.lookup("nope") is None
+    # every item column of an evaluation's predictions comes back, each generate mode's answer included
+    predictions = pl.DataFrame({"user": [1, 2], "target": [3, 1], "top_item": [3, 2], "generated_item": [None, 4],
+                                "generated_item_two_orders": [3, None]}, schema_overrides={"generated_item": pl.Int64})
+    mapped = predictions_with_originals(predictions, out / "items.parquet")
+    assert mapped.select(pl.selectors.starts_with("original_")).rows(named=True) == [
+        {"original_user": "alice", "original_target": "C9", "original_top_item": "C9", "original_generated_item": None,
+         "original_generated_item_two_orders": "C9"},
+        {"original_user": "u0042", "original_target": "A1", "original_top_item": "B00X",
+         "original_generated_item": "Z0", "original_generated_item_two_orders": None}]
 
 
 def test_integer_ids_in_a_parquet_item_table_match_text_interactions(tmp_path):

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16, as evaluate.batch_size)")
     e.add_argument("--max-rows", type=int, default=None, help="only the first N rows")
     e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet (internal ids "
-                   "and original_user, original_target, original_top_item, original_generated_item: your ids)")
+                   "and original_user, original_target, original_top_item, original_generated_item[_two_orders]: your ids)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda")
     e.set_defaults(func=_evaluate)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import polars as pl
 
@@ -266,7 +266,14 @@ def id_maps_beside(items_path: str | Path) -> IdMaps:
 PREDICTION_IDS = {"user": "user", "target": "item", "top_item": "item", "generated_item": "item"}
 
 
+def prediction_id_columns(columns: Sequence[str]) -> dict[str, str]:
+    """The id columns of a predictions table: :data:`PREDICTION_IDS` plus each generate mode's own
+    ``generated_item_<suffix>`` (``generated_item_two_orders``)."""
+    return PREDICTION_IDS | {c: "item" for c in columns if c.startswith("generated_item_")}
+
+
 def predictions_with_originals(predictions: pl.DataFrame, items_path: str | Path) -> pl.DataFrame:
     """Evaluation predictions plus ``original_user``, ``original_target``, ``original_top_item`` and
-    ``original_generated_item`` (the dataset's own ids; the maps beside ``items_path``)."""
-    return id_maps_beside(items_path).with_originals(predictions, PREDICTION_IDS)
+    ``original_generated_item`` (and ``original_generated_item_two_orders`` when that mode ran): the dataset's own
+    ids, from the maps beside ``items_path``."""
+    return id_maps_beside(items_path).with_originals(predictions, prediction_id_columns(predictions.columns))

@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu import (ROOT, base_llm, read_configs, read_recommender, read_rows, read_titles,  # noqa: E402
-                       recipe_configs)
+from bench_gpu import ROOT, base_llm, recipe_configs  # noqa: E402
+from gpu_bundle import read_configs, read_recommender, read_rows, read_titles  # noqa: E402
 
 
 COMPILE_PAYS = 0.8  # the curves compile when the compiled step takes at most this share of the eager one

@@ -24,7 +24,7 @@ BLOCKED = ("polars", "pydantic", "prefect", "dvc")
 
 
 def tiny_bundle(tmp_path: Path, tiny_llm_dir: Path) -> Path:
-    from bench_gpu import read_recommender, read_rows, read_titles, write_bundle
+    from gpu_bundle import read_recommender, read_rows, read_titles, write_bundle
 
     from llara.llm.recipes import PROFILES, RECIPES
     from llara.llm.workflow import variant_configs
@@ -129,7 +129,7 @@ def read_bytes_of(folder: Path) -> dict[str, bytes]:
 def test_weights_joins_the_gguf_parts_and_converts_them(tmp_path):
     """`weights` on the real GGUF cut into parts (as `prepare --weights gguf` cuts it): the joined file is the
     original byte for byte, and the bf16 folder it writes is SmolLM2 (it completes a fact)."""
-    from bench_gpu import split_file
+    from gpu_bundle import split_file
 
     from llara.llm.loading import find_smollm2_gguf, load_llm
 

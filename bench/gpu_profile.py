@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25, help="rows of each table (default 25)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="where the report goes (default $OUT)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("EAGER", "COMPILED"),
-                        help=f"profile nothing: exit 0 when the COMPILED report's step took at most {COMPILE_PAYS:.0%} "
+                        help=f"profile nothing: exit 0 when the COMPILED report's step took at most {COMPILE_PAYS * 100:.0f}%% "
                              "of the EAGER one's, else 1 (2: a report missing or without its step_s line)")
     args = parser.parse_args()
     if args.compare:

@@ -1,10 +1,14 @@
-"""Documentation stays current: every params.yaml key is documented, the CLI's commands all have --help."""
+"""Documentation stays current: every params.yaml key is documented, the CLI's commands and the bench scripts all have
+--help."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from llara.cli import build_parser
@@ -60,6 +64,17 @@ def test_every_cli_command_has_help(capsys):
     for name, sub in commands.items():
         help_text = sub.format_help()
         assert name in help_text and len(help_text) > 80, name
+
+
+BENCH_SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("*.py") if "argparse" in p.read_text())
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_every_bench_script_prints_its_help(script):
+    """``--help`` runs nothing and prints the usage (a ``%`` in a help string once broke one)."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith("usage:"), (script, done.stderr[-500:])
 
 
 def test_readme_quick_start_has_exactly_two_commands():

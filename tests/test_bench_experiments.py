@@ -435,6 +435,42 @@ def test_position_table_groups_users_by_where_the_target_is_listed():
         position_table(predictions.filter(pl.col("row") > 0).with_columns(pl.col("row") - 1), split, groups=4)
 
 
+def test_popularity_table_groups_users_by_how_popular_their_target_is():
+    """bench_popularity: users grouped by their target's training count (ties in one group); a model right only on
+    popular targets shows a rising row and a negative paired difference on the rare ones against a flat recommender;
+    the residual `rank` mode is left out; answers' popularity ranks among the candidates (1: the most popular)."""
+    import polars as pl
+    from bench_popularity import popularity_table, target_counts
+
+    # items 0..19: item k is a training target k times (item 0 never); every user gets the same 20 candidates
+    train = pl.DataFrame({"target": [k for k in range(20) for _ in range(k)]})
+    counts = target_counts(train)
+    assert counts[19] == 19 and 0 not in counts
+    split = pl.DataFrame({"user": list(range(40)), "target": [u % 20 for u in range(40)],
+                          "candidates": [list(range(20))] * 40})
+    popular = [u % 20 >= 10 for u in range(40)]
+    predictions = pl.DataFrame({
+        "row": list(range(40))[::-1], "correct": popular[::-1],  # stored out of order: the table sorts by row
+        "generated_item": [u % 20 if p else 19 for u, p in zip(range(40), popular)][::-1],
+        "rank_llm": [1 if p else 2 for p in popular][::-1], "rank": [1] * 40,
+        "recommender_rank": [1 if u % 2 else 2 for u in range(40)][::-1]})
+    table = popularity_table(predictions, split, counts, groups=2)
+    assert table["groups"] == [(0, 9), (10, 19)]
+    assert sorted(table["modes"]) == ["generate", "rank_llm", "recommender"]  # no `rank`: it holds the recommender
+    gen = table["modes"]["generate"]
+    assert [g["value"] for g in gen["groups"]] == [0.0, 1.0] and [g["n"] for g in gen["groups"]] == [20, 20]
+    assert [d["value"] for d in gen["vs_recommender"]] == [-0.5, 0.5]
+    assert table["modes"]["recommender"]["vs_recommender"] is None
+    # answers: item 19 (rank 1) for the rare half, the target (rank 20 - k) for the popular half
+    assert table["answers"]["generate"]["first"] == 22 / 40
+    assert table["answers"]["target"]["mean_rank"] == sum(20 - (u % 20) for u in range(40)) / 40
+    ties = target_counts(pl.DataFrame({"target": [1, 1, 2, 2, 3]}))
+    split3 = pl.DataFrame({"user": [0, 1, 2], "target": [1, 2, 3], "candidates": [[1, 2, 3]] * 3})
+    rows3 = pl.DataFrame({"row": [0, 1, 2], "correct": [True] * 3, "generated_item": [1, 2, 3],
+                          "recommender_rank": [1, 1, 1]})
+    assert popularity_table(rows3, split3, ties, groups=2)["answers"]["generate"]["mean_rank"] == (1 + 1 + 3) / 3
+
+
 def test_reversed_candidates_and_paired_by_group():
     """--reversed: the candidate lists reversed (the examples otherwise unchanged, the stored ones untouched), and
     per group of the original order the paired difference reversed minus original on the same users, then all."""

@@ -1,0 +1,132 @@
+"""Where generation loses: HR@1 by how popular the target is.
+
+Reads one evaluation's predictions (``data/eval/<protocol>/<split>/<variant>.parquet``, written by `evaluate` or
+`bench_protocol.py`), the split's stored candidates (``data/split/<protocol>/<split>.parquet``) and its training rows
+(``train.parquet`` beside it). An item's popularity is how often it is the target of a training row (its training
+interactions, less the first of each user's sequence). Users are grouped by their target's popularity (``--groups``
+quantile groups, ties kept together), and for each group the table gives HR@1 of every LLM-alone mode the
+predictions hold (`generate`, `rank_llm` and their two-order forms) and of the recommender alone, with 95% bootstrap
+CIs, and each mode minus the recommender on the same users (paired bootstrap CI). Then how popular the answers are:
+the mean popularity rank among the 20 candidates (1: the most popular) of what each generate mode named, against the
+targets', and how often it named the most popular candidate (the targets: how often the most popular candidate is
+right). A model that leans on popularity names more popular items than the targets are.
+No model runs: seconds. Table to stdout; last line ``generate_minus_recommender_least_popular=<value>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchlib import ROOT, record
+from bench_position import row_hits
+
+from llara.llm.recipes import EVAL_MODES
+from llara.metrics import paired_difference, summarize
+
+RESIDUAL_MODES = ("rank",)  # the recommender's score is inside these: not the LLM alone
+
+
+def target_counts(train: pl.DataFrame) -> dict[int, int]:
+    """Item -> how many training rows have it as their target."""
+    return dict(train.group_by("target").len().rows())
+
+
+def popularity_groups(counts: np.ndarray, groups: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Each row's quantile group of ``counts`` (0: the least popular; equal counts share a group) and each group's
+    (lowest, highest) count."""
+    edges = np.quantile(counts, np.linspace(0, 1, groups + 1)[1:-1])
+    group = np.searchsorted(edges, counts, side="right")
+    return group, [(int(counts[group == g].min()), int(counts[group == g].max())) if (group == g).any() else (0, 0)
+                   for g in range(groups)]
+
+
+def popularity_ranks(candidates: list[list[int]], items: list, counts: dict[int, int]) -> np.ndarray:
+    """1-based popularity rank of each row's ``items`` entry among its candidates (ties: the best rank of the tie);
+    NaN where it names no candidate."""
+    ranks = []
+    for cands, item in zip(candidates, items):
+        if item not in cands:
+            ranks.append(np.nan)
+            continue
+        ranks.append(1 + sum(counts.get(c, 0) > counts.get(item, 0) for c in cands))
+    return np.array(ranks, dtype=float)
+
+
+def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dict[int, int], groups: int) -> dict:
+    """Per mode: per-group HR@1 and paired difference against the recommender; ``groups``: each group's count range;
+    ``answers``: per generate mode (and ``target``) the mean popularity rank and the share ranked first."""
+    rows = predictions.sort("row")
+    if rows["row"].to_list() != list(range(split.height)):
+        raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
+                         "not one evaluation of it")
+    target_count = np.array([counts.get(t, 0) for t in split["target"].to_list()])
+    group, ranges = popularity_groups(target_count, groups)
+    recommender = row_hits(rows, "recommender_rank")
+    modes = [m for m in EVAL_MODES if m not in RESIDUAL_MODES
+             and (m.replace("generate", "correct") if m.startswith("generate") else m) in rows.columns]
+    table = {"groups": ranges, "modes": {}}
+    for mode in modes + ["recommender"]:
+        hits = recommender if mode == "recommender" else row_hits(rows, mode)
+        table["modes"][mode] = {
+            "groups": [summarize(hits[group == g]) for g in range(groups)],
+            "vs_recommender": None if mode == "recommender" else
+            [paired_difference(hits[group == g], recommender[group == g]) for g in range(groups)]}
+    candidates = split["candidates"].to_list()
+    answers = {m: rows[m.replace("generate", "generated_item")].to_list() for m in modes if m.startswith("generate")}
+    answers["target"] = split["target"].to_list()
+    table["answers"] = {}
+    for name, items in answers.items():
+        ranks = popularity_ranks(candidates, items, counts)
+        named = ranks[~np.isnan(ranks)]
+        table["answers"][name] = {"mean_rank": float(named.mean()), "first": float((named == 1).mean()),
+                                  "n": int(named.size)}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", default="leave-one-out")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--variant", default="hybrid-curriculum")
+    parser.add_argument("--groups", type=int, default=4, help="quantile groups of the target's popularity")
+    args = parser.parse_args()
+    pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
+    split_dir = ROOT / "data/split" / args.protocol
+    for path in (pred_path, split_dir / f"{args.split}.parquet", split_dir / "train.parquet"):
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: not found (run the split and the evaluation first)")
+    counts = target_counts(pl.read_parquet(split_dir / "train.parquet"))
+    table = popularity_table(pl.read_parquet(pred_path), pl.read_parquet(split_dir / f"{args.split}.parquet"),
+                             counts, args.groups)
+    cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
+    first = table["modes"]["recommender"]["groups"]
+    heads = [f"pop {lo}-{hi} (n={m['n']})" for (lo, hi), m in zip(table["groups"], first)]
+    print(f"{'mode':28s} " + " ".join(f"{h:>24s}" for h in heads))
+    for mode, entry in table["modes"].items():
+        print(f"{mode:28s} " + " ".join(f"{cell(m):>24s}" for m in entry["groups"]))
+        if entry["vs_recommender"]:
+            print(f"{'  - recommender (paired)':28s} " + " ".join(f"{cell(m):>24s}" for m in entry["vs_recommender"]))
+    for name, a in table["answers"].items():
+        print(f"popularity rank among the candidates, {name}: mean {a['mean_rank']:.2f}, "
+              f"the most popular {a['first']:.3f} (n={a['n']})")
+    gen = table["modes"].get("generate")
+    summary = "; ".join(
+        f"{mode} by group {[round(m['value'], 3) for m in e['groups']]}"
+        + (f", minus recommender {[round(d['value'], 3) for d in e['vs_recommender']]}" if e["vs_recommender"] else "")
+        for mode, e in table["modes"].items())
+    record(f"bench_popularity {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in first)}, groups by "
+           f"training count {table['groups']}): {summary}; least popular group: "
+           + "; ".join(f"{mode} - recommender {cell(e['vs_recommender'][0])}" for mode, e in table["modes"].items()
+                       if e["vs_recommender"])
+           + "; answers' mean popularity rank "
+           + ", ".join(f"{n} {a['mean_rank']:.2f}" for n, a in table["answers"].items()))
+    if gen:
+        print(f"generate_minus_recommender_least_popular={gen['vs_recommender'][0]['value']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

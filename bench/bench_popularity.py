@@ -9,8 +9,9 @@ predictions hold (`generate`, `rank_llm` and their two-order forms) and of the r
 CIs, and each mode minus the recommender on the same users (paired bootstrap CI). Then how popular the answers are:
 the mean popularity rank among the 20 candidates (1: the most popular) of what each generate mode named, against the
 targets', and how often it named the most popular candidate (the targets: how often the most popular candidate is
-right). A model that leans on popularity names more popular items than the targets are.
-No model runs: seconds. Table to stdout; last line ``generate_minus_recommender_least_popular=<value>``.
+right), and the same for the recommender's own top candidate (``data/recommenders/<protocol>/<backbone>``, scored
+here: the one model this runs, seconds). A model that leans on popularity names more popular items than the targets
+are; an accurate one does too, so the recommender's picks are the yardstick. Seconds. Table to stdout; last line ``generate_minus_recommender_least_popular=<value>``.
 """
 
 from __future__ import annotations
@@ -56,9 +57,23 @@ def popularity_ranks(candidates: list[list[int]], items: list, counts: dict[int,
     return np.array(ranks, dtype=float)
 
 
-def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dict[int, int], groups: int) -> dict:
+def recommender_picks(recommender_dir: Path, split: pl.DataFrame) -> list[int]:
+    """The recommender's top-scored candidate of each row."""
+    import torch
+
+    from llara.recommenders.api import load_recommender
+
+    recommender = load_recommender(recommender_dir)
+    with torch.no_grad():
+        scores = recommender.score(split["history"].to_list(), split["candidates"].to_list()).float().numpy()
+    return [c[int(np.argmax(row))] for c, row in zip(split["candidates"].to_list(), scores)]
+
+
+def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dict[int, int], groups: int,
+                     recommender_top: list[int] | None = None) -> dict:
     """Per mode: per-group HR@1 and paired difference against the recommender; ``groups``: each group's count range;
-    ``answers``: per generate mode (and ``target``) the mean popularity rank and the share ranked first."""
+    ``answers``: per generate mode (``target``, and ``recommender`` given its top candidates) the mean popularity
+    rank and the share ranked first."""
     rows = predictions.sort("row")
     if rows["row"].to_list() != list(range(split.height)):
         raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
@@ -78,6 +93,8 @@ def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dic
     candidates = split["candidates"].to_list()
     answers = {m: rows[m.replace("generate", "generated_item")].to_list() for m in modes if m.startswith("generate")}
     answers["target"] = split["target"].to_list()
+    if recommender_top is not None:
+        answers["recommender"] = recommender_top
     table["answers"] = {}
     for name, items in answers.items():
         ranks = popularity_ranks(candidates, items, counts)
@@ -93,6 +110,7 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--variant", default="hybrid-curriculum")
     parser.add_argument("--groups", type=int, default=4, help="quantile groups of the target's popularity")
+    parser.add_argument("--backbone", default="sasrec", help="the recommender whose picks are compared (default sasrec)")
     args = parser.parse_args()
     pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
     split_dir = ROOT / "data/split" / args.protocol
@@ -100,8 +118,10 @@ def main() -> None:
         if not Path(path).is_file():
             raise SystemExit(f"{path}: not found (run the split and the evaluation first)")
     counts = target_counts(pl.read_parquet(split_dir / "train.parquet"))
-    table = popularity_table(pl.read_parquet(pred_path), pl.read_parquet(split_dir / f"{args.split}.parquet"),
-                             counts, args.groups)
+    split = pl.read_parquet(split_dir / f"{args.split}.parquet")
+    recommender_dir = ROOT / "data/recommenders" / args.protocol / args.backbone
+    top = recommender_picks(recommender_dir, split) if recommender_dir.is_dir() else None
+    table = popularity_table(pl.read_parquet(pred_path), split, counts, args.groups, top)
     cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     first = table["modes"]["recommender"]["groups"]
     heads = [f"pop {lo}-{hi} (n={m['n']})" for (lo, hi), m in zip(table["groups"], first)]

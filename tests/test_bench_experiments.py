@@ -454,8 +454,9 @@ def test_popularity_table_groups_users_by_how_popular_their_target_is():
         "generated_item": [u % 20 if p else 19 for u, p in zip(range(40), popular)][::-1],
         "rank_llm": [1 if p else 2 for p in popular][::-1], "rank": [1] * 40,
         "recommender_rank": [1 if u % 2 else 2 for u in range(40)][::-1]})
-    table = popularity_table(predictions, split, counts, groups=2)
+    table = popularity_table(predictions, split, counts, groups=2, recommender_top=[19] * 20 + [0] * 20)
     assert table["groups"] == [(0, 9), (10, 19)]
+    assert table["answers"]["recommender"] == {"mean_rank": 10.5, "first": 0.5, "n": 40}  # item 0 ranks 20th
     assert sorted(table["modes"]) == ["generate", "rank_llm", "recommender"]  # no `rank`: it holds the recommender
     gen = table["modes"]["generate"]
     assert [g["value"] for g in gen["groups"]] == [0.0, 1.0] and [g["n"] for g in gen["groups"]] == [20, 20]
@@ -468,7 +469,8 @@ def test_popularity_table_groups_users_by_how_popular_their_target_is():
     split3 = pl.DataFrame({"user": [0, 1, 2], "target": [1, 2, 3], "candidates": [[1, 2, 3]] * 3})
     rows3 = pl.DataFrame({"row": [0, 1, 2], "correct": [True] * 3, "generated_item": [1, 2, 3],
                           "recommender_rank": [1, 1, 1]})
-    assert popularity_table(rows3, split3, ties, groups=2)["answers"]["generate"]["mean_rank"] == (1 + 1 + 3) / 3
+    answers = popularity_table(rows3, split3, ties, groups=2)["answers"]
+    assert answers["generate"]["mean_rank"] == (1 + 1 + 3) / 3 and "recommender" not in answers
 
 
 def test_reversed_candidates_and_paired_by_group():

@@ -473,6 +473,33 @@ def test_popularity_table_groups_users_by_how_popular_their_target_is():
     assert answers["generate"]["mean_rank"] == (1 + 1 + 3) / 3 and "recommender" not in answers
 
 
+def test_score_noise_matches_training_scores_to_held_out_ones():
+    """bench_score_noise: per row the target's index and standardized scores; noise lowers the training rows' HR@1
+    from its noiseless value, and the σ chosen is the one whose noisy training HR@1 is closest to validation's."""
+    import numpy as np
+    import polars as pl
+    import torch
+    from bench_score_noise import matched_sigma, noisy_hr1, standardized_scores
+
+    class Scores:  # the recommender interface the bench uses: a score per (row, candidate)
+        def score(self, histories, candidates):
+            return torch.tensor([[float(c == h[-1]) * 5 + 0.01 * c for c in cands]
+                                 for h, cands in zip(histories, candidates)])
+
+    split = pl.DataFrame({"history": [[1, 3], [2, 4], [5, 6]], "target": [3, 2, 7], "candidates": [[3, 2, 9]] * 2
+                          + [[6, 7, 8]]})
+    z, targets = standardized_scores(Scores(), split, batch=2)
+    assert targets.tolist() == [0, 1, 1]
+    assert np.allclose(z.mean(axis=1), 0, atol=1e-6) and np.allclose(z.std(axis=1), 1, atol=1e-4)
+    assert noisy_hr1(z, targets, 0.0) == 1 / 3  # row 0 right; row 1 (4 not listed) picks 9; row 2 picks 6
+    rng = np.random.default_rng(1)
+    confident = np.eye(20)[rng.integers(0, 20, 4000)] * 1.5
+    truth = confident.argmax(axis=1)
+    curve = {s: noisy_hr1(confident, truth, s) for s in (0.0, 0.5, 1.0, 2.0)}
+    assert curve[0.0] == 1.0 and curve[0.0] > curve[0.5] > curve[1.0] > curve[2.0]
+    assert matched_sigma(curve, held_out=curve[1.0] + 0.01) == 1.0
+
+
 def test_reversed_candidates_and_paired_by_group():
     """--reversed: the candidate lists reversed (the examples otherwise unchanged, the stored ones untouched), and
     per group of the original order the paired difference reversed minus original on the same users, then all."""

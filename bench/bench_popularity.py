@@ -11,7 +11,9 @@ the mean popularity rank among the 20 candidates (1: the most popular) of what e
 targets', and how often it named the most popular candidate (the targets: how often the most popular candidate is
 right), and the same for the recommender's own top candidate (``data/recommenders/<protocol>/<backbone>``, scored
 here: the one model this runs, seconds). A model that leans on popularity names more popular items than the targets
-are; an accurate one does too, so the recommender's picks are the yardstick. Seconds. Table to stdout; last line ``generate_minus_recommender_least_popular=<value>``.
+are; an accurate one does too, so the recommender's picks are the yardstick. Last, the users where exactly one of a
+generate mode and the recommender is right: how popular the wrong pick and the target are, and where the recommender
+ranked the LLM's wrong answer. Seconds. Table to stdout; last line ``generate_minus_recommender_least_popular=<value>``.
 """
 
 from __future__ import annotations
@@ -57,23 +59,42 @@ def popularity_ranks(candidates: list[list[int]], items: list, counts: dict[int,
     return np.array(ranks, dtype=float)
 
 
-def recommender_picks(recommender_dir: Path, split: pl.DataFrame) -> list[int]:
-    """The recommender's top-scored candidate of each row."""
+def recommender_scores(recommender_dir: Path, split: pl.DataFrame) -> np.ndarray:
+    """(rows, candidates) scores of the recommender alone."""
     import torch
 
     from llara.recommenders.api import load_recommender
 
     recommender = load_recommender(recommender_dir)
     with torch.no_grad():
-        scores = recommender.score(split["history"].to_list(), split["candidates"].to_list()).float().numpy()
-    return [c[int(np.argmax(row))] for c, row in zip(split["candidates"].to_list(), scores)]
+        return recommender.score(split["history"].to_list(), split["candidates"].to_list()).float().numpy()
+
+
+def disagreements(candidates: list[list[int]], targets: list[int], answers: list, scores: np.ndarray,
+                  counts: dict[int, int]) -> dict:
+    """Where exactly one of an LLM mode and the recommender is right. ``recommender_only``: how many, the mean
+    popularity rank of the LLM's answer and of the target, and the median rank the recommender gave the LLM's answer;
+    ``llm_only``: how many, the mean popularity rank of the recommender's pick and of the target."""
+    picks = [c[int(np.argmax(row))] for c, row in zip(candidates, scores)]
+    rec_right = np.array([p == t for p, t in zip(picks, targets)])
+    llm_right = np.array([a == t for a, t in zip(answers, targets)])
+    rec_only = [i for i in np.flatnonzero(rec_right & ~llm_right) if answers[i] in candidates[i]]
+    llm_only = np.flatnonzero(llm_right & ~rec_right)
+    pop = lambda rows, items: float(np.mean(popularity_ranks([candidates[i] for i in rows],  # noqa: E731
+                                                             [items[i] for i in rows], counts))) if len(rows) else None
+    rec_rank = [1 + int((scores[i] > scores[i][candidates[i].index(answers[i])]).sum()) for i in rec_only]
+    return {"recommender_only": {"n": int((rec_right & ~llm_right).sum()), "answer_popularity": pop(rec_only, answers),
+                                 "target_popularity": pop(rec_only, targets),
+                                 "recommender_rank_of_answer": float(np.median(rec_rank)) if rec_rank else None},
+            "llm_only": {"n": int(llm_only.size), "recommender_pick_popularity": pop(llm_only, picks),
+                         "target_popularity": pop(llm_only, targets)}}
 
 
 def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dict[int, int], groups: int,
-                     recommender_top: list[int] | None = None) -> dict:
+                     scores: np.ndarray | None = None) -> dict:
     """Per mode: per-group HR@1 and paired difference against the recommender; ``groups``: each group's count range;
-    ``answers``: per generate mode (``target``, and ``recommender`` given its top candidates) the mean popularity
-    rank and the share ranked first."""
+    ``answers``: per generate mode (``target``, and ``recommender`` given its scores) the mean popularity rank and the
+    share ranked first; ``disagreements`` (given the scores): per generate mode, :func:`disagreements`."""
     rows = predictions.sort("row")
     if rows["row"].to_list() != list(range(split.height)):
         raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
@@ -93,8 +114,10 @@ def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dic
     candidates = split["candidates"].to_list()
     answers = {m: rows[m.replace("generate", "generated_item")].to_list() for m in modes if m.startswith("generate")}
     answers["target"] = split["target"].to_list()
-    if recommender_top is not None:
-        answers["recommender"] = recommender_top
+    if scores is not None:
+        answers["recommender"] = [c[int(np.argmax(row))] for c, row in zip(candidates, scores)]
+        table["disagreements"] = {m: disagreements(candidates, answers["target"], answers[m], scores, counts)
+                                  for m in answers if m.startswith("generate")}
     table["answers"] = {}
     for name, items in answers.items():
         ranks = popularity_ranks(candidates, items, counts)
@@ -120,8 +143,8 @@ def main() -> None:
     counts = target_counts(pl.read_parquet(split_dir / "train.parquet"))
     split = pl.read_parquet(split_dir / f"{args.split}.parquet")
     recommender_dir = ROOT / "data/recommenders" / args.protocol / args.backbone
-    top = recommender_picks(recommender_dir, split) if recommender_dir.is_dir() else None
-    table = popularity_table(pl.read_parquet(pred_path), split, counts, args.groups, top)
+    scores = recommender_scores(recommender_dir, split) if recommender_dir.is_dir() else None
+    table = popularity_table(pl.read_parquet(pred_path), split, counts, args.groups, scores)
     cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     first = table["modes"]["recommender"]["groups"]
     heads = [f"pop {lo}-{hi} (n={m['n']})" for (lo, hi), m in zip(table["groups"], first)]
@@ -133,6 +156,13 @@ def main() -> None:
     for name, a in table["answers"].items():
         print(f"popularity rank among the candidates, {name}: mean {a['mean_rank']:.2f}, "
               f"the most popular {a['first']:.3f} (n={a['n']})")
+    for mode, d in table.get("disagreements", {}).items():
+        a, b = d["recommender_only"], d["llm_only"]
+        print(f"{mode} wrong where the recommender is right: {a['n']} users; the answer's popularity rank "
+              f"{a['answer_popularity']:.2f}, the target's {a['target_popularity']:.2f}; the recommender ranked the answer "
+              f"{a['recommender_rank_of_answer']:g} (median)")
+        print(f"{mode} right where the recommender is wrong: {b['n']} users; the recommender's pick's popularity rank "
+              f"{b['recommender_pick_popularity']:.2f}, the target's {b['target_popularity']:.2f}")
     gen = table["modes"].get("generate")
     summary = "; ".join(
         f"{mode} by group {[round(m['value'], 3) for m in e['groups']]}"
@@ -143,7 +173,9 @@ def main() -> None:
            + "; ".join(f"{mode} - recommender {cell(e['vs_recommender'][0])}" for mode, e in table["modes"].items()
                        if e["vs_recommender"])
            + "; answers' mean popularity rank "
-           + ", ".join(f"{n} {a['mean_rank']:.2f}" for n, a in table["answers"].items()))
+           + ", ".join(f"{n} {a['mean_rank']:.2f}" for n, a in table["answers"].items())
+           + "".join(f"; {m} wrong where the recommender is right {d['recommender_only']}, right where it is wrong "
+                     f"{d['llm_only']}" for m, d in table.get("disagreements", {}).items()))
     if gen:
         print(f"generate_minus_recommender_least_popular={gen['vs_recommender'][0]['value']:.3f}")
 

@@ -439,6 +439,7 @@ def test_popularity_table_groups_users_by_how_popular_their_target_is():
     """bench_popularity: users grouped by their target's training count (ties in one group); a model right only on
     popular targets shows a rising row and a negative paired difference on the rare ones against a flat recommender;
     the residual `rank` mode is left out; answers' popularity ranks among the candidates (1: the most popular)."""
+    import numpy as np
     import polars as pl
     from bench_popularity import popularity_table, target_counts
 
@@ -454,9 +455,18 @@ def test_popularity_table_groups_users_by_how_popular_their_target_is():
         "generated_item": [u % 20 if p else 19 for u, p in zip(range(40), popular)][::-1],
         "rank_llm": [1 if p else 2 for p in popular][::-1], "rank": [1] * 40,
         "recommender_rank": [1 if u % 2 else 2 for u in range(40)][::-1]})
-    table = popularity_table(predictions, split, counts, groups=2, recommender_top=[19] * 20 + [0] * 20)
+    scores = np.array([np.eye(20)[19] if u < 20 else np.eye(20)[0] + np.eye(20)[1] * 0.5 for u in range(40)])
+    table = popularity_table(predictions, split, counts, groups=2, scores=scores)
     assert table["groups"] == [(0, 9), (10, 19)]
     assert table["answers"]["recommender"] == {"mean_rank": 10.5, "first": 0.5, "n": 40}  # item 0 ranks 20th
+    # the recommender's pick (item 19 for users 0-19, item 0 for users 20-39) is right for users 19 and 20 alone. The
+    # LLM is wrong for user 20 (it answered item 19, the recommender's 3rd) and right where the recommender is wrong
+    # for users 10-18 (the recommender picked item 19, popularity rank 1) and 30-39 (item 0, rank 20)
+    split_rows = table["disagreements"]["generate"]
+    assert split_rows["recommender_only"] == {"n": 1, "answer_popularity": 1.0, "target_popularity": 20.0,
+                                              "recommender_rank_of_answer": 3.0}
+    assert split_rows["llm_only"] == {"n": 19, "recommender_pick_popularity": (9 * 1 + 10 * 20) / 19,
+                                      "target_popularity": (sum(range(2, 11)) + sum(range(1, 11))) / 19}
     assert sorted(table["modes"]) == ["generate", "rank_llm", "recommender"]  # no `rank`: it holds the recommender
     gen = table["modes"]["generate"]
     assert [g["value"] for g in gen["groups"]] == [0.0, 1.0] and [g["n"] for g in gen["groups"]] == [20, 20]

@@ -134,6 +134,12 @@ def scale_groups(columns: dict[str, list[float]], factor: float = 10.0) -> list[
     return groups
 
 
+def is_table(df: pl.DataFrame) -> bool:
+    """A plot file that is a table, not a curve: no step column and a text column naming its rows (HR@1 per variant
+    and mode, a comparison of answer scores). A line over its row numbers would mean nothing: it is shown as a table."""
+    return not any(c in df.columns for c in CURVE_X) and any(t == pl.String for t in df.schema.values())
+
+
 def curve_png(path: Path) -> bytes | None:
     """Numeric columns of a plot file against its step column (else the row number), one panel per value scale;
     None if nothing numeric."""
@@ -259,6 +265,14 @@ def _examples_html(path: Path, examples: list[Example], top_k: int) -> str:
     return "\n".join(out) + "</table>"
 
 
+def _table_html(path: Path, df: pl.DataFrame, max_rows: int = 50) -> str:
+    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else _e("" if v is None else v)  # noqa: E731
+    head = "".join(f"<th>{_e(c)}</th>" for c in df.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in df.head(max_rows).rows())
+    more = f'<p class="note">{df.height - max_rows} more rows in the file</p>' if df.height > max_rows else ""
+    return f'<table class="plot-table"><caption>{_e(path)}</caption><tr>{head}</tr>{rows}</table>{more}'
+
+
 def _champion_html(path: Path) -> str:
     """The champion's history (stage ``promote``): one row per nightly decision."""
     data = load_metrics(path)
@@ -295,11 +309,15 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
     charts = [(s, png) for s, png in charts if png]
     body += [_img(png, f"{config.chart_metric} {s}") for s, png in charts] or [f'<p class="note">no {_e(config.chart_metric)} metrics yet</p>']
     body.append("<h2>Training curves</h2>")
-    curves, learning = [], {}
+    curves, learning, tables = [], {}, []
     for path in expand_globs(config.plots, root):
         try:
-            if is_learning_curve(read_curve(path).columns):
-                learning[path.stem] = read_curve(path)
+            df = read_curve(path)
+            if is_learning_curve(df.columns):
+                learning[path.stem] = df
+                continue
+            if is_table(df):
+                tables.append(_table_html(path, df))
                 continue
             png = curve_png(path)
         except Exception as exc:  # a malformed plot file must not sink the whole report
@@ -308,6 +326,9 @@ def render_html(config: ReportConfig, root: Path = Path(".")) -> str:
         if png:
             curves.append(_img(png, str(path)))
     body += curves or ['<p class="note">no training curves found</p>']
+    if tables:
+        body.append("<h2>Tables</h2>")
+        body += tables
     body.append("<h2>Learning curves</h2>")
     charts = [(users, learning_png(group, _figure, _png, users)) for users, group in learning_groups(learning).items()]
     body += [_img(png, f"learning curves, {users}") for users, png in charts if png] or [

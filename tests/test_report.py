@@ -39,6 +39,8 @@ def outputs(tmp_path: Path) -> Path:
     curve = tmp_path / "metrics/finetune/paper/hybrid/loss.csv"
     curve.write_text("step,loss\n" + "".join(f"{s},{2.0 / (s + 1):.4f}\n" for s in range(20)))
     (tmp_path / "metrics/finetune/paper/hybrid/empty.csv").write_text("step,note\n")
+    (tmp_path / "metrics/llara_hr1.csv").write_text(  # a table (no step column, rows named by text), not a curve
+        "split,variant,mode,hr1,n\npaper,hybrid,generate,0.442105,95\npaper,hybrid,rank<&>,0.463158,95\n")
     items = pl.DataFrame({"item": list(range(1, 31)), "title": [f"Film <{i}> & co" for i in range(1, 31)]})
     (tmp_path / "data/ingested").mkdir(parents=True)
     items.write_parquet(tmp_path / "data/ingested/items.parquet")
@@ -118,6 +120,8 @@ def test_report_html_content_is_escaped_and_deterministic(outputs: Path):
     assert re.search(r"Missing.*?not run", html_text, re.S)
     assert "Film &lt;4&gt; &amp; co" in html_text and "Film <4>" not in html_text
     assert html_text.count("data:image/png;base64,") == 2  # one ablation chart (paper) + one curve
+    table = re.search(r'<h2>Tables</h2>\s*<table class="plot-table">(.*?)</table>', html_text, re.S)  # not a line chart
+    assert table and "<th>mode</th>" in table.group(1) and "<td>rank&lt;&amp;&gt;</td><td>0.463</td><td>95</td>" in table.group(1)
     assert "rank 3" in html_text
 
 

@@ -176,6 +176,8 @@ class Example:
 
 
 def _ranking(row: dict) -> tuple[list[int], bool]:
+    """(the candidates the model ranked, best first; whether that is a ranking): all of them by their scores, or
+    only the one answer generate named, or the stored order (not a ranking) when neither was kept."""
     candidates = list(row.get("candidates") or [])
     if row.get("ranked"):
         return list(row["ranked"]), True
@@ -184,8 +186,8 @@ def _ranking(row: dict) -> tuple[list[int], bool]:
         order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
         return [candidates[i] for i in order], True
     picked = next((row.get(c) for c in ("top_item", "prediction", "generated_item") if row.get(c) is not None), None)
-    if picked is not None:
-        return [picked] + [c for c in candidates if c != picked], True
+    if picked is not None:  # one answer (generate mode): the rest of the candidates are not ranked
+        return [picked], True
     return candidates, False
 
 
@@ -259,7 +261,8 @@ def _examples_html(path: Path, examples: list[Example], top_k: int) -> str:
            f"<th>top {top_k} of the candidates</th><th>true next item</th></tr>"]
     for ex in examples:
         ranked = "".join(f'<li class="hit">{_e(t)} ✔</li>' if hit else f"<li>{_e(t)}</li>" for t, hit in ex.ranked[:top_k])
-        rank = f" (rank {ex.target_rank})" if ex.target_rank else ("" if ex.ranking_known else " (no ranking stored)")
+        rank = (f" (rank {ex.target_rank})" if ex.target_rank else
+                " (not the model's answer)" if ex.ranking_known else " (no ranking stored)")
         out.append(f"<tr><td>{ex.user}</td><td>{_e(' → '.join(ex.history))}</td><td><ol>{ranked}</ol></td>"
                    f"<td>{_e(ex.target)}{_e(rank)}</td></tr>")
     return "\n".join(out) + "</table>"

@@ -111,6 +111,19 @@ def test_examples_rank_by_scores_and_mark_target(outputs: Path):
     assert examples[1].target_rank == 1
 
 
+def test_examples_of_a_generate_only_evaluation_show_its_answer_alone(outputs: Path):
+    """Predictions without scores (generate mode only): the answer is the one ranked candidate; the target has a rank
+    only when it was the answer, never a position in the stored list."""
+    path = outputs / "data/eval/paper/test/generated.parquet"
+    pl.DataFrame({"row": [0, 1], "user": [7, 3], "target": [10, 11], "generated_item": [10, 23]}).write_parquet(path)
+    examples = load_examples(path, outputs / "data/ingested/items.parquet", outputs / "data/split/paper/test.parquet", 2)
+    hit, miss = examples[1], examples[0]  # sorted by user: 3, then 7
+    assert (hit.user, hit.ranked, hit.target_rank) == (7, [("Film <10> & co", True)], 1)
+    assert (miss.user, miss.ranked, miss.target_rank) == (3, [("Film <23> & co", False)], None)
+    html_text = render_html(_config(outputs))
+    assert "Film &lt;11&gt; &amp; co (not the model&#x27;s answer)" in html_text
+
+
 def test_report_html_content_is_escaped_and_deterministic(outputs: Path):
     config = _config(outputs)
     html_text = render_html(config)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The learning curves to 20,000 examples (issue 12, section 3): both recipes on the first 200 leave-one-out validation
 # users, evaluated every 250 steps (2,000 examples), side by side with one torch thread each (on 2 cores about 1.3x
-# the throughput of one 2-thread run after the other; a single recipe named alone, e.g. the one left when the other
-# has finished, gets both threads; LEARNING_THREADS overrides). Resumable: stop it (kill) and rerun it to continue from the
+# the throughput of one 2-thread run after the other in float32 on AVX2, about the same in bf16 on AVX512; a single
+# recipe named alone, e.g. the one left when the other has finished, gets both threads; LEARNING_THREADS overrides). Resumable: stop it (kill) and rerun it to continue from the
 # newest checkpoint (every 25 steps). Logs and curves: data/learning/<recipe>-loo.log and <recipe>-loo/curve.csv;
 # `publish` copies them to metrics/learning/<recipe>-loo-val200.csv and re-renders metrics/learning/README.md's table
 # and docs/llara.md's chart; a committed curve of another run (one restarted after its checkpoints were lost, once it

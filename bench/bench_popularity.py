@@ -25,7 +25,8 @@ import numpy as np
 import polars as pl
 
 from benchlib import ROOT, record
-from bench_position import row_hits
+from bench_position import ci_cell, row_hits, rows_in_order
+from bench_score_noise import recommender_scores
 
 from llara.llm.recipes import EVAL_MODES
 from llara.metrics import paired_difference, summarize
@@ -59,23 +60,12 @@ def popularity_ranks(candidates: list[list[int]], items: list, counts: dict[int,
     return np.array(ranks, dtype=float)
 
 
-def recommender_scores(recommender_dir: Path, split: pl.DataFrame) -> np.ndarray:
-    """(rows, candidates) scores of the recommender alone."""
-    import torch
-
-    from llara.recommenders.api import load_recommender
-
-    recommender = load_recommender(recommender_dir)
-    with torch.no_grad():
-        return recommender.score(split["history"].to_list(), split["candidates"].to_list()).float().numpy()
-
-
 def disagreements(candidates: list[list[int]], targets: list[int], answers: list, scores: np.ndarray,
-                  counts: dict[int, int]) -> dict:
-    """Where exactly one of an LLM mode and the recommender is right. ``recommender_only``: how many, the mean
-    popularity rank of the LLM's answer and of the target, and the median rank the recommender gave the LLM's answer;
-    ``llm_only``: how many, the mean popularity rank of the recommender's pick and of the target."""
-    picks = [c[int(np.argmax(row))] for c, row in zip(candidates, scores)]
+                  picks: list[int], counts: dict[int, int]) -> dict:
+    """Where exactly one of an LLM mode and the recommender (``scores``, its top candidates ``picks``) is right.
+    ``recommender_only``: how many, the mean popularity rank of the LLM's answer and of the target, and the median
+    rank the recommender gave the LLM's answer; ``llm_only``: how many, the mean popularity rank of the recommender's
+    pick and of the target."""
     rec_right = np.array([p == t for p, t in zip(picks, targets)])
     llm_right = np.array([a == t for a, t in zip(answers, targets)])
     rec_only = [i for i in np.flatnonzero(rec_right & ~llm_right) if answers[i] in candidates[i]]
@@ -95,10 +85,7 @@ def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dic
     """Per mode: per-group HR@1 and paired difference against the recommender; ``groups``: each group's count range;
     ``answers``: per generate mode (``target``, and ``recommender`` given its scores) the mean popularity rank and the
     share ranked first; ``disagreements`` (given the scores): per generate mode, :func:`disagreements`."""
-    rows = predictions.sort("row")
-    if rows["row"].to_list() != list(range(split.height)):
-        raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
-                         "not one evaluation of it")
+    rows = rows_in_order(predictions, split)
     target_count = np.array([counts.get(t, 0) for t in split["target"].to_list()])
     group, ranges = popularity_groups(target_count, groups)
     recommender = row_hits(rows, "recommender_rank")
@@ -116,7 +103,8 @@ def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dic
     answers["target"] = split["target"].to_list()
     if scores is not None:
         answers["recommender"] = [c[int(np.argmax(row))] for c, row in zip(candidates, scores)]
-        table["disagreements"] = {m: disagreements(candidates, answers["target"], answers[m], scores, counts)
+        table["disagreements"] = {m: disagreements(candidates, answers["target"], answers[m], scores,
+                                                   answers["recommender"], counts)
                                   for m in answers if m.startswith("generate")}
     table["answers"] = {}
     for name, items in answers.items():
@@ -128,12 +116,15 @@ def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dic
 
 
 def main() -> None:
+    from llara.recommenders.api import load_recommender
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="leave-one-out")
     parser.add_argument("--split", default="test")
     parser.add_argument("--variant", default="hybrid-curriculum")
     parser.add_argument("--groups", type=int, default=4, help="quantile groups of the target's popularity")
-    parser.add_argument("--backbone", default="sasrec", help="the recommender whose picks are compared (default sasrec)")
+    parser.add_argument("--backbone", default="sasrec",
+                        help="the recommender whose picks are compared (default sasrec)")
     args = parser.parse_args()
     pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
     split_dir = ROOT / "data/split" / args.protocol
@@ -143,24 +134,24 @@ def main() -> None:
     counts = target_counts(pl.read_parquet(split_dir / "train.parquet"))
     split = pl.read_parquet(split_dir / f"{args.split}.parquet")
     recommender_dir = ROOT / "data/recommenders" / args.protocol / args.backbone
-    scores = recommender_scores(recommender_dir, split) if recommender_dir.is_dir() else None
+    scores = recommender_scores(load_recommender(recommender_dir), split) if recommender_dir.is_dir() else None
     table = popularity_table(pl.read_parquet(pred_path), split, counts, args.groups, scores)
-    cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     first = table["modes"]["recommender"]["groups"]
     heads = [f"pop {lo}-{hi} (n={m['n']})" for (lo, hi), m in zip(table["groups"], first)]
     print(f"{'mode':28s} " + " ".join(f"{h:>24s}" for h in heads))
     for mode, entry in table["modes"].items():
-        print(f"{mode:28s} " + " ".join(f"{cell(m):>24s}" for m in entry["groups"]))
+        print(f"{mode:28s} " + " ".join(f"{ci_cell(m):>24s}" for m in entry["groups"]))
         if entry["vs_recommender"]:
-            print(f"{'  - recommender (paired)':28s} " + " ".join(f"{cell(m):>24s}" for m in entry["vs_recommender"]))
+            print(f"{'  - recommender (paired)':28s} "
+                  + " ".join(f"{ci_cell(m):>24s}" for m in entry["vs_recommender"]))
     for name, a in table["answers"].items():
         print(f"popularity rank among the candidates, {name}: mean {a['mean_rank']:.2f}, "
               f"the most popular {a['first']:.3f} (n={a['n']})")
     for mode, d in table.get("disagreements", {}).items():
         a, b = d["recommender_only"], d["llm_only"]
         print(f"{mode} wrong where the recommender is right: {a['n']} users; the answer's popularity rank "
-              f"{a['answer_popularity']:.2f}, the target's {a['target_popularity']:.2f}; the recommender ranked the answer "
-              f"{a['recommender_rank_of_answer']:g} (median)")
+              f"{a['answer_popularity']:.2f}, the target's {a['target_popularity']:.2f}; the recommender ranked the "
+              f"answer {a['recommender_rank_of_answer']:g} (median)")
         print(f"{mode} right where the recommender is wrong: {b['n']} users; the recommender's pick's popularity rank "
               f"{b['recommender_pick_popularity']:.2f}, the target's {b['target_popularity']:.2f}")
     gen = table["modes"].get("generate")
@@ -170,7 +161,7 @@ def main() -> None:
         for mode, e in table["modes"].items())
     record(f"bench_popularity {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in first)}, groups by "
            f"training count {table['groups']}): {summary}; least popular group: "
-           + "; ".join(f"{mode} - recommender {cell(e['vs_recommender'][0])}" for mode, e in table["modes"].items()
+           + "; ".join(f"{mode} - recommender {ci_cell(e['vs_recommender'][0])}" for mode, e in table["modes"].items()
                        if e["vs_recommender"])
            + "; answers' mean popularity rank "
            + ", ".join(f"{n} {a['mean_rank']:.2f}" for n, a in table["answers"].items())

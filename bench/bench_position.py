@@ -40,6 +40,20 @@ def last_minus_first(last: np.ndarray, first: np.ndarray, seed: int = 0) -> dict
     return {"value": float(last.mean() - first.mean()), "ci95": [float(v) for v in np.quantile(boot, [0.025, 0.975])]}
 
 
+def ci_cell(m: dict) -> str:
+    """A summary or paired difference as ``value [low, high]``."""
+    return f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+
+
+def rows_in_order(predictions: pl.DataFrame, split: pl.DataFrame) -> pl.DataFrame:
+    """The predictions sorted by split row; exits naming the counts unless they are one evaluation of the split."""
+    rows = predictions.sort("row")
+    if rows["row"].to_list() != list(range(split.height)):
+        raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
+                         "not one evaluation of it")
+    return rows
+
+
 def row_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
     """0/1 HR@1 per row of an evaluation mode (or ``recommender_rank``), in row order."""
     return per_user_hits(predictions.sort("row"), mode)
@@ -47,10 +61,7 @@ def row_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
 
 def position_table(predictions: pl.DataFrame, split: pl.DataFrame, groups: int) -> dict:
     """Per mode: per-group HR@1 summaries and the last-minus-first difference; ``chosen``: answers per group."""
-    rows = predictions.sort("row")
-    if rows["row"].to_list() != list(range(split.height)):
-        raise SystemExit(f"predictions cover rows {rows.height} of the split's {split.height}: "
-                         "not one evaluation of it")
+    rows = rows_in_order(predictions, split)
     candidates = split["candidates"].to_list()
     n_cand = len(candidates[0])
     group = target_groups(split, groups)
@@ -123,12 +134,11 @@ def main() -> None:
             raise SystemExit(f"{path}: not found (run the evaluation first)")
     predictions, split = pl.read_parquet(pred_path), pl.read_parquet(split_path)
     table = position_table(predictions, split, args.groups)
-    cell = lambda m: f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"  # noqa: E731
     heads = [f"group {g + 1} (n={m['n']})" for g, m in enumerate(table["generate"]["groups"])]
     print(f"{'mode':12s} " + " ".join(f"{h:>24s}" for h in heads) + f" {'last - first':>24s}")
     for mode in ("generate", "rank_llm", "recommender"):
-        print(f"{mode:12s} " + " ".join(f"{cell(m):>24s}" for m in table[mode]["groups"])
-              + f" {cell(table[mode]['last_minus_first']):>24s}")
+        print(f"{mode:12s} " + " ".join(f"{ci_cell(m):>24s}" for m in table[mode]["groups"])
+              + f" {ci_cell(table[mode]['last_minus_first']):>24s}")
     print(f"generated answers per group: {table['chosen']}")
     gen = table["generate"]["last_minus_first"]
     if args.reversed:
@@ -137,10 +147,10 @@ def main() -> None:
                                 target_groups(split, args.groups))
         names = [f"group {g + 1}" for g in range(args.groups)] + ["all users"]
         for name, d in zip(names, diffs):
-            print(f"reversed lists, {name} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {cell(d)}")
+            print(f"reversed lists, {name} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {ci_cell(d)}")
         record(f"bench_position --reversed {args.protocol}/{args.split}/{args.variant}: generate HR@1 reversed minus "
-               f"original per group of the original order (paired): {'; '.join(cell(d) for d in diffs[:-1])}; "
-               f"all users {cell(diffs[-1])}")
+               f"original per group of the original order (paired): {'; '.join(ci_cell(d) for d in diffs[:-1])}; "
+               f"all users {ci_cell(diffs[-1])}")
     if args.two_orders:
         ens = two_order_hits(ROOT / "data/runs" / args.protocol / args.variant, split_path, args.variant, args.seed, 16)
         single = {mode: row_hits(predictions, mode) for mode in ("generate", "rank_llm")}
@@ -149,17 +159,18 @@ def main() -> None:
         for mode in ("generate", "rank_llm"):
             d = paired_difference(ens[mode], single[mode])
             spread = last_minus_first(ens[mode][group == args.groups - 1], ens[mode][group == 0])
-            print(f"two orders, {mode} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {cell(d)}; "
+            print(f"two orders, {mode} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {ci_cell(d)}; "
                   f"by group {[round(float(ens[mode][group == g].mean()), 3) for g in range(args.groups)]}, "
-                  f"last - first {cell(spread)}")
-            parts.append(f"{mode} {d['baseline']:.3f} -> {d['model']:.3f}, paired {cell(d)}, last-first {cell(spread)}")
+                  f"last - first {ci_cell(spread)}")
+            parts.append(f"{mode} {d['baseline']:.3f} -> {d['model']:.3f}, paired {ci_cell(d)}, "
+                         f"last-first {ci_cell(spread)}")
         print(f"two orders, ValidRatio {ens['valid'].mean():.3f}")
         record(f"bench_position --two-orders {args.protocol}/{args.split}/{args.variant} (two candidate orders decoded "
                f"as one, n={len(group)}): {'; '.join(parts)}; ValidRatio {ens['valid'].mean():.3f}")
     groups = table["generate"]["groups"]
     record(f"bench_position {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in groups)}, "
            f"{args.groups} groups): generate HR@1 by group {[round(m['value'], 3) for m in groups]}, "
-           f"last-first {cell(gen)}; recommender last-first {cell(table['recommender']['last_minus_first'])}; "
+           f"last-first {ci_cell(gen)}; recommender last-first {ci_cell(table['recommender']['last_minus_first'])}; "
            f"answers per group {table['chosen']}")
     print(f"generate_last_minus_first={gen['value']:.3f}")
 

@@ -24,16 +24,19 @@ from benchlib import ROOT, record
 from llara.llm.features import standardize
 
 
+def recommender_scores(recommender, split: pl.DataFrame, batch: int = 512) -> np.ndarray:
+    """(rows, candidates) scores of the recommender alone on each split row's candidates, ``batch`` rows at a time."""
+    histories, candidates = split["history"].to_list(), split["candidates"].to_list()
+    with torch.no_grad():
+        return np.concatenate([recommender.score(histories[lo:lo + batch], candidates[lo:lo + batch]).float().numpy()
+                               for lo in range(0, len(histories), batch)])
+
+
 def standardized_scores(recommender, split: pl.DataFrame, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(rows, candidates) standardized recommender scores and each row's target index among its candidates."""
-    histories, candidates = split["history"].to_list(), split["candidates"].to_list()
-    chunks = []
-    with torch.no_grad():
-        for lo in range(0, len(histories), batch):
-            scores = recommender.score(histories[lo:lo + batch], candidates[lo:lo + batch]).float()
-            chunks.append(standardize(scores).numpy())
-    targets = np.array([c.index(t) for c, t in zip(candidates, split["target"].to_list())])
-    return np.concatenate(chunks), targets
+    z = standardize(torch.from_numpy(recommender_scores(recommender, split, batch))).numpy()
+    targets = np.array([c.index(t) for c, t in zip(split["candidates"].to_list(), split["target"].to_list())])
+    return z, targets
 
 
 def noisy_hr1(z: np.ndarray, targets: np.ndarray, sigma: float, seed: int = 0) -> float:

@@ -26,7 +26,6 @@ import polars as pl
 
 from benchlib import ROOT, record
 from bench_position import ci_cell, row_hits, rows_in_order
-from bench_score_noise import recommender_scores
 
 from llara.llm.recipes import EVAL_MODES
 from llara.metrics import paired_difference, summarize
@@ -116,7 +115,7 @@ def popularity_table(predictions: pl.DataFrame, split: pl.DataFrame, counts: dic
 
 
 def main() -> None:
-    from llara.recommenders.api import load_recommender
+    from llara.recommenders.api import load_recommender, score_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="leave-one-out")
@@ -134,7 +133,8 @@ def main() -> None:
     counts = target_counts(pl.read_parquet(split_dir / "train.parquet"))
     split = pl.read_parquet(split_dir / f"{args.split}.parquet")
     recommender_dir = ROOT / "data/recommenders" / args.protocol / args.backbone
-    scores = recommender_scores(load_recommender(recommender_dir), split) if recommender_dir.is_dir() else None
+    scores = (score_rows(load_recommender(recommender_dir), split["history"].to_list(), split["candidates"].to_list())
+              if recommender_dir.is_dir() else None)
     table = popularity_table(pl.read_parquet(pred_path), split, counts, args.groups, scores)
     first = table["modes"]["recommender"]["groups"]
     heads = [f"pop {lo}-{hi} (n={m['n']})" for (lo, hi), m in zip(table["groups"], first)]

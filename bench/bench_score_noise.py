@@ -22,19 +22,13 @@ import torch
 from benchlib import ROOT, record
 
 from llara.llm.features import standardize
-
-
-def recommender_scores(recommender, split: pl.DataFrame, batch: int = 512) -> np.ndarray:
-    """(rows, candidates) scores of the recommender alone on each split row's candidates, ``batch`` rows at a time."""
-    histories, candidates = split["history"].to_list(), split["candidates"].to_list()
-    with torch.no_grad():
-        return np.concatenate([recommender.score(histories[lo:lo + batch], candidates[lo:lo + batch]).float().numpy()
-                               for lo in range(0, len(histories), batch)])
+from llara.recommenders.api import score_rows
 
 
 def standardized_scores(recommender, split: pl.DataFrame, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(rows, candidates) standardized recommender scores and each row's target index among its candidates."""
-    z = standardize(torch.from_numpy(recommender_scores(recommender, split, batch))).numpy()
+    scores = score_rows(recommender, split["history"].to_list(), split["candidates"].to_list(), batch)
+    z = standardize(torch.from_numpy(scores)).numpy()
     targets = np.array([c.index(t) for c, t in zip(split["candidates"].to_list(), split["target"].to_list())])
     return z, targets
 

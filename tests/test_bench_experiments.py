@@ -493,6 +493,7 @@ def test_score_noise_matches_training_scores_to_held_out_ones():
 
     class Scores:  # the recommender interface the bench uses: a score per (row, candidate)
         def score(self, histories, candidates):
+            assert len(histories) <= 2  # batch=2: scored two rows at a time
             return torch.tensor([[float(c == h[-1]) * 5 + 0.01 * c for c in cands]
                                  for h, cands in zip(histories, candidates)])
 

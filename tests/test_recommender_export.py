@@ -6,13 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
 import yaml
 
 from llara.errors import InputError
-from llara.recommenders import FAMILIES, load_recommender
+from llara.recommenders import FAMILIES, load_recommender, score_rows
 from llara.recommenders.io import EMBEDDINGS_FILE, load_tensors, save_tensors
 
 from _recommender_helpers import ITEM_IDS, N_ITEMS, WINDOW, load_data
@@ -77,6 +78,12 @@ def test_public_api(exported):
     scores = rec.score(hist, [[104, 120, 101], [111, 112, 113]])
     assert scores.shape == (2, 3)
     assert torch.allclose(scores[0], enc[0] @ rec.item_embeddings([104, 120, 101]).T, atol=1e-5)
+    # many rows in batches: the same numbers as one call, whatever the batch size
+    rows = score_rows(rec, hist * 3, [[104, 120, 101], [111, 112, 113]] * 3, batch=4)
+    assert rows.shape == (6, 3) and rows.dtype == np.float32
+    assert np.allclose(rows, np.tile(scores.numpy(), (3, 1)), atol=1e-6)
+    with pytest.raises(InputError, match="2 histories but 1 candidate lists"):
+        score_rows(rec, hist, [[104, 120, 101]])
     # only the last `window` items count; outputs can feed a trainable layer
     long = list(range(101, 121))
     assert torch.equal(rec.encode([long]), rec.encode([long[-WINDOW:]]))

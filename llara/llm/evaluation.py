@@ -37,6 +37,7 @@ from llara.llm.prompts import PromptEncoder
 from llara.llm.recipes import EVAL_MODES
 from llara.llm.scoring import mode_scores, prompt_scores
 from llara.metrics import hit_at_k, paired_difference, ranking_metrics, summarize, target_ranks
+from llara.recommenders.api import score_rows
 
 RANK_MODES = ("rank", "rank_llm")
 TWO_ORDERS = "_two_orders"  # the suffix of the modes that read each prompt in two candidate orders
@@ -107,12 +108,8 @@ def two_order_pass(model: LlaraModel, encoder: PromptEncoder, examples: Sequence
 @torch.no_grad()
 def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.ndarray:
     """(N, C) scores of the frozen recommender alone on each row's candidates."""
-    recommender = model.features.recommender
-    rows = []
-    for lo in range(0, len(examples), RECOMMENDER_BATCH):
-        chunk = examples[lo:lo + RECOMMENDER_BATCH]
-        rows.append(recommender.score([e.history for e in chunk], [e.candidates for e in chunk]).float().cpu().numpy())
-    return np.concatenate(rows)
+    return score_rows(model.features.recommender, [e.history for e in examples], [e.candidates for e in examples],
+                      RECOMMENDER_BATCH)
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from llara.errors import require
@@ -79,6 +80,19 @@ class Recommender:
     def score_all(self, histories: Sequence[Sequence[int]] | torch.Tensor) -> torch.Tensor:
         """(B, n_items) scores of every item, columns ordered as :attr:`items`."""
         return self.model.score_all(self._histories(histories))[:, 1:]
+
+
+def score_rows(recommender, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
+               batch: int = 256) -> np.ndarray:
+    """(N, C) float32 array of ``recommender.score`` over many rows, ``batch`` rows at a time (memory stays bounded).
+    Any object with the :meth:`Recommender.score` interface will do."""
+    require(len(histories) == len(candidates), getattr(recommender, "where", "recommender"),
+            f"{len(histories)} histories but {len(candidates)} candidate lists")
+    if not len(histories):
+        return np.zeros((0, 0), dtype=np.float32)
+    with torch.no_grad():
+        return np.concatenate([recommender.score(histories[lo:lo + batch], candidates[lo:lo + batch]).float().numpy()
+                               for lo in range(0, len(histories), batch)])
 
 
 def load_recommender(directory: str | Path) -> Recommender:

@@ -27,9 +27,9 @@ from llara.recommenders.api import score_rows
 
 def standardized_scores(recommender, split: pl.DataFrame, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(rows, candidates) standardized recommender scores and each row's target index among its candidates."""
-    scores = score_rows(recommender, split["history"].to_list(), split["candidates"].to_list(), batch)
-    z = standardize(torch.from_numpy(scores)).numpy()
-    targets = np.array([c.index(t) for c, t in zip(split["candidates"].to_list(), split["target"].to_list())])
+    candidates = split["candidates"].to_list()
+    z = standardize(torch.from_numpy(score_rows(recommender, split["history"].to_list(), candidates, batch))).numpy()
+    targets = np.array([c.index(t) for c, t in zip(candidates, split["target"].to_list())])
     return z, targets
 
 

@@ -105,7 +105,6 @@ def two_order_pass(model: LlaraModel, encoder: PromptEncoder, examples: Sequence
     return answers, scores
 
 
-@torch.no_grad()
 def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.ndarray:
     """(N, C) scores of the frozen recommender alone on each row's candidates."""
     return score_rows(model.features.recommender, [e.history for e in examples], [e.candidates for e in examples],

@@ -85,13 +85,13 @@ class Recommender:
 def score_rows(recommender, histories: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]],
                batch: int = 256) -> np.ndarray:
     """(N, C) float32 array of ``recommender.score`` over many rows, ``batch`` rows at a time (memory stays bounded).
-    Any object with the :meth:`Recommender.score` interface will do."""
+    Any object with the :meth:`Recommender.score` interface will do; its scores may live on any device."""
     require(len(histories) == len(candidates), getattr(recommender, "where", "recommender"),
             f"{len(histories)} histories but {len(candidates)} candidate lists")
     if not len(histories):
         return np.zeros((0, 0), dtype=np.float32)
     with torch.no_grad():
-        return np.concatenate([recommender.score(histories[lo:lo + batch], candidates[lo:lo + batch]).float().numpy()
+        return np.concatenate([recommender.score(histories[lo:lo + batch], candidates[lo:lo + batch]).float().cpu().numpy()
                                for lo in range(0, len(histories), batch)])
 
 

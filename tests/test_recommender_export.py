@@ -99,6 +99,25 @@ def test_public_api(exported):
         rec.encode([[]])
 
 
+ACCELERATORS = [d for d, ok in (("cuda", torch.cuda.is_available()), ("mps", torch.backends.mps.is_available())) if ok]
+
+
+@pytest.mark.parametrize("device", ["cpu"] + ACCELERATORS)
+def test_score_rows_takes_scores_in_any_dtype_on_any_device(exported, device):
+    """A recommender whose scores come back in bf16, or on an accelerator (tested where one exists), still gives
+    score_rows' float32 numpy array."""
+    rec = load_recommender(exported["sasrec"])
+
+    class Moved:
+        def score(self, histories, candidates):
+            return rec.score(histories, candidates).to(device=device, dtype=torch.bfloat16)
+
+    hist, cands = [[101, 102, 103], [110]] * 2, [[104, 120, 101], [111, 112, 113]] * 2
+    rows = score_rows(Moved(), hist, cands, batch=3)
+    assert rows.dtype == np.float32 and rows.shape == (4, 3)
+    assert np.array_equal(rows, rec.score(hist, cands).to(torch.bfloat16).float().numpy())
+
+
 def test_loading_a_mismatched_export_names_the_file(exported, tmp_path):
     import shutil
 

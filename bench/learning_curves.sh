@@ -10,7 +10,9 @@
 # Usage: bench/learning_curves.sh [recipe ...]           (default: ours paper; after scripts/setup.sh, on a fresh
 #                                                        clone too: it first reproduces the inputs it reads)
 #        bench/learning_curves.sh publish [recipe ...]   copy the curves measured so far to metrics/learning/ and
-#                                                        re-render the table of points and the chart (then commit)
+#                                                        re-render the table of points and the chart (then commit,
+#                                                        with dvc.lock after `dvc repro report` where the pipeline's
+#                                                        outputs are: the report reads metrics/)
 #        bench/learning_curves.sh status [recipe ...]    where each run stands: newest checkpoint, last point,
 #                                                        seconds per step, whether it is running, time left
 set -euo pipefail

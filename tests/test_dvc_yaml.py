@@ -125,6 +125,49 @@ def test_the_lock_records_only_stages_of_this_pipeline(subprocess_env):
     assert locked <= set(listed.stdout.split()), sorted(locked - set(listed.stdout.split()))
 
 
+def stale_committed_deps(root: Path, env: dict[str, str]) -> dict[str, dict]:
+    """Per stage, the dependencies git holds (code, params, committed metrics and reference files) that ``dvc status``
+    finds changed since dvc.lock recorded them. Data that DVC makes or caches (absent from a clone) is not judged."""
+    import json
+    import subprocess
+
+    def git_files() -> set[str]:
+        out = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
+        return set(out.stdout.split())
+
+    tracked = git_files()
+
+    def committed(path: str) -> bool:
+        return path in tracked or any(t.startswith(path + "/") for t in tracked)
+
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    made = {o["path"] for s in lock.values() for o in s.get("outs", []) if not committed(o["path"])}
+
+    def judged(path: str) -> bool:
+        overlaps = any(m == path or m.startswith(path + "/") or path.startswith(m + "/") for m in made)
+        return committed(path) and not overlaps
+
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stderr
+    stale = {}
+    for stage, changes in json.loads(status.stdout or "{}").items():
+        for change in changes:
+            deps = change.get("changed deps", {}) if isinstance(change, dict) else {}
+            found = {path: what for path, what in deps.items() if isinstance(what, dict) or judged(path)}
+            if found:
+                stale[stage] = found
+    return stale
+
+
+def test_the_lock_is_current_for_everything_git_holds(subprocess_env):
+    """dvc.lock was written from the committed code, params and metrics: after a change to any of them, rerun the
+    stages it feeds (``dvc repro``, where the data are) and commit the lock, or a user with a DVC remote reruns work
+    the lock says is done (e.g. publishing learning-curve points changes ``metrics/``, which ``report`` reads)."""
+    stale = stale_committed_deps(ROOT, subprocess_env)
+    assert not stale, f"dvc.lock is stale (rerun these stages and commit dvc.lock): {stale}"
+
+
 def test_finetune_deps_are_the_code_its_checkpoints_are_keyed_on(repo_root: Path):
     """finetune@* lists its modules one by one: exactly those of the checkpoint key (the training workflow and every
     llara module it imports), so the stage reruns when, and only when, its checkpoints would be trained anew."""

@@ -45,7 +45,8 @@ def write_interactions(path: Path, users: range, per_user: int, n_items: int, se
                 w.writerow([u, rng.randint(1, n_items), 1_000_000 + 100 * t + u + 10_000 * seed])
 
 
-def _git_files(*flags: str) -> list[str]:
+def git_files(*flags: str) -> list[str]:
+    """The repository's files as ``git ls-files`` lists them (NUL-separated, so any name survives)."""
     out = subprocess.run(["git", "ls-files", "-z", *flags], cwd=REPO, check=True, capture_output=True).stdout
     return [name for name in out.decode().split("\0") if name]
 
@@ -58,11 +59,11 @@ def source_files(max_untracked_bytes: int = 5_000_000) -> list[str]:
     with Repo(str(REPO)) as repo:
         outs = [Path(out.fs_path).resolve().relative_to(REPO).as_posix() for out in repo.index.outs]
     untracked = [
-        name for name in _git_files("-o", "--exclude-standard")
+        name for name in git_files("-o", "--exclude-standard")
         if not any(name == o or name.startswith(o + "/") for o in outs)
         and (REPO / name).is_file() and (REPO / name).stat().st_size <= max_untracked_bytes
     ]
-    return sorted(set(_git_files("-c")) | set(untracked))
+    return sorted(set(git_files("-c")) | set(untracked))
 
 
 def make_workspace(dest: Path, users: int = 30, per_user: int = 12, n_items: int = 40) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from _flow_helpers import dvc, git_files
 from llara import code_key
 from test_structure import import_graph, modules
 
@@ -125,30 +126,24 @@ def test_the_lock_records_only_stages_of_this_pipeline(subprocess_env):
     assert locked <= set(listed.stdout.split()), sorted(locked - set(listed.stdout.split()))
 
 
-def stale_committed_deps(root: Path, env: dict[str, str]) -> dict[str, dict]:
+def stale_committed_deps() -> dict[str, dict]:
     """Per stage, the dependencies git holds (code, params, committed metrics and reference files) that ``dvc status``
     finds changed since dvc.lock recorded them. Data that DVC makes or caches (absent from a clone) is not judged."""
     import json
-    import subprocess
 
-    def git_files() -> set[str]:
-        out = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True)
-        return set(out.stdout.split())
-
-    tracked = git_files()
+    tracked = set(git_files())
 
     def committed(path: str) -> bool:
         return path in tracked or any(t.startswith(path + "/") for t in tracked)
 
-    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
     made = {o["path"] for s in lock.values() for o in s.get("outs", []) if not committed(o["path"])}
 
     def judged(path: str) -> bool:
         overlaps = any(m == path or m.startswith(path + "/") or path.startswith(m + "/") for m in made)
         return committed(path) and not overlaps
 
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=300)
+    status = dvc(ROOT, "status", "--json", check=False)
     assert status.returncode == 0, status.stderr
     stale = {}
     for stage, changes in json.loads(status.stdout or "{}").items():
@@ -160,11 +155,11 @@ def stale_committed_deps(root: Path, env: dict[str, str]) -> dict[str, dict]:
     return stale
 
 
-def test_the_lock_is_current_for_everything_git_holds(subprocess_env):
+def test_the_lock_is_current_for_everything_git_holds():
     """dvc.lock was written from the committed code, params and metrics: after a change to any of them, rerun the
     stages it feeds (``dvc repro``, where the data are) and commit the lock, or a user with a DVC remote reruns work
     the lock says is done (e.g. publishing learning-curve points changes ``metrics/``, which ``report`` reads)."""
-    stale = stale_committed_deps(ROOT, subprocess_env)
+    stale = stale_committed_deps()
     assert not stale, f"dvc.lock is stale (rerun these stages and commit dvc.lock): {stale}"
 
 

@@ -21,11 +21,15 @@ CHEAP_TARGETS = ["split"]  # fetch -> ingest -> split@*: seconds, no models
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """Environment for subprocesses: the venv's bin first on PATH, offline, no analytics, git identity."""
+    """Environment for every test's subprocesses: the venv's bin first on PATH, offline, no analytics, no
+    bytecode files, git identity, and no ``LLARA_VERBOSE`` leaking in from the caller's shell (tests assert on
+    the one-line errors); ``extra`` overrides any of it."""
     env = dict(os.environ)
+    env.pop("LLARA_VERBOSE", None)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.update({
         "HF_HUB_OFFLINE": "1", "DVC_NO_ANALYTICS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONDONTWRITEBYTECODE": "1",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90", "GIT_AUTHOR_NAME": "test",
         "GIT_AUTHOR_EMAIL": "test@example.invalid", "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.invalid",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,12 +87,10 @@ def cli(capsys):
 
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
-    """Environment for child processes: the venv's tools first, offline, no analytics."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(HF_HUB_OFFLINE="1", DVC_NO_ANALYTICS="1", PYTHONDONTWRITEBYTECODE="1")
-    env.pop("LLARA_VERBOSE", None)
-    return env
+    """Environment for child processes (``_flow_helpers.child_env``, the one definition)."""
+    from _flow_helpers import child_env
+
+    return child_env()
 
 
 def sigkill_when(child, ready, timeout: float = 300) -> None:

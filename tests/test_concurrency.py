@@ -25,6 +25,7 @@ from llara.data.ingest import read_generic, write_dataset
 from llara.data.split import SplitConfig, make_split
 from llara.data.split_files import write_split
 
+from _flow_helpers import child_env
 from conftest import synthetic_tables, write_csv
 
 
@@ -191,10 +192,7 @@ def pipeline_copy(root: Path, repo_root: Path) -> Path:
 
 
 def _env(root: Path) -> dict:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(root)
-    return env
+    return child_env(PYTHONPATH=str(root))
 
 
 def reference_outputs(root: Path, tmp_path: Path, monkeypatch) -> dict[str, bytes]:

@@ -6,7 +6,6 @@ gradients."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from llara.errors import InputError
 from llara.llm.training import cpp_compiler_found
 from llara.llm.distributed import Dist, shard
+from tests._flow_helpers import child_env
 from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def torchrun(llm_dir: Path, out: Path, record: Path) -> None:
     script = record / "train.py"
     record.mkdir(parents=True, exist_ok=True)
     script.write_text(SCRIPT.format(root=str(ROOT), llm=str(llm_dir)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = child_env(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     if Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tests._flow_helpers import child_env
 from tests.test_llm_support import tiny_llm_dir, tokenizer_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ train(model, enc, fake_examples(12, 30), cfg, Path(sys.argv[1]), {{"test": True}
 
 
 def run(script: Path, out: Path, pause_after: int = -1) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = child_env(PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, str(script), str(out), str(pause_after)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

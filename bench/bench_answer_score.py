@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from benchlib import ROOT, record
+from benchlib import ROOT, add_run_arguments, record
 
 REDUCTIONS = ("sum", "mean", "first")
 
@@ -101,9 +101,7 @@ def update_metrics(path, protocol: str, variant: str, ranks: np.ndarray, recomme
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", default="leave-one-out")
-    parser.add_argument("--split", choices=["val", "test"], default="val")
-    parser.add_argument("--variant", default="hybrid-curriculum")
+    add_run_arguments(parser, split="val")
     parser.add_argument("--users", type=int, default=None, help="the split's first N rows (default: all)")
     parser.add_argument("--update-metrics", default=None, metavar="FILE",
                         help="write the sum ranking into FILE's rank_llm (test split only; FILE must hold this run's evaluation "

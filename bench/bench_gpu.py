@@ -270,7 +270,7 @@ def curve(args: argparse.Namespace) -> dict[str, list[dict]]:
         recorder.point(0, 0)
         train(model, enc, examples, train_cfg, work / recipe, {"recipe": recipe}, log=lambda m: None, on_step=on_step)
         curves[recipe] = recorder.rows
-        del model
+        model = enc = None  # free this recipe's weights before the next one builds
     shutil.rmtree(work, ignore_errors=True)
     return curves
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from benchlib import ROOT, record
+from benchlib import ROOT, add_run_arguments, predictions_file, record
 from bench_position import ci_cell, row_hits, rows_in_order
 
 from llara.llm.recipes import EVAL_MODES
@@ -118,14 +118,12 @@ def main() -> None:
     from llara.recommenders.api import load_recommender, score_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", default="leave-one-out")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--variant", default="hybrid-curriculum")
+    add_run_arguments(parser)
     parser.add_argument("--groups", type=int, default=4, help="quantile groups of the target's popularity")
     parser.add_argument("--backbone", default="sasrec",
                         help="the recommender whose picks are compared (default sasrec)")
     args = parser.parse_args()
-    pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
+    pred_path = predictions_file(args)
     split_dir = ROOT / "data/split" / args.protocol
     for path in (pred_path, split_dir / f"{args.split}.parquet", split_dir / "train.parquet"):
         if not Path(path).is_file():

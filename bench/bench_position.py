@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from benchlib import ROOT, record
+from benchlib import ROOT, add_run_arguments, predictions_file, record
 
 from llara.champion import per_user_hits
 from llara.metrics import DEFAULT_BOOTSTRAP, paired_difference, summarize
@@ -117,9 +117,7 @@ def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", default="leave-one-out")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--variant", default="hybrid-curriculum")
+    add_run_arguments(parser)
     parser.add_argument("--groups", type=int, default=4, help="equal slices of the candidate list")
     parser.add_argument("--reversed", action="store_true",
                         help="also generate with each candidate list reversed (the trained run; minutes)")
@@ -127,7 +125,7 @@ def main() -> None:
                         help="also decode each user's two orders as one ensemble (the trained run; twice minutes)")
     parser.add_argument("--seed", type=int, default=0, help="template seed, as finetune.seed (evaluate uses it)")
     args = parser.parse_args()
-    pred_path = ROOT / "data/eval" / args.protocol / args.split / f"{args.variant}.parquet"
+    pred_path = predictions_file(args)
     split_path = ROOT / "data/split" / args.protocol / f"{args.split}.parquet"
     for path in (pred_path, split_path):
         if not Path(path).is_file():

@@ -119,17 +119,16 @@ def add_clock_argument(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU) | cpu | cuda")
 
 
-def add_run_arguments(parser, split: str = "test", variant: bool = True) -> None:
-    """``--protocol``, ``--split`` (and ``--variant``): which of the pipeline's runs and evaluations a script reads."""
+def add_run_arguments(parser, split: str = "test") -> None:
+    """``--protocol``, ``--split`` and ``--variant``: which of the pipeline's runs and evaluations a script reads."""
     from llara.data.split import PROTOCOLS
     from llara.llm.recipes import VARIANTS
 
     parser.add_argument("--protocol", choices=PROTOCOLS, default="leave-one-out",
                         help="the split protocol of the pipeline run read (default leave-one-out)")
     parser.add_argument("--split", choices=["val", "test"], default=split, help=f"the users scored (default {split})")
-    if variant:
-        parser.add_argument("--variant", choices=VARIANTS, default="hybrid-curriculum",
-                            help="the fine-tuned variant read (default hybrid-curriculum)")
+    parser.add_argument("--variant", choices=VARIANTS, default="hybrid-curriculum",
+                        help="the fine-tuned variant read (default hybrid-curriculum)")
 
 
 def predictions_file(args) -> Path:

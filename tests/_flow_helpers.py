@@ -101,9 +101,10 @@ def make_workspace(dest: Path, users: int = 30, per_user: int = 12, n_items: int
     return dest
 
 
-def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def dvc(root: Path, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """``dvc <args>`` in ``root`` with this venv's DVC and the tests' environment (output captured as text)."""
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=child_env(), capture_output=True,
-                          text=True, check=check)
+                          text=True, check=check, timeout=timeout)
 
 
 MINI_DVC_YAML = """

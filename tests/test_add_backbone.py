@@ -5,7 +5,6 @@ the stages' arguments and DVC's matrix (`dvc stage list` in a real DVC repo with
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from _flow_helpers import dvc
 from llara.errors import InputError, require_range
 from llara.recommenders import load_recommender
 from llara.recommenders.base import SequentialRecommender
@@ -106,13 +106,12 @@ def test_cli_and_stage_arguments_accept_it_and_it_trains(toy, tmp_path, monkeypa
 
 
 @pytest.mark.integration
-def test_dvc_matrix_builds_its_stages(toy, tmp_path, repo_root, subprocess_env):
+def test_dvc_matrix_builds_its_stages(toy, tmp_path, repo_root):
     """dvc.yaml's pretrain/export matrix expands over params.yaml's backbones: the toy gets its own stages."""
     shutil.copy(repo_root / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params(["sasrec", toy], toy={"decay": 0.7})))
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True, env=subprocess_env)
-    listed = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=tmp_path,
-                            env=subprocess_env, capture_output=True, text=True, timeout=120)
+    dvc(tmp_path, "init", "--no-scm", "-q")
+    listed = dvc(tmp_path, "stage", "list", "--name-only", check=False, timeout=120)
     assert listed.returncode == 0, listed.stderr
     stages = set(listed.stdout.split())
     assert {"pretrain@paper-toy", "pretrain@leave-one-out-toy", "export@paper-toy"} <= stages

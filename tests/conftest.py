@@ -130,3 +130,19 @@ def recommender_split(tmp_path_factory) -> tuple[Path, Path]:
     from _recommender_helpers import make_fixture
 
     return make_fixture(tmp_path_factory.mktemp("recfix"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """The real SmolLM2 tokenizer, extracted once per session."""
+    from _llm_helpers import extract_tokenizer
+
+    return extract_tokenizer(tmp_path_factory.mktemp("tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny random Llama with the real tokenizer (``_llm_helpers.make_tiny_llm``), built once per session."""
+    from _llm_helpers import make_tiny_llm
+
+    return make_tiny_llm(tokenizer_dir, tmp_path_factory.mktemp("tiny-llm"))

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from _flow_helpers import child_env, dvc, make_workspace
-from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: F401
+from _llm_helpers import make_tiny_llm
 
 pytestmark = pytest.mark.integration
 

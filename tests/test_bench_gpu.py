@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_llm_support import fake_examples, fake_titles, tiny_llm_dir, tokenizer_dir  # noqa: F401
+from _llm_helpers import fake_examples, fake_titles
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKED = ("polars", "pydantic", "prefect", "dvc")

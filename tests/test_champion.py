@@ -25,7 +25,7 @@ from llara import champion as registry
 from llara.errors import InputError
 
 from _flow_helpers import SYNTH_DIR, child_env, dvc, make_workspace
-from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: F401
+from _llm_helpers import make_tiny_llm
 
 WEAK = ["finetune.recipe=paper", "finetune.profiles.default.steps=0"]  # as one-run overrides
 

@@ -16,7 +16,6 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, sigkill_when, write_csv
-from test_llm_support import tiny_llm_dir, tokenizer_dir  # noqa: F401
 
 TINY = ["--steps", "3", "--batch-size", "2", "--set", "micro_batch=2", "--set", "checkpoint_every=1",
         "--set", "warmup_steps=1", "--set", "compile=false", "--dtype", "float32", "--device", "cpu"]

@@ -11,7 +11,7 @@ from llara.llm.generation import greedy_generate, match_answer, match_answer_aut
 from llara.llm.model import ModelConfig
 from llara.llm.prompts import load_templates
 from llara.llm.scoring import naive_scores, rank_scores
-from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
+from _llm_helpers import build_tiny, fake_examples
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,16 @@ from safetensors.torch import load_file, save_file
 from llara.errors import InputError
 from llara.llm.training import cpp_compiler_found
 from llara.llm.distributed import Dist, shard
-from tests._flow_helpers import child_env
-from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
+from _flow_helpers import child_env
+from _llm_helpers import build_tiny, fake_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import os, sys
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {root!r} + '/tests']  # llara, and the tests' helpers by name
 from pathlib import Path
-from tests.test_llm_distributed import tiny_run
+from test_llm_distributed import tiny_run
 tiny_run(Path({llm!r}), Path(sys.argv[1]), Path(sys.argv[2]) / f"rank{{os.environ['RANK']}}")
 """
 

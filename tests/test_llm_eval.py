@@ -15,7 +15,7 @@ from llara.llm.evaluation import evaluate, eval_templates, length_order
 from llara.llm.model import ModelConfig
 from llara.llm.scoring import rank_scores
 from llara.llm.training import TrainConfig, train
-from tests.test_llm_support import build_tiny, fake_examples, tiny_llm_dir, tokenizer_dir  # noqa: F401
+from _llm_helpers import build_tiny, fake_examples
 
 
 def perturbed(tiny_llm_dir):

@@ -13,7 +13,7 @@ from llara.errors import InputError
 from llara.llm.data import read_examples
 from llara.llm.loading import add_placeholders, convert_gguf, find_smollm2_gguf, load_llm
 from llara.llm.runs import check_embedding_rows
-from tests.test_llm_support import StandInRecommender, fake_examples, fake_titles, tokenizer_dir, write_rows  # noqa: F401
+from _llm_helpers import StandInRecommender, fake_examples, fake_titles, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

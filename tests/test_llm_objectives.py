@@ -16,7 +16,7 @@ from llara.llm.recipes import PROFILES, RECIPES
 from llara.llm.selection import Selection
 from llara.llm.training import TrainConfig, train
 from llara.llm.workflow import variant_configs
-from tests.test_llm_support import build_tiny, fake_examples, make_tiny_llm, tiny_llm_dir, tokenizer_dir  # noqa: F401
+from _llm_helpers import build_tiny, fake_examples, make_tiny_llm
 
 
 @pytest.fixture(scope="module")

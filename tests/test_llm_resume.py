@@ -12,19 +12,18 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tests._flow_helpers import child_env
-from tests.test_llm_support import tiny_llm_dir, tokenizer_dir  # noqa: F401
+from _flow_helpers import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import sys, time, torch
-sys.path.insert(0, {root!r})
+sys.path[:0] = [{root!r}, {root!r} + '/tests']  # llara, and the tests' helpers by name
 from pathlib import Path
 import llara.llm.training as training
 from llara.llm.model import ModelConfig
 from llara.llm.training import TrainConfig, train
-from tests.test_llm_support import build_tiny, fake_examples
+from _llm_helpers import build_tiny, fake_examples
 
 pause_after = int(sys.argv[2])
 original = training.save_checkpoint

@@ -15,7 +15,6 @@ from llara.data.idmap import read_id_maps
 from llara.report import load_examples
 
 from conftest import write_csv
-from test_llm_support import tiny_llm_dir, tokenizer_dir  # noqa: F401
 
 N_USERS, N_ITEMS = 24, 45
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from llara.errors import InputError
 
-from test_llm_support import make_tiny_llm, tokenizer_dir  # noqa: F401 (a fixture)
+from _llm_helpers import make_tiny_llm
 
 ROOT = Path(__file__).resolve().parents[1]
 

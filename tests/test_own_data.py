@@ -84,6 +84,9 @@ def test_evaluation_predictions_and_report_examples_carry_the_original_ids(pipel
     assert predictions.height == len(order)
     assert {u: t for u, t in predictions.select("original_user", "original_target").rows()} == truth
     assert set(predictions["original_top_item"]) <= {f"ART-{a:04d}" for a in range(N_ITEMS)}
+    # `llara evaluate` without --modes reports every one-order mode, the LLM's own ranking (rank_llm) included
+    assert {"generated_item", "rank", "rank_llm", "recommender_rank"} <= set(predictions.columns)
+    assert "generated_item_two_orders" not in predictions.columns
     examples = load_examples(root / "predictions.parquet", root / "data" / "items.parquet",
                              root / "split" / "leave-one-out" / "test.parquet", 3)
     assert [e.user for e in examples] == sorted(order)[:3]  # internal ids follow the sorted originals

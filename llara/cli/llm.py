@@ -38,12 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--seed", type=int, default=DEFAULT_SEED)
     f.set_defaults(func=_finetune)
 
-    e = sub.add_parser("evaluate", help="evaluate trained LLaRA runs (generate + rank modes)",
+    e = sub.add_parser("evaluate", help="evaluate trained LLaRA runs (generate, rank, rank_llm)",
                        description="Evaluate a trained run directory on a split file; prints the metrics as JSON.")
     e.add_argument("run", help="run directory (data/runs/<protocol>/<variant>)")
     e.add_argument("--split", required=True, help="split parquet (user, history, target, candidates)")
-    e.add_argument("--modes", default="generate,rank", help=f"comma-separated, of {','.join(EVAL_MODES)} (default: "
-                   "generate,rank; two orders: docs/llara.md#position-bias-and-two-orders)")
+    e.add_argument("--modes", default=None, help=f"comma-separated, of {','.join(EVAL_MODES)} (default: every mode "
+                   "read in one candidate order; two orders: docs/llara.md#position-bias-and-two-orders)")
     e.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16, as evaluate.batch_size)")
     e.add_argument("--max-rows", type=int, default=None, help="only the first N rows")
     e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet (internal ids "
@@ -107,10 +107,14 @@ def parse_setting(text: str) -> tuple[str, object]:
 def _evaluate(args: argparse.Namespace) -> int:
     from llara.atomic import write_parquet
     from llara.llm.data import read_examples
-    from llara.llm.evaluation import evaluate
+    from llara.errors import require
+    from llara.llm.evaluation import SINGLE_ORDER_MODES, evaluate
+    from llara.llm.recipes import EVAL_MODES
     from llara.llm.runs import eval_item_mode, load_run
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else list(SINGLE_ORDER_MODES)
+    unknown = sorted(set(modes) - set(EVAL_MODES))
+    require(not unknown, "--modes", f"unknown mode(s) {unknown}: choose from {list(EVAL_MODES)}")
     model, encoder, info = load_run(args.run, device=args.device)
     examples = read_examples(args.split)[: args.max_rows]
     metrics, predictions = evaluate(model, encoder, examples, item_mode=eval_item_mode(info.get("variant", "")),

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from llara.errors import ConfigError
 from llara.llm.data import collate
 from llara.llm.evaluation import evaluate, eval_templates, length_order
 from llara.llm.model import ModelConfig
@@ -166,5 +167,6 @@ def test_two_order_modes_read_both_orders_as_one(tiny):
     assert pred["rank_llm_two_orders"].to_list() != pred["rank_llm"].to_list()
     assert set(metrics["paired_vs_recommender"]) == set(modes)
     assert metrics["generate_two_orders"]["valid_ratio"]["n"] == 6
-    with pytest.raises(ValueError, match="unknown evaluation mode"):
+    with pytest.raises(ConfigError, match="unknown mode.*generate_three_orders") as bad:
         evaluate(model, enc, ex, modes=["generate_three_orders"])
+    assert bad.value.key == "modes"

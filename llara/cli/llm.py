@@ -107,14 +107,12 @@ def parse_setting(text: str) -> tuple[str, object]:
 def _evaluate(args: argparse.Namespace) -> int:
     from llara.atomic import write_parquet
     from llara.llm.data import read_examples
-    from llara.errors import require
     from llara.llm.evaluation import SINGLE_ORDER_MODES, evaluate
-    from llara.llm.recipes import EVAL_MODES
+    from llara.llm.recipes import check_modes
     from llara.llm.runs import eval_item_mode, load_run
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else list(SINGLE_ORDER_MODES)
-    unknown = sorted(set(modes) - set(EVAL_MODES))
-    require(not unknown, "--modes", f"unknown mode(s) {unknown}: choose from {list(EVAL_MODES)}")
+    check_modes(modes)  # before the model loads
     model, encoder, info = load_run(args.run, device=args.device)
     examples = read_examples(args.split)[: args.max_rows]
     metrics, predictions = evaluate(model, encoder, examples, item_mode=eval_item_mode(info.get("variant", "")),

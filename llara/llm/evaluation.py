@@ -34,7 +34,7 @@ from llara.llm.data import Batch, Example, collate
 from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, newline_token_ids
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
-from llara.llm.recipes import EVAL_MODES
+from llara.llm.recipes import EVAL_MODES, check_modes
 from llara.llm.scoring import mode_scores, prompt_scores
 from llara.metrics import hit_at_k, paired_difference, ranking_metrics, summarize, target_ranks
 from llara.recommenders.api import score_rows
@@ -128,9 +128,7 @@ def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Examp
     n = len(examples)
     templates = eval_templates(encoder, examples, seed)
     stop_ids = [model.loaded.eos_token_id] + newline_token_ids(model.loaded.tokenizer)
-    unknown = sorted(set(modes) - set(EVAL_MODES))
-    if unknown:
-        raise ValueError(f"unknown evaluation mode(s) {unknown}: choose from {list(EVAL_MODES)}")
+    check_modes(modes)
     generate = "generate" in modes
     ranked = [m for m in RANK_MODES if m in modes]
     answers: dict[str, list] = {"": [None] * n}

@@ -38,6 +38,12 @@ OPTIMIZERS = ("adamw", "adam")
 ATTENTION = ("auto", "eager", "sdpa")
 
 
+def check_modes(modes) -> None:
+    """Raise ConfigError ``modes`` unless every one is in EVAL_MODES (before a model loads, and in evaluate)."""
+    unknown = sorted(set(modes) - set(EVAL_MODES))
+    require_config(not unknown, "modes", f"unknown mode(s) {unknown}: choose from {list(EVAL_MODES)}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How items are shown to the LLM, what it is trained on, its adapter and its optimizer."""

@@ -30,8 +30,8 @@ from llara.data.tables import Columns, check_text_options
 from llara.data.sources import check_url, fetch_movielens_100k
 from llara.data.split import PROTOCOLS, SplitConfig
 from llara.errors import ConfigError, InputError, require_range
-from llara.llm.recipes import (EVAL_MODES, DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES, VARIANTS,
-                               LLMSettings, Profile, Recipe)
+from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES, EVAL_BATCH_SIZE,
+                               EVAL_MODES, VARIANTS, LLMSettings, Profile, Recipe)
 from llara.recommenders.config import BackboneConfig, TrainConfig
 from llara.recommenders.registry import FAMILIES, Family
 from llara.report import ReportConfig
@@ -279,7 +279,7 @@ class FinetuneParams(Strict):
 class EvaluateParams(Strict):
     splits: list[Literal["test", "val"]] = Field(["test"], min_length=1)
     modes: list[Literal[EVAL_MODES]] = Field(list(EVAL_MODES), min_length=1)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(EVAL_BATCH_SIZE, ge=1)
     max_rows: int | None = Field(None, ge=1)  # evaluate only the first N rows of each split (quick checks)
 
 
@@ -291,7 +291,7 @@ class ChampionParams(Strict):
     metric: Literal[EVAL_MODES] = "rank"  # the mode whose HR@1 decides
     margin: float = Field(0.02, ge=0, le=1)  # promote unless HR@1 is lower than the champion's by more than this
     max_users: int | None = Field(None, ge=1)  # compare on the first N validation users (null: all)
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(EVAL_BATCH_SIZE, ge=1)
 
     @model_validator(mode="after")
     def _metric_compared(self):
@@ -307,7 +307,7 @@ class RecommendParams(Strict):
     k: int = Field(10, ge=1, le=1000)
     n_candidates: int = Field(20, ge=1, le=10_000)  # the recommender's top-N re-ranked by the LLM
     rerank: bool = True  # false: the recommender's own top-k
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(EVAL_BATCH_SIZE, ge=1)
     shard_size: int = Field(256, ge=1)  # users per task; the output does not depend on the worker count
     workers: int = Field(2, ge=1, le=1024)  # LocalCluster worker processes
     threads_per_worker: int = Field(1, ge=1, le=256)  # torch threads in each worker

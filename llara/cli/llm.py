@@ -7,8 +7,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from llara.llm.recipes import (EVAL_MODES, DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, PROFILES, RECIPES,
-                                   VARIANTS, DTYPE_NAMES, LLMSettings)
+    from llara.llm.recipes import (DEFAULT_PROFILE, DEFAULT_PROMPTS, DEFAULT_RECIPE, DEFAULT_SEED, DTYPE_NAMES,
+                                   EVAL_BATCH_SIZE, EVAL_MODES, PROFILES, RECIPES, VARIANTS, LLMSettings)
 
     f = sub.add_parser("finetune", help="fine-tune a LLaRA variant",
                        description="Fine-tune one LLaRA variant under a recipe and a profile (the library's, as in "
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--split", required=True, help="split parquet (user, history, target, candidates)")
     e.add_argument("--modes", default=None, help=f"comma-separated, of {','.join(EVAL_MODES)} (default: every mode "
                    "read in one candidate order; two orders: docs/llara.md#position-bias-and-two-orders)")
-    e.add_argument("--batch-size", type=int, default=16, help="examples per batch (default: 16, as evaluate.batch_size)")
+    e.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE, help="users per batch (default: %(default)s)")
     e.add_argument("--max-rows", type=int, default=None, help="only the first N rows")
     e.add_argument("--predictions", default=None, help="write per-example predictions to this parquet (internal ids "
                    "and original_user, original_target, original_top_item, original_generated_item[_two_orders]: your ids)")

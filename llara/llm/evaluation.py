@@ -34,7 +34,7 @@ from llara.llm.data import Batch, Example, collate
 from llara.llm.generation import greedy_generate, match_answer, match_answer_authors, newline_token_ids
 from llara.llm.model import LlaraModel
 from llara.llm.prompts import PromptEncoder
-from llara.llm.recipes import EVAL_MODES, check_modes
+from llara.llm.recipes import EVAL_BATCH_SIZE, EVAL_MODES, check_modes
 from llara.llm.scoring import mode_scores, prompt_scores
 from llara.metrics import hit_at_k, paired_difference, ranking_metrics, summarize, target_ranks
 from llara.recommenders.api import score_rows
@@ -113,8 +113,8 @@ def recommender_scores(model: LlaraModel, examples: Sequence[Example]) -> np.nda
 
 @torch.no_grad()
 def evaluate(model: LlaraModel, encoder: PromptEncoder, examples: Sequence[Example], *, item_mode: str = "hybrid",
-             modes: Sequence[str] = SINGLE_ORDER_MODES, seed: int = 0, batch_size: int = 8, length_norm: bool = True,
-             use_head: bool = True, max_new_tokens: int | None = None, frame: bool = True):
+             modes: Sequence[str] = SINGLE_ORDER_MODES, seed: int = 0, batch_size: int = EVAL_BATCH_SIZE,
+             length_norm: bool = True, use_head: bool = True, max_new_tokens: int | None = None, frame: bool = True):
     """Metrics of the requested modes, the recommender alone and the paired differences, and one prediction row per
     example (in the input order): a polars DataFrame, or with ``frame=False`` its columns as a dict (no polars
     needed, e.g. on a GPU machine that lacks it). ``length_norm`` (the run's recipe) applies to ``rank`` without a

@@ -245,6 +245,7 @@ CLI_CASES = [
     Case("paper-files-float-history", paper_files(lambda d: d.with_columns(pl.col("history").cast(pl.List(pl.Float64)))), ("Val_data.parquet", "history")),
     # ---- evaluate: checked before any model is loaded
     Case("evaluate-unknown-mode", lambda r: ["evaluate", r / "run", "--split", r / "test.parquet", "--modes", "generate,rank_llm,beam"], ("--modes", "unknown mode", "beam")),
+    Case("evaluate-empty-modes", lambda r: ["evaluate", r / "run", "--split", r / "test.parquet", "--modes", " , "], ("--modes", "empty")),
 ]
 
 

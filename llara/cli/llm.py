@@ -106,12 +106,14 @@ def parse_setting(text: str) -> tuple[str, object]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from llara.atomic import write_parquet
+    from llara.errors import require
     from llara.llm.data import read_examples
     from llara.llm.evaluation import SINGLE_ORDER_MODES, evaluate
     from llara.llm.recipes import check_modes
     from llara.llm.runs import eval_item_mode, load_run
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else list(SINGLE_ORDER_MODES)
+    modes = list(SINGLE_ORDER_MODES) if args.modes is None else [m.strip() for m in args.modes.split(",") if m.strip()]
+    require(modes, "--modes", "empty: name at least one mode, or leave the option out for the default")
     check_modes(modes)  # before the model loads
     model, encoder, info = load_run(args.run, device=args.device)
     examples = read_examples(args.split)[: args.max_rows]

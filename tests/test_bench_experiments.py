@@ -403,3 +403,57 @@ def test_learning_curves_give_a_recipe_run_alone_both_threads(tmp_path, recipes,
     assert sorted(ran) == sorted(f"{r}-loo.args" for r in recipes or ["ours", "paper"])
     for args in ran.values():
         assert args[args.index("--threads") + 1] == threads
+
+
+def test_ab_arms_train_apart_and_are_compared_paired_with_the_first(workspace: Path):
+    """bench_ab: each arm trains with its own settings into its own run; every arm and mode is paired with the first
+    arm and with the recommender on the same users; a rerun trains nothing and reads the predictions back; an arm with
+    an unknown setting stops the script before anything trains."""
+    import polars as pl
+
+    from llara.champion import run_digest
+
+    table = workspace / "metrics/experiments/ab_test.csv"
+    args = ["--protocol", "leave-one-out", "--arm", "base", "--arm", "heavy:head_weight=4,seed=3",
+            "--modes", "generate", "rank_llm", "--csv", str(table)]
+    first = bench(workspace, "bench_ab.py", *args)
+    root = workspace / "data/bench/ab/leave-one-out"
+    trained = {arm: json.loads((root / arm / "run/final/run.json").read_text())["train"] for arm in ("base", "heavy")}
+    assert (trained["base"]["head_weight"], trained["base"]["seed"]) == (1.0, 0)
+    assert (trained["heavy"]["head_weight"], trained["heavy"]["seed"]) == (4.0, 3)
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["arm"], r["mode"]) for r in rows] == [("base", "generate"), ("base", "rank_llm"),
+                                                     ("heavy", "generate"), ("heavy", "rank_llm")]
+    n = pl.read_parquet(workspace / "data/split/leave-one-out/test.parquet").height
+    assert all(int(r["n"]) == n for r in rows)
+    got = {(r["arm"], r["mode"]): {k: float(v) for k, v in r.items() if k.startswith(("hr1", "minus", "ci"))}
+           for r in rows}
+    for mode in ("generate", "rank_llm"):
+        base, heavy = got["base", mode], got["heavy", mode]
+        assert base["minus_base"] == base["minus_base_low"] == base["minus_base_high"] == 0
+        assert heavy["minus_base"] == pytest.approx(heavy["hr1"] - base["hr1"], abs=1e-6)
+        assert heavy["minus_base_low"] <= heavy["minus_base"] <= heavy["minus_base_high"]
+        for arm in ("base", "heavy"):
+            predictions = pl.read_parquet(root / arm / "predictions.parquet")
+            recommender = float((predictions["recommender_rank"] == 1).mean())
+            assert got[arm, mode]["minus_recommender"] == pytest.approx(got[arm, mode]["hr1"] - recommender, abs=1e-6)
+    assert first.stdout.strip().splitlines()[-1] == f"generate_best_minus_base={got['heavy', 'generate']['minus_base']:.4f}"
+
+    digests = {arm: run_digest(root / arm / "run/final") for arm in ("base", "heavy")}
+    before = table.read_bytes()
+    again = bench(workspace, "bench_ab.py", *args)
+    assert (again.stdout + again.stderr).count("predictions unchanged, read back") == 2
+    assert {arm: run_digest(root / arm / "run/final") for arm in ("base", "heavy")} == digests
+    assert table.read_bytes() == before
+
+    compared = workspace / "metrics/experiments/ab_compared.csv"  # the same evaluations, compared as files
+    bench(workspace, "bench_ab.py", "--modes", "generate", "rank_llm", "--csv", str(compared), "--compare",
+          f"base={root / 'base/predictions.parquet'}", f"heavy={root / 'heavy/predictions.parquet'}")
+    drop_settings = lambda path: [{k: v for k, v in r.items() if k != "settings"}  # noqa: E731
+                                  for r in csv.DictReader(path.open())]
+    assert drop_settings(compared) == drop_settings(table)
+
+    bad = subprocess.run([sys.executable, "bench/bench_ab.py", "--arm", "base", "--arm", "odd:no_such_setting=1"],
+                         cwd=workspace, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "no_such_setting" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (root / "odd").exists()

@@ -13,6 +13,10 @@ the baseline arm and from the recommender alone on the same users (paired bootst
 ``--csv`` (default ``metrics/experiments/ab_<protocol>.csv``, replaced). Last line: the first mode's best arm minus
 the baseline, ``<mode>_best_minus_base=<value>``.
 
+The paired CIs hold the users' sampling, not the training run's: two runs differing in their seed alone differ by a few
+hundredths on 943 users (docs/llara.md, *Loss weights, and how much one training run varies*). Add a seed-only arm
+(``--arm seed1:seed=1``) as the yardstick, and compare settings over several seeds.
+
 ``--compare NAME=FILE ...`` (instead of ``--arm``) makes the same table from evaluations already made on the same rows
 (``llara evaluate --predictions FILE``, the ``evaluate`` stage's ``data/eval/...``), the first one the baseline.
 """
@@ -139,7 +143,8 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", default="leave-one-out")
+    parser.add_argument("--protocol", default="leave-one-out",
+                        help="the split protocol trained and evaluated (default: %(default)s; with --compare a label)")
     given = parser.add_mutually_exclusive_group(required=True)
     given.add_argument("--arm", dest="arms", action="append", metavar="NAME[:KEY=VALUE,...]",
                        help="an arm to train and evaluate (repeat; the first is the baseline), e.g. --arm base "

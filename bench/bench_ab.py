@@ -64,7 +64,8 @@ def arm_job(base_job, name: str, settings: dict, root: Path):
 
 
 def predictions_key(run: Path, split: Path, modes: list[str], seed: int, batch_size: int) -> str:
-    """What an arm's predictions depend on: the trained weights, the rows, the modes, seed, batch and the code."""
+    """What an arm's predictions depend on: the trained weights, the rows, the modes, the evaluation seed (each row's
+    prompt template), the batch and the code."""
     from llara.champion import run_digest
     from llara.code_key import code_digest
     from llara.fingerprint import json_digest, tree_digest
@@ -73,8 +74,9 @@ def predictions_key(run: Path, split: Path, modes: list[str], seed: int, batch_s
                         code_digest("llara.llm.evaluation")])
 
 
-def arm_predictions(job, split: Path, modes: list[str], batch_size: int, device: str, log):
-    """The arm's predictions on ``split``: read back when their key matches, else evaluated and stored."""
+def arm_predictions(job, split: Path, modes: list[str], seed: int, batch_size: int, device: str, log):
+    """The arm's predictions on ``split``: read back when their key matches, else evaluated and stored. ``seed`` draws
+    each row's template: the baseline's for every arm, so that all arms read the same prompts."""
     import polars as pl
 
     from llara.atomic import write_json, write_parquet
@@ -83,14 +85,14 @@ def arm_predictions(job, split: Path, modes: list[str], batch_size: int, device:
     from llara.llm.runs import eval_item_mode, load_run
 
     directory = job.out.parent
-    key = predictions_key(job.out, split, modes, job.seed, batch_size)
+    key = predictions_key(job.out, split, modes, seed, batch_size)
     stored = directory / "predictions.json"
     if stored.is_file() and json.loads(stored.read_text()).get("key") == key:
         log(f"{directory.name}: predictions unchanged, read back")
         return pl.read_parquet(directory / "predictions.parquet")
     model, encoder, info = load_run(job.out, device=device)
     _, predictions = evaluate(model, encoder, read_examples(split), item_mode=eval_item_mode(job.variant), modes=modes,
-                              seed=job.seed, batch_size=batch_size, length_norm=info["train"]["length_norm"])
+                              seed=seed, batch_size=batch_size, length_norm=info["train"]["length_norm"])
     write_parquet(predictions, directory / "predictions.parquet")
     write_json({"key": key}, stored)
     return predictions
@@ -105,7 +107,7 @@ def ab_rows(protocol: str, arms: list[tuple[str, dict]], predictions: dict, mode
     base_name = arms[0][0]
     rows_of = {name: frame["row"].to_list() for name, frame in ordered.items()}
     for name, rows in rows_of.items():
-        require(rows == rows_of[base_name], "--arm", f"{name}: predictions for other rows than {base_name}'s")
+        require(rows == rows_of[base_name], "predictions", f"{name}: other rows than {base_name}'s")
     out = []
     for name, settings in arms:
         frame = ordered[name]
@@ -183,8 +185,8 @@ def main() -> None:
     with cpu_slot("cpu-finetune", resolve_device(params.llm.device).type, log):
         for name, job in jobs.items():
             finetune(job, log=log)
-            predictions[name] = arm_predictions(job, split, list(args.modes), params.evaluate.batch_size,
-                                                params.llm.device, log)
+            predictions[name] = arm_predictions(job, split, list(args.modes), base_job.seed,
+                                                params.evaluate.batch_size, params.llm.device, log)
     finish(args, arms, predictions, ", ".join(args.arms))
 
 

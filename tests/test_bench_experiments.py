@@ -437,6 +437,9 @@ def test_ab_arms_train_apart_and_are_compared_paired_with_the_first(workspace: P
             predictions = pl.read_parquet(root / arm / "predictions.parquet")
             recommender = float((predictions["recommender_rank"] == 1).mean())
             assert got[arm, mode]["minus_recommender"] == pytest.approx(got[arm, mode]["hr1"] - recommender, abs=1e-6)
+    templates = {arm: pl.read_parquet(root / arm / "predictions.parquet").sort("row")["template"].to_list()
+                 for arm in ("base", "heavy")}
+    assert templates["heavy"] == templates["base"]  # another training seed, the same prompts
     assert first.stdout.strip().splitlines()[-1] == f"generate_best_minus_base={got['heavy', 'generate']['minus_base']:.4f}"
 
     digests = {arm: run_digest(root / arm / "run/final") for arm in ("base", "heavy")}

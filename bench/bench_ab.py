@@ -10,7 +10,8 @@ pipeline's CPU slot (it waits while a ``finetune@`` stage trains).
 
 The table, per arm and mode: HR@1 with its 95% bootstrap CI (generate: and ValidRatio), the paired difference from
 the baseline arm and from the recommender alone on the same users (paired bootstrap CIs over users). Also written to
-``--csv`` (default ``metrics/experiments/ab_<protocol>.csv``, replaced). Last line: the first mode's best arm minus
+``--csv`` (default ``bench/results/ab_<protocol>.csv``, replaced; outside ``metrics/``, which the ``report`` stage reads,
+so an experiment the report does not show leaves ``dvc.lock`` current). Last line: the first mode's best arm minus
 the baseline, ``<mode>_best_minus_base=<value>``.
 
 The paired CIs hold the users' sampling, not the training run's: two runs differing in their seed alone differ by a few
@@ -155,7 +156,7 @@ def main() -> None:
                        help="compare evaluations already made (prediction parquet files) instead; the first is the "
                             "baseline")
     parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), help="evaluation modes (default: %(default)s)")
-    parser.add_argument("--csv", type=Path, default=None, help="default: metrics/experiments/ab_<protocol>.csv")
+    parser.add_argument("--csv", type=Path, default=None, help="default: bench/results/ab_<protocol>.csv")
     args = parser.parse_args()
     os.chdir(ROOT)  # the stages' paths are relative to the repository root
     from llara.llm.loading import resolve_device
@@ -215,7 +216,7 @@ def finish(args, arms: list[tuple[str, dict]], predictions: dict, described: str
                    not in frame.columns]
         require(not missing, "--modes", f"{name}: its predictions lack mode(s) {missing}")
     rows = ab_rows(args.protocol, arms, predictions, list(args.modes))
-    write_table(rows, args.csv or ROOT / "metrics" / "experiments" / f"ab_{args.protocol}.csv")
+    write_table(rows, args.csv or ROOT / "bench" / "results" / f"ab_{args.protocol}.csv")
     print_table(rows)
     first = [r for r in rows if r["mode"] == args.modes[0]]
     best = max(first[1:], key=lambda r: r["minus_base"], default=first[0])

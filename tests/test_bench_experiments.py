@@ -413,7 +413,7 @@ def test_ab_arms_train_apart_and_are_compared_paired_with_the_first(workspace: P
 
     from llara.champion import run_digest
 
-    table = workspace / "metrics/experiments/ab_test.csv"
+    table = workspace / "bench/results/ab_test.csv"
     args = ["--protocol", "leave-one-out", "--arm", "base", "--arm", "heavy:head_weight=4,seed=3",
             "--modes", "generate", "rank_llm", "--csv", str(table)]
     first = bench(workspace, "bench_ab.py", *args)
@@ -449,7 +449,7 @@ def test_ab_arms_train_apart_and_are_compared_paired_with_the_first(workspace: P
     assert {arm: run_digest(root / arm / "run/final") for arm in ("base", "heavy")} == digests
     assert table.read_bytes() == before
 
-    compared = workspace / "metrics/experiments/ab_compared.csv"  # the same evaluations, compared as files
+    compared = workspace / "bench/results/ab_compared.csv"  # the same evaluations, compared as files
     bench(workspace, "bench_ab.py", "--modes", "generate", "rank_llm", "--csv", str(compared), "--compare",
           f"base={root / 'base/predictions.parquet'}", f"heavy={root / 'heavy/predictions.parquet'}")
     drop_settings = lambda path: [{k: v for k, v in r.items() if k != "settings"}  # noqa: E731

@@ -211,9 +211,10 @@ def compared_files(pairs: list[str]) -> tuple[list[tuple[str, dict]], dict]:
 
 def finish(args, arms: list[tuple[str, dict]], predictions: dict, described: str) -> None:
     """The table: printed, written to the CSV, a line in bench/RESULTS.md, the last line ``name=value``."""
+    from llara.champion import hit_column
+
     for name, frame in predictions.items():
-        missing = [m for m in args.modes if (m.replace("generate", "correct") if m.startswith("generate") else m)
-                   not in frame.columns]
+        missing = [m for m in args.modes if hit_column(m) not in frame.columns]
         require(not missing, "--modes", f"{name}: its predictions lack mode(s) {missing}")
     rows = ab_rows(args.protocol, arms, predictions, list(args.modes))
     write_table(rows, args.csv or ROOT / "bench" / "results" / f"ab_{args.protocol}.csv")

@@ -283,7 +283,7 @@ def main() -> None:
                 "train": {k: v for k, v in train_cfg.to_dict().items() if k not in NEUTRAL_SETTINGS},
                 "model": model_cfg.to_dict()}
     settings["inputs"] = {**setup.input_digests(encoder), "evaluation rows": array_digest(*examples_arrays(held))}
-    key = run_fingerprint(train_cfg, model, settings, examples).digest
+    key = run_fingerprint(train_cfg, model, settings["inputs"], examples).digest
     key_curve(args.out, settings, key)
     curve = args.out / "curve.csv"
     mode = eval_item_mode(args.variant)

@@ -172,11 +172,16 @@ class Decision:
     drift: float = 0.0  # the challenger's lineage drift (see the module docstring); the champion's when refused
 
 
+def hit_column(mode: str) -> str:
+    """The predictions' column a mode's hits are read from: ``correct`` (0/1) for generate, ``correct_two_orders``
+    for generate_two_orders, the target's 1-based rank under the mode's own name for the rank modes."""
+    return mode.replace("generate", "correct") if mode.startswith("generate") else mode
+
+
 def per_user_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
     """0/1 HR@1 per example from :func:`llara.llm.evaluation.evaluate`'s predictions."""
-    if mode.startswith("generate"):  # generate, generate_two_orders: correct, correct_two_orders
-        return predictions[mode.replace("generate", "correct")].cast(pl.Float64).to_numpy()
-    return (predictions[mode] == 1).cast(pl.Float64).to_numpy()  # the rank modes: the target's 1-based rank
+    column = predictions[hit_column(mode)]
+    return (column if mode.startswith("generate") else column == 1).cast(pl.Float64).to_numpy()
 
 
 def compare(challenger: dict[str, np.ndarray], champion: dict[str, np.ndarray], seed: int = 0) -> dict:

@@ -94,8 +94,8 @@ def test_learning_curve_rows_and_resume(workspace: Path):
     # keyed on content: every input the run reads is named in settings.json; with one changed (here a setting) the
     # checkpoints are discarded and the old curve is set aside whole, not mixed with the new points
     settings = json.loads((out / "settings.json").read_text())
-    assert set(settings["inputs"]) == {"train rows", "recommender", "base LLM", "items", "prompts", "training code",
-                                        "evaluation rows"}
+    assert set(settings["inputs"]) == {"train rows", "recommender", "base LLM", "LLM settings", "items", "prompts",
+                                        "training code", "evaluation rows"}
     changed = bench(workspace, "bench_learning.py", *args, "-S", "lr=0.002")
     assert "moved to curve." in changed.stdout and "discarding the checkpoints" in changed.stdout
     aside = out / f"curve.{settings['key'][:16]}.csv"

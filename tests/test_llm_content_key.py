@@ -91,6 +91,28 @@ def test_a_changed_recommender_at_the_same_path_trains_from_scratch(inputs, tiny
     assert set(state["inputs"]) >= {"train rows", "recommender", "base LLM", "items", "prompts", "settings"}
 
 
+
+def test_the_same_content_under_other_paths_resumes(inputs, tiny_llm_dir, tmp_path, cli):
+    """Moved inputs (train rows, recommender export, items, base LLM) and a moved run directory: nothing changed that
+    the weights learn from, so the finished checkpoint is resumed and nothing trains (a path or a name in the key
+    would retrain it)."""
+    run = tmp_path / "run"
+    assert cli(*finetune_argv(inputs, tiny_llm_dir, run, inputs / "split" / "train.parquet", inputs / "export-1"))[0] == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(inputs / "data", moved / "data")
+    shutil.copytree(inputs / "export-1", moved / "recommender")
+    shutil.copytree(tiny_llm_dir, moved / "llm")
+    shutil.copy(inputs / "split" / "train.parquet", moved / "rows.parquet")
+    shutil.copytree(run, moved / "run")
+    argv = finetune_argv(moved, moved / "llm", moved / "run", moved / "rows.parquet", moved / "recommender")
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    assert "resuming from" in out and "(step 3/3)" in out and "changed" not in out, out + err
+    state = json.loads(sorted((moved / "run" / "checkpoints").iterdir())[-1].joinpath("state.json").read_text())
+    assert not any(str(tmp_path) in str(v) for v in state["inputs"].values()), state["inputs"]
+    assert same_weights(run, moved / "run")
+
+
 KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {root!r})

@@ -83,10 +83,10 @@ def test_selection_puts_the_best_steps_weights_into_final(tiny_llm_dir, tmp_path
     assert again.finish()["step"] == 6
     assert all(torch.equal(chosen[k], v) for k, v in load_file(tmp_path / "final" / "modules.safetensors").items())
 
-    # other inputs (here the run info), stopped at step 1 before any evaluation: the old run's points and weights
+    # other inputs (here the train rows' digest), stopped at step 1 before any evaluation: the old run's points and weights
     # are gone, so they can never be chosen for the new run
     fresh = Selection(tmp_path, fake_examples(4, 30), every=2, total_steps=7, item_mode="hybrid").bind(model, enc)
-    train(model, enc, fake_examples(8, 30), cfg, tmp_path, {"run": "other"}, lambda m: None,
+    train(model, enc, fake_examples(8, 30), cfg, tmp_path, {"inputs": {"train rows": "other"}}, lambda m: None,
           on_step=lambda row: fresh(row) or True)
     assert (tmp_path / "validation.jsonl").read_text() == "" and not (tmp_path / "selected").exists()
     assert fresh.finish() is None and len(calls) == 4

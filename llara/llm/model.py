@@ -7,6 +7,8 @@ anchor (the candidate's last prompt token). No recommender score is ever added t
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -52,12 +54,22 @@ def inject(embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int, vectors
     return embeds.masked_scatter(mask.unsqueeze(-1), vectors.to(embeds.dtype))
 
 
+@contextmanager
+def peft_wrapping():
+    """Around peft's wrapping of a transformers model: peft (0.21.2, the newest) reads the model's deprecated
+    ``is_gradient_checkpointing``, whose FutureWarning says nothing a user of this project can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def add_lora(model, config: ModelConfig):
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=list(config.lora_targets))
-    return get_peft_model(model, lora)
+    with peft_wrapping():
+        return get_peft_model(model, lora)
 
 
 class LlaraModel(nn.Module):

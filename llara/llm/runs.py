@@ -10,7 +10,7 @@ from llara.errors import InputError, require
 from llara.llm.data import read_titles
 from llara.llm.features import ItemFeatures, Recommender
 from llara.llm.loading import load_llm
-from llara.llm.model import LlaraModel, ModelConfig
+from llara.llm.model import LlaraModel, ModelConfig, peft_wrapping
 from llara.llm.prompts import PromptEncoder, load_templates
 from llara.llm.recipes import LLMSettings
 
@@ -39,7 +39,8 @@ def build(llm_settings: LLMSettings, recommender: Recommender, titles: dict[int,
     if adapter_dir is not None and config.lora:
         from peft import PeftModel
 
-        peft_model = PeftModel.from_pretrained(llm.model, str(adapter_dir))
+        with peft_wrapping():
+            peft_model = PeftModel.from_pretrained(llm.model, str(adapter_dir))
     model = LlaraModel(llm, ItemFeatures(recommender, config.candidate_features), config, peft_model=peft_model)
     model.to(llm.model.device if hasattr(llm.model, "device") else "cpu")
     encoder = PromptEncoder(llm.tokenizer, load_templates(prompts), titles, llm.history_token_id, llm.candidate_token_id,

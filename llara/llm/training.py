@@ -96,20 +96,21 @@ NEUTRAL_SETTINGS = ("micro_batch", "checkpoint_every", "keep_checkpoints", "grad
 LOSS_NORMALIZATION = "per-step"  # fingerprinted: checkpoints of the earlier per-micro-batch means are not resumed
 
 
-def run_fingerprint(cfg: TrainConfig, model: LlaraModel, run_info: dict, examples: list[Example]) -> ContentKey:
-    """What a checkpoint is valid for: settings, model config, the dtypes it computes in (the LLM's as loaded and
-    whether bf16 autocast is on: ``auto`` and ``autocast`` resolve per machine), run info, the training code and
-    the content of every input. The caller names input digests in ``run_info["inputs"]`` (the workflow: train rows,
-    recommender, base LLM, items, prompts, and its own code with all it imports); without a ``train rows`` digest the
-    examples themselves are hashed, without a ``training code`` one this module's code and all it imports (an edit
-    there trains anew instead of resuming, or reusing, the old code's weights; an edit elsewhere keeps them)."""
+def run_fingerprint(cfg: TrainConfig, model: LlaraModel, inputs: dict[str, str], examples: list[Example]) -> ContentKey:
+    """What a checkpoint is valid for, all of it content: settings, model config, the dtypes it computes in (the
+    LLM's as loaded and whether bf16 autocast is on: ``auto`` and ``autocast`` resolve per machine), the training
+    code and the digest of every input. The caller names input digests in ``inputs`` (the workflow: train rows,
+    recommender, base LLM, items, prompts, LLM loading settings, and its own code with all it imports); without a
+    ``train rows`` digest the examples themselves are hashed, without a ``training code`` one this module's code and
+    all it imports (an edit there trains anew instead of resuming, or reusing, the old code's weights; an edit
+    elsewhere keeps them). Paths and names (protocol, recipe, profile, where a file lies) are not part of it: the same
+    content under another path or name resumes."""
     settings = {k: v for k, v in cfg.to_dict().items() if k not in NEUTRAL_SETTINGS}
     key = ContentKey().value("settings", [settings, {"loss": LOSS_NORMALIZATION}])
     key.value("model", model.config.to_dict())
-    key.value("run", {k: v for k, v in run_info.items() if k != "inputs"})
     key.value("dtype", {"weights": str(model.causal_lm.get_input_embeddings().weight.dtype),
                         "bf16 autocast": cfg.autocast and fast_bf16(model.device)})
-    for name, digest in run_info.get("inputs", {}).items():
+    for name, digest in inputs.items():
         key.add(name, digest)
     if "training code" not in key.parts:
         key.add("training code", code_digest(__name__))
@@ -256,7 +257,7 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
     lo, hi = distributed.shard(d, cfg.batch_size)
     if not d.is_main:
         log = lambda message: None  # noqa: E731
-    key = run_fingerprint(cfg, model, run_info, examples)
+    key = run_fingerprint(cfg, model, run_info.get("inputs", {}), examples)
     torch.manual_seed(cfg.seed)
     optimizer = make_optimizer(model, cfg)
     rows: list[dict] = []

@@ -57,12 +57,14 @@ class FinetuneJob:
 
 def input_digests(job: FinetuneJob, llm: LLMSettings, templates: list) -> dict[str, str]:
     """The content of everything a run learns from, for the checkpoint key (a checkpoint of other inputs is discarded,
-    naming which changed): train rows, recommender export, base LLM, item table, prompt templates, the training code
+    naming which changed; paths and names are not keyed): train rows, recommender export, base LLM and how it is
+    loaded (dtype, trust_remote_code), item table, prompt templates, the training code
     (this workflow and every llara module it imports: an edit of serving or reporting code keeps the checkpoints)
     and, when the checkpoint is chosen on validation, the validation rows. Files are hashed once per process."""
     digests = {"train rows": tree_digest(job.train), "recommender": tree_digest(job.recommender),
                "base LLM": model_digest(llm.model), "items": tree_digest(job.items),
-               "prompts": json_digest([t.text for t in templates]), "training code": code_digest(__name__)}
+               "prompts": json_digest([t.text for t in templates]), "training code": code_digest(__name__),
+               "LLM settings": json_digest({"dtype": llm.dtype, "trust_remote_code": llm.trust_remote_code})}
     if job.val is not None and job.profile.select_every > 0:
         digests["validation rows"] = json_digest([tree_digest(job.val), job.profile.select_every, job.profile.select_rows])
     return digests

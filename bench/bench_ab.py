@@ -18,6 +18,11 @@ The paired CIs hold the users' sampling, not the training run's: two runs differ
 hundredths on 943 users (docs/llara.md, *Loss weights, and how much one training run varies*). Add a seed-only arm
 (``--arm seed1:seed=1``) as the yardstick, and compare settings over several seeds.
 
+``--group NAME=ARM,ARM,...`` (repeat; the first group is the baseline group) compares settings over several seeds: a
+group's row reads each user's hit as the mean over its arms (the arms' HR@1 averaged), paired with the first group on
+the same users, and its ``seed_spread`` is the largest HR@1 difference between two of its own arms. A group difference
+no larger than the groups' seed spreads is not shown to come from the setting.
+
 ``--compare NAME=FILE ...`` (instead of ``--arm``) makes the same table from evaluations already made on the same rows
 (``llara evaluate --predictions FILE``, the ``evaluate`` stage's ``data/eval/...``), the first one the baseline.
 """
@@ -40,7 +45,8 @@ ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 JOB_KEYS = ("variant", "seed")  # settings of the job itself; every other key is a recipe or profile setting
 DEFAULT_MODES = ("generate", "rank_llm", "rank")
 COLUMNS = ["protocol", "arm", "settings", "mode", "n", "hr1", "ci_low", "ci_high", "valid_ratio", "minus_base",
-           "minus_base_low", "minus_base_high", "minus_recommender", "minus_recommender_low", "minus_recommender_high"]
+           "minus_base_low", "minus_base_high", "minus_recommender", "minus_recommender_low", "minus_recommender_high",
+           "seed_spread"]
 
 
 def parse_arm(text: str) -> tuple[str, dict]:
@@ -99,33 +105,47 @@ def arm_predictions(job, split: Path, modes: list[str], seed: int, batch_size: i
     return predictions
 
 
-def ab_rows(protocol: str, arms: list[tuple[str, dict]], predictions: dict, modes: list[str]) -> list[dict]:
-    """One row per arm and mode (see the module doc); the first arm is the baseline."""
+def ab_rows(protocol: str, arms: list[tuple[str, dict]], predictions: dict, modes: list[str],
+            groups: list[tuple[str, list[str]]] = ()) -> list[dict]:
+    """One row per arm and mode, then one per group and mode (see the module doc); the first of each is the baseline."""
     from llara.champion import per_user_hits
-    from llara.metrics import paired_difference, summarize
 
     ordered = {name: frame.sort("row") for name, frame in predictions.items()}
     base_name = arms[0][0]
     rows_of = {name: frame["row"].to_list() for name, frame in ordered.items()}
     for name, rows in rows_of.items():
         require(rows == rows_of[base_name], "predictions", f"{name}: other rows than {base_name}'s")
+    hits = {(name, mode): per_user_hits(ordered[name], mode) for name, _ in arms for mode in modes}
+    recommender = per_user_hits(ordered[base_name], "recommender_rank")  # the same candidates and recommender in all
     out = []
     for name, settings in arms:
-        frame = ordered[name]
-        recommender = per_user_hits(frame, "recommender_rank")
         for mode in modes:
-            hits = per_user_hits(frame, mode)
-            hr1 = summarize(hits)
-            vs_base = paired_difference(hits, per_user_hits(ordered[base_name], mode))
-            vs_rec = paired_difference(hits, recommender)
-            valid = frame["valid"].cast(float).mean() if mode == "generate" else None
-            out.append({"protocol": protocol, "arm": name, "settings": json.dumps(settings, sort_keys=True),
-                        "mode": mode, "n": hr1["n"], "hr1": hr1["value"], "ci_low": hr1["ci95"][0],
-                        "ci_high": hr1["ci95"][1], "valid_ratio": valid, "minus_base": vs_base["value"],
-                        "minus_base_low": vs_base["ci95"][0], "minus_base_high": vs_base["ci95"][1],
-                        "minus_recommender": vs_rec["value"], "minus_recommender_low": vs_rec["ci95"][0],
-                        "minus_recommender_high": vs_rec["ci95"][1]})
+            valid = ordered[name]["valid"].cast(float).mean() if mode == "generate" else None
+            out.append(table_row(protocol, name, json.dumps(settings, sort_keys=True), mode, hits[name, mode],
+                                 hits[base_name, mode], recommender, valid))
+    for name, members in groups:
+        for mode in modes:
+            group_hits = sum(hits[m, mode] for m in members) / len(members)
+            base_hits = sum(hits[m, mode] for m in groups[0][1]) / len(groups[0][1])
+            arm_hr1 = [float(hits[m, mode].mean()) for m in members]
+            valid = (sum(ordered[m]["valid"].cast(float).mean() for m in members) / len(members)
+                     if mode == "generate" else None)
+            out.append({**table_row(protocol, f"group:{name}", json.dumps(members), mode, group_hits, base_hits,
+                                    recommender, valid), "seed_spread": max(arm_hr1) - min(arm_hr1)})
     return out
+
+
+def table_row(protocol: str, arm: str, settings: str, mode: str, hits, base_hits, recommender, valid) -> dict:
+    """HR@1 of per-user hits with its CI, paired with the baseline's and the recommender's hits on the same users."""
+    from llara.metrics import paired_difference, summarize
+
+    hr1 = summarize(hits)
+    vs_base, vs_rec = paired_difference(hits, base_hits), paired_difference(hits, recommender)
+    return {"protocol": protocol, "arm": arm, "settings": settings, "mode": mode, "n": hr1["n"], "hr1": hr1["value"],
+            "ci_low": hr1["ci95"][0], "ci_high": hr1["ci95"][1], "valid_ratio": valid, "minus_base": vs_base["value"],
+            "minus_base_low": vs_base["ci95"][0], "minus_base_high": vs_base["ci95"][1],
+            "minus_recommender": vs_rec["value"], "minus_recommender_low": vs_rec["ci95"][0],
+            "minus_recommender_high": vs_rec["ci95"][1], "seed_spread": None}
 
 
 def write_table(rows: list[dict], path: Path) -> None:
@@ -136,12 +156,14 @@ def write_table(rows: list[dict], path: Path) -> None:
 
 def print_table(rows: list[dict]) -> None:
     cell = lambda r, k: f"{r[k]:+.3f} [{r[k + '_low']:+.3f}, {r[k + '_high']:+.3f}]"  # noqa: E731
-    print("| arm | mode | HR@1 | minus the baseline (paired) | minus the recommender (paired) | ValidRatio |")
-    print("|---|---|---|---|---|---|")
+    print("| arm | mode | HR@1 | minus the baseline (paired) | minus the recommender (paired) | ValidRatio "
+          "| seed spread |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         valid = "" if r["valid_ratio"] is None else f"{r['valid_ratio']:.3f}"
+        spread = "" if r["seed_spread"] is None else f"{r['seed_spread']:.3f}"
         print(f"| {r['arm']} | {r['mode']} | {r['hr1']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
-              f"{cell(r, 'minus_base')} | {cell(r, 'minus_recommender')} | {valid} |")
+              f"{cell(r, 'minus_base')} | {cell(r, 'minus_recommender')} | {valid} | {spread} |")
 
 
 def main() -> None:
@@ -156,6 +178,9 @@ def main() -> None:
                        help="compare evaluations already made (prediction parquet files) instead; the first is the "
                             "baseline")
     parser.add_argument("--modes", nargs="+", default=list(DEFAULT_MODES), help="evaluation modes (default: %(default)s)")
+    parser.add_argument("--group", dest="groups", action="append", default=[], metavar="NAME=ARM,ARM,...",
+                        help="arms read as one setting over several seeds (repeat; the first group is the baseline "
+                             "group), e.g. --group curriculum=base,seed1 --group direct=direct0,direct1")
     parser.add_argument("--csv", type=Path, default=None, help="default: bench/results/ab_<protocol>.csv")
     args = parser.parse_args()
     os.chdir(ROOT)  # the stages' paths are relative to the repository root
@@ -168,6 +193,8 @@ def main() -> None:
     from tasks.paths import SPLIT_ROOT
 
     check_modes(args.modes)
+    given_names = [p.partition("=")[0] for p in args.compare] if args.compare else [parse_arm(a)[0] for a in args.arms]
+    args.groups = parse_groups(args.groups, given_names)  # checked before anything trains
     if args.compare:
         arms, predictions = compared_files(args.compare)
         finish(args, arms, predictions, ", ".join(args.compare))
@@ -189,6 +216,21 @@ def main() -> None:
             predictions[name] = arm_predictions(job, split, list(args.modes), base_job.seed,
                                                 params.evaluate.batch_size, params.llm.device, log)
     finish(args, arms, predictions, ", ".join(args.arms))
+
+
+def parse_groups(texts: list[str], arm_names: list[str]) -> list[tuple[str, list[str]]]:
+    """``NAME=ARM,ARM,...`` -> (name, arms), each arm one of ``arm_names``."""
+    groups = []
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        members = [m.strip() for m in rest.split(",") if m.strip()]
+        require(sep and ARM_NAME.match(name) and members and name not in {g for g, _ in groups}, "--group",
+                f"{text!r}: expected NAME=ARM,ARM,... with a new name of letters, digits, '_', '.', '-'")
+        unknown = [m for m in members if m not in arm_names]
+        require(not unknown and len(set(members)) == len(members), "--group",
+                f"{text!r}: {'unknown arm(s) ' + str(unknown) if unknown else 'an arm repeats'} (arms: {arm_names})")
+        groups.append((name, members))
+    return groups
 
 
 def compared_files(pairs: list[str]) -> tuple[list[tuple[str, dict]], dict]:
@@ -216,10 +258,10 @@ def finish(args, arms: list[tuple[str, dict]], predictions: dict, described: str
     for name, frame in predictions.items():
         missing = [m for m in args.modes if hit_column(m) not in frame.columns]
         require(not missing, "--modes", f"{name}: its predictions lack mode(s) {missing}")
-    rows = ab_rows(args.protocol, arms, predictions, list(args.modes))
+    rows = ab_rows(args.protocol, arms, predictions, list(args.modes), args.groups)
     write_table(rows, args.csv or ROOT / "bench" / "results" / f"ab_{args.protocol}.csv")
     print_table(rows)
-    first = [r for r in rows if r["mode"] == args.modes[0]]
+    first = [r for r in rows if r["mode"] == args.modes[0] and r["seed_spread"] is None]
     best = max(first[1:], key=lambda r: r["minus_base"], default=first[0])
     record(f"bench_ab {args.protocol} ({described}): {args.modes[0]} best {best['arm']} "
            f"{best['minus_base']:+.3f} [{best['minus_base_low']:+.3f}, {best['minus_base_high']:+.3f}] vs {arms[0][0]}")

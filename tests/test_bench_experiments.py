@@ -456,6 +456,24 @@ def test_ab_arms_train_apart_and_are_compared_paired_with_the_first(workspace: P
                                   for r in csv.DictReader(path.open())]
     assert drop_settings(compared) == drop_settings(table)
 
+    # groups: a setting over several seeds. a=base, b=heavy, c=d=heavy: g2's per-user mean minus g1's is half of heavy
+    # minus base, and a group's seed spread is its arms' largest HR@1 difference
+    files = {name: root / arm / "predictions.parquet" for name, arm in zip("abcd", ("base", "heavy", "heavy", "heavy"))}
+    grouped = workspace / "bench/results/ab_grouped.csv"
+    bench(workspace, "bench_ab.py", "--modes", "generate", "rank_llm", "--csv", str(grouped), "--compare",
+          *[f"{k}={v}" for k, v in files.items()], "--group", "g1=a,b", "--group", "g2=c,d")
+    groups = {(r["arm"], r["mode"]): r for r in csv.DictReader(grouped.open()) if r["arm"].startswith("group:")}
+    for mode in ("generate", "rank_llm"):
+        base, heavy = got["base", mode], got["heavy", mode]
+        g1, g2 = groups["group:g1", mode], groups["group:g2", mode]
+        assert float(g1["hr1"]) == pytest.approx((base["hr1"] + heavy["hr1"]) / 2, abs=1e-6)
+        assert float(g2["minus_base"]) == pytest.approx((heavy["hr1"] - base["hr1"]) / 2, abs=1e-6)
+        assert float(g1["minus_base"]) == 0 and float(g2["seed_spread"]) == 0
+        assert float(g1["seed_spread"]) == pytest.approx(abs(heavy["hr1"] - base["hr1"]), abs=1e-6)
+    unknown = subprocess.run([sys.executable, "bench/bench_ab.py", "--compare", f"a={files['a']}", "--group", "g=a,z"],
+                             cwd=workspace, env=child_env(), capture_output=True, text=True, timeout=300)
+    assert unknown.returncode != 0 and "unknown arm(s) ['z']" in unknown.stderr and "Traceback" not in unknown.stderr
+
     bad = subprocess.run([sys.executable, "bench/bench_ab.py", "--arm", "base", "--arm", "odd:no_such_setting=1"],
                          cwd=workspace, env=child_env(), capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no_such_setting" in bad.stderr and "Traceback" not in bad.stderr

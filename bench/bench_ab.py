@@ -116,26 +116,25 @@ def ab_rows(protocol: str, arms: list[tuple[str, dict]], predictions: dict, mode
     for name, rows in rows_of.items():
         require(rows == rows_of[base_name], "predictions", f"{name}: other rows than {base_name}'s")
     hits = {(name, mode): per_user_hits(ordered[name], mode) for name, _ in arms for mode in modes}
+    valid = {name: ordered[name]["valid"].cast(float).mean() for name, _ in arms} if "generate" in modes else {}
     recommender = per_user_hits(ordered[base_name], "recommender_rank")  # the same candidates and recommender in all
-    out = []
-    for name, settings in arms:
-        for mode in modes:
-            valid = ordered[name]["valid"].cast(float).mean() if mode == "generate" else None
-            out.append(table_row(protocol, name, json.dumps(settings, sort_keys=True), mode, hits[name, mode],
-                                 hits[base_name, mode], recommender, valid))
+    out = [table_row(protocol, name, json.dumps(settings, sort_keys=True), mode, hits[name, mode],
+                     hits[base_name, mode], recommender, valid.get(name) if mode == "generate" else None)
+           for name, settings in arms for mode in modes]
+    group_hits = {(name, mode): sum(hits[m, mode] for m in members) / len(members)
+                  for name, members in groups for mode in modes}
     for name, members in groups:
         for mode in modes:
-            group_hits = sum(hits[m, mode] for m in members) / len(members)
-            base_hits = sum(hits[m, mode] for m in groups[0][1]) / len(groups[0][1])
             arm_hr1 = [float(hits[m, mode].mean()) for m in members]
-            valid = (sum(ordered[m]["valid"].cast(float).mean() for m in members) / len(members)
-                     if mode == "generate" else None)
-            out.append({**table_row(protocol, f"group:{name}", json.dumps(members), mode, group_hits, base_hits,
-                                    recommender, valid), "seed_spread": max(arm_hr1) - min(arm_hr1)})
+            group_valid = sum(valid[m] for m in members) / len(members) if mode == "generate" else None
+            out.append(table_row(protocol, f"group:{name}", json.dumps(members), mode, group_hits[name, mode],
+                                 group_hits[groups[0][0], mode], recommender, group_valid,
+                                 seed_spread=max(arm_hr1) - min(arm_hr1)))
     return out
 
 
-def table_row(protocol: str, arm: str, settings: str, mode: str, hits, base_hits, recommender, valid) -> dict:
+def table_row(protocol: str, arm: str, settings: str, mode: str, hits, base_hits, recommender, valid,
+              seed_spread: float | None = None) -> dict:
     """HR@1 of per-user hits with its CI, paired with the baseline's and the recommender's hits on the same users."""
     from llara.metrics import paired_difference, summarize
 
@@ -145,7 +144,7 @@ def table_row(protocol: str, arm: str, settings: str, mode: str, hits, base_hits
             "ci_low": hr1["ci95"][0], "ci_high": hr1["ci95"][1], "valid_ratio": valid, "minus_base": vs_base["value"],
             "minus_base_low": vs_base["ci95"][0], "minus_base_high": vs_base["ci95"][1],
             "minus_recommender": vs_rec["value"], "minus_recommender_low": vs_rec["ci95"][0],
-            "minus_recommender_high": vs_rec["ci95"][1], "seed_spread": None}
+            "minus_recommender_high": vs_rec["ci95"][1], "seed_spread": seed_spread}
 
 
 def write_table(rows: list[dict], path: Path) -> None:
@@ -261,7 +260,8 @@ def finish(args, arms: list[tuple[str, dict]], predictions: dict, described: str
     rows = ab_rows(args.protocol, arms, predictions, list(args.modes), args.groups)
     write_table(rows, args.csv or ROOT / "bench" / "results" / f"ab_{args.protocol}.csv")
     print_table(rows)
-    first = [r for r in rows if r["mode"] == args.modes[0] and r["seed_spread"] is None]
+    names = {name for name, _ in arms}  # the arms' rows, not the groups'
+    first = [r for r in rows if r["mode"] == args.modes[0] and r["arm"] in names]
     best = max(first[1:], key=lambda r: r["minus_base"], default=first[0])
     record(f"bench_ab {args.protocol} ({described}): {args.modes[0]} best {best['arm']} "
            f"{best['minus_base']:+.3f} [{best['minus_base_low']:+.3f}, {best['minus_base_high']:+.3f}] vs {arms[0][0]}")

@@ -111,19 +111,16 @@ def make_bundle(run_dir: Path, dest: Path, *, version: str, recommender_dir: Pat
                     "comparison": comparison, "drift": drift}, tmp / BUNDLE_FILE)
 
 
-def load_bundle(champion_dir: str | Path, version: str | None = None, *, device: str = "auto",
-                check_llm: bool = True):
-    """(model, encoder, info, bundle) of the champion (or ``version``), ready to score."""
-    from llara.llm.runs import load_recommender_dir, load_run
+def load_bundle(champion_dir: str | Path, version: str | None = None, *, device: str = "auto"):
+    """(model, encoder, info, bundle) of the champion (or ``version``), ready to score; its base LLM, recommender and
+    items must have the content its run was trained on (:func:`llara.llm.runs.check_trained_inputs`)."""
+    from llara.llm.runs import load_run
 
     bundle = bundle_info(champion_dir, version)
     directory = version_dir(champion_dir, bundle["version"])
     llm_dir = Path(bundle["llm_dir"])
     require(llm_dir.is_dir(), llm_dir, "the champion's base LLM is missing (`dvc pull` or `dvc repro llm`)")
-    if check_llm:
-        require(tree_digest(llm_dir) == bundle["llm_hash"], llm_dir,
-                f"differs from the base LLM champion {bundle['version']} was trained on; retrain, or restore it")
-    model, encoder, info = load_run(directory / "run", recommender=load_recommender_dir(directory / "recommender"),
+    model, encoder, info = load_run(directory / "run", recommender=directory / "recommender",
                                     items=directory / "items.parquet", llm_model=str(llm_dir), device=device)
     info = {**info, "items": str(directory / "items.parquet")}  # its id maps lie beside it, in the bundle
     return model, encoder, info, bundle

@@ -157,6 +157,13 @@ def test_champion_challenger_rollback_and_remote_round_trip(workspace: Path, pre
     rows = [line.split("\t") for line in rec.stdout.strip().splitlines()]
     assert len(rows) == 3 and all(r[2].startswith("Synthetic item") for r in rows)
     assert not (clone / "data/runs").exists() or "Running stage" not in status.stdout
+    # a base LLM that is no longer the one the champion was trained on (here: one more file in its folder) is one
+    # clear error, not an adapter served on other weights
+    (clone / "data/llm/base/NOTES.txt").write_text("edited after training\n")
+    rec = subprocess.run([sys.executable, "-m", "llara", "recommend", "data/champion", "--history", "3", "4", "5",
+                          "-k", "3", "--device", "cpu"], cwd=clone, env=child_env(), capture_output=True, text=True,
+                         timeout=300)
+    assert rec.returncode != 0 and "not the base LLM run" in rec.stderr and "data/llm/base" in rec.stderr, rec.stderr
 
 
 def test_decide_margin_and_first_champion():

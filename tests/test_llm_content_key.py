@@ -113,6 +113,45 @@ def test_the_same_content_under_other_paths_resumes(inputs, tiny_llm_dir, tmp_pa
     assert same_weights(run, moved / "run")
 
 
+def test_a_run_loads_only_with_the_inputs_it_was_trained_on(inputs, tiny_llm_dir, tmp_path, cli):
+    """run.json names its recommender and items by path; what lies there must still be what the run learned from. A
+    recommender retrained or an item table rewritten at the same path is one clear error when the run is loaded (it
+    would pair the adapter with embeddings or titles it never saw); restored, the run loads again; the same content
+    elsewhere (a champion bundle's copies) loads too."""
+    from llara.llm.runs import load_run
+
+    recommender, items = tmp_path / "recommender", tmp_path / "items.parquet"
+    shutil.copytree(inputs / "export-1", recommender)
+    shutil.copy(inputs / "data" / "items.parquet", items)
+    run = tmp_path / "run"
+    argv = finetune_argv(inputs, tiny_llm_dir, run, inputs / "split" / "train.parquet", recommender)
+    argv[argv.index("--items") + 1] = str(items)
+    assert cli(*argv)[0] == 0
+    evaluate = ["evaluate", str(run), "--split", str(inputs / "split" / "test.parquet"), "--modes", "rank",
+                "--max-rows", "2", "--device", "cpu"]
+    assert cli(*evaluate)[0] == 0
+    shutil.rmtree(recommender)
+    shutil.copytree(inputs / "export-2", recommender)  # retrained in place: same item count, other weights
+    code, out, err = cli(*evaluate)
+    assert code != 0 and len(err.strip().splitlines()) == 1, err
+    assert str(recommender) in err and "not the recommender run" in err, err
+    shutil.rmtree(recommender)
+    shutil.copytree(inputs / "export-1", recommender)
+    titles = pl.read_parquet(items)
+    titles.with_columns(pl.col("title").str.to_uppercase()).write_parquet(items)  # same ids, other titles
+    code, out, err = cli(*evaluate)
+    assert code != 0 and str(items) in err and "not the items run" in err, err
+    shutil.copy(inputs / "data" / "items.parquet", items)
+    assert cli(*evaluate)[0] == 0
+    elsewhere = tmp_path / "bundle"
+    shutil.copytree(recommender, elsewhere / "recommender")
+    shutil.copy(items, elsewhere / "items.parquet")
+    shutil.rmtree(recommender)
+    model, encoder, info = load_run(run, recommender=elsewhere / "recommender", items=elsewhere / "items.parquet",
+                                    device="cpu")
+    assert info["recommender"] == str(recommender) and not model.training
+
+
 KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {root!r})

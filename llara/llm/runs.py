@@ -7,6 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from llara.errors import InputError, require
+from llara.fingerprint import model_digest, tree_digest
 from llara.llm.data import read_titles
 from llara.llm.features import ItemFeatures, Recommender
 from llara.llm.loading import load_llm
@@ -55,12 +56,28 @@ def read_run_info(run_dir: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, device: str = "auto",
+def check_trained_inputs(run_dir: Path, info: dict, used: dict[str, str]) -> None:
+    """Each input a run is loaded with (``{"recommender": dir, "items": file, "base LLM": path or hub id}``) must have
+    the content it was trained on (run.json's ``inputs``), wherever it lies: a recommender retrained or an item table
+    rewritten at the same path would otherwise be paired silently with an adapter that never saw it. Runs that
+    recorded no digest for an input are not checked for it."""
+    recorded = info.get("inputs", {})
+    for name, where in used.items():
+        if name not in recorded:
+            continue
+        digest = model_digest(where) if name == "base LLM" else tree_digest(where)
+        require(digest == recorded[name], where,
+                f"not the {name} run {run_dir} was trained on (content {digest[:12]} here, {recorded[name][:12]} in "
+                f"its run.json inputs); retrain the run, or restore it")
+
+
+def load_run(run_dir: str | Path, *, recommender: str | Path | None = None, device: str = "auto",
              llm_model: str | None = None, merge: bool = True, items: str | Path | None = None
              ) -> tuple[LlaraModel, PromptEncoder, dict]:
     """A trained run, ready for evaluation (eval mode, frozen); ``merge`` folds the LoRA adapter into the base
-    weights (faster; scores differ by the rounding of the LLM's dtype). ``recommender``, ``llm_model`` and ``items``
-    replace the ones run.json names (a champion bundle carries its own)."""
+    weights (faster; scores differ by the rounding of the LLM's dtype). ``recommender`` (a directory), ``llm_model``
+    and ``items`` replace the ones run.json names (a champion bundle carries its own); each is checked to have the
+    content the run was trained on (:func:`check_trained_inputs`)."""
     from safetensors.torch import load_file
 
     run_dir = Path(run_dir)
@@ -68,9 +85,13 @@ def load_run(run_dir: str | Path, *, recommender: Recommender | None = None, dev
     llm = LLMSettings(**{**info["llm"], "device": device})
     if llm_model:
         llm.model = llm_model
-    if recommender is None:
-        recommender = load_recommender_dir(info["recommender"])
-    titles = read_titles(items or info["items"])
+    recommender_dir, items = Path(recommender or info["recommender"]), Path(items or info["items"])
+    require(recommender_dir.exists(), recommender_dir, f"the recommender run {run_dir} was trained with is missing")
+    require(items.is_file(), items, f"the item table run {run_dir} was trained with is missing")
+    check_trained_inputs(run_dir, info, {"recommender": str(recommender_dir), "items": str(items),
+                                         "base LLM": llm.model})
+    recommender = load_recommender_dir(recommender_dir)
+    titles = read_titles(items)
     config = ModelConfig(**{f.name: info["model"][f.name] for f in fields(ModelConfig) if f.name in info["model"]})
     model, encoder = build(llm, recommender, titles, info["prompts"], config, adapter_dir=run_dir / "final" / "adapter")
     modules = run_dir / "final" / "modules.safetensors"

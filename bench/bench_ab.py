@@ -108,7 +108,7 @@ def arm_predictions(job, split: Path, modes: list[str], seed: int, batch_size: i
 def ab_rows(protocol: str, arms: list[tuple[str, dict]], predictions: dict, modes: list[str],
             groups: list[tuple[str, list[str]]] = ()) -> list[dict]:
     """One row per arm and mode, then one per group and mode (see the module doc); the first of each is the baseline."""
-    from llara.champion import per_user_hits
+    from llara.champion import per_user_hits, valid_column
 
     ordered = {name: frame.sort("row") for name, frame in predictions.items()}
     base_name = arms[0][0]
@@ -116,17 +116,18 @@ def ab_rows(protocol: str, arms: list[tuple[str, dict]], predictions: dict, mode
     for name, rows in rows_of.items():
         require(rows == rows_of[base_name], "predictions", f"{name}: other rows than {base_name}'s")
     hits = {(name, mode): per_user_hits(ordered[name], mode) for name, _ in arms for mode in modes}
-    valid = {name: ordered[name]["valid"].cast(float).mean() for name, _ in arms} if "generate" in modes else {}
+    valid = {(name, mode): float(ordered[name][valid_column(mode)].cast(float).mean())
+             for name, _ in arms for mode in modes if valid_column(mode)}
     recommender = per_user_hits(ordered[base_name], "recommender_rank")  # the same candidates and recommender in all
     out = [table_row(protocol, name, json.dumps(settings, sort_keys=True), mode, hits[name, mode],
-                     hits[base_name, mode], recommender, valid.get(name) if mode == "generate" else None)
+                     hits[base_name, mode], recommender, valid.get((name, mode)))
            for name, settings in arms for mode in modes]
     group_hits = {(name, mode): sum(hits[m, mode] for m in members) / len(members)
                   for name, members in groups for mode in modes}
     for name, members in groups:
         for mode in modes:
             arm_hr1 = [float(hits[m, mode].mean()) for m in members]
-            group_valid = sum(valid[m] for m in members) / len(members) if mode == "generate" else None
+            group_valid = sum(valid[m, mode] for m in members) / len(members) if valid_column(mode) else None
             out.append(table_row(protocol, f"group:{name}", json.dumps(members), mode, group_hits[name, mode],
                                  group_hits[groups[0][0], mode], recommender, group_valid,
                                  seed_spread=max(arm_hr1) - min(arm_hr1)))

@@ -15,7 +15,11 @@ there, is the cause when the first group gains and the last loses. Minutes (one 
 
 ``--two-orders`` tests the remedy at inference on the same users: evaluate's two-order modes (every user's prompt
 with its candidates as listed and reversed, read as one: ``generate_two_orders``, ``rank_llm_two_orders``), against
-the single order, paired, and their HR@1 per group. Twice a generate pass.
+the single order, paired, and their HR@1 per group. Twice a generate pass, or none when the predictions read already
+hold them.
+
+``--run`` and ``--predictions`` read any trained run and its ``llara evaluate --predictions`` file (e.g. an A/B arm)
+instead of the pipeline's.
 """
 
 from __future__ import annotations
@@ -100,6 +104,13 @@ def generate_reversed(run: Path, split_path: Path, variant: str, seed: int, batc
     return row_hits(predictions, "generate")
 
 
+def evaluated_two_orders(predictions: pl.DataFrame) -> dict[str, np.ndarray]:
+    """:func:`two_order_hits` as an evaluation with the two-order modes already wrote them (row order)."""
+    return {"generate": row_hits(predictions, "generate_two_orders"),
+            "rank_llm": row_hits(predictions, "rank_llm_two_orders"),
+            "valid": predictions.sort("row")["valid_two_orders"].cast(pl.Float64).to_numpy()}
+
+
 def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_size: int) -> dict[str, np.ndarray]:
     """0/1 hits per row (row order) of the two-order modes (evaluate's ``generate_two_orders``,
     ``rank_llm_two_orders``) of the trained run; ``valid``: the two-order answer names one candidate."""
@@ -111,8 +122,7 @@ def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_s
     _, pred = evaluate(model, encoder, read_examples(split_path), item_mode=eval_item_mode(variant),
                        modes=["generate_two_orders", "rank_llm_two_orders"], seed=seed, batch_size=batch_size,
                        length_norm=info["train"]["length_norm"])
-    return {"generate": row_hits(pred, "generate_two_orders"), "rank_llm": row_hits(pred, "rank_llm_two_orders"),
-            "valid": pred.sort("row")["valid_two_orders"].cast(pl.Float64).to_numpy()}
+    return evaluated_two_orders(pred)
 
 
 def main() -> None:
@@ -124,8 +134,15 @@ def main() -> None:
     parser.add_argument("--two-orders", action="store_true",
                         help="also decode each user's two orders as one ensemble (the trained run; twice minutes)")
     parser.add_argument("--seed", type=int, default=0, help="template seed, as finetune.seed (evaluate uses it)")
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a trained run to read instead of the pipeline's (data/runs/<protocol>/<variant>)")
+    parser.add_argument("--predictions", type=Path, default=None,
+                        help="its `llara evaluate --predictions` file instead of the pipeline's; with the two-order "
+                             "modes in it, --two-orders reads them instead of decoding again")
     args = parser.parse_args()
-    pred_path = predictions_file(args)
+    pred_path = args.predictions or predictions_file(args)
+    run = args.run or ROOT / "data/runs" / args.protocol / args.variant
+    label = f"{args.protocol}/{args.split}/{args.variant}" + (f" ({args.predictions})" if args.predictions else "")
     split_path = ROOT / "data/split" / args.protocol / f"{args.split}.parquet"
     for path in (pred_path, split_path):
         if not Path(path).is_file():
@@ -140,17 +157,18 @@ def main() -> None:
     print(f"generated answers per group: {table['chosen']}")
     gen = table["generate"]["last_minus_first"]
     if args.reversed:
-        diffs = paired_by_group(generate_reversed(ROOT / "data/runs" / args.protocol / args.variant, split_path,
+        diffs = paired_by_group(generate_reversed(run, split_path,
                                                   args.variant, args.seed, 16), row_hits(predictions, "generate"),
                                 target_groups(split, args.groups))
         names = [f"group {g + 1}" for g in range(args.groups)] + ["all users"]
         for name, d in zip(names, diffs):
             print(f"reversed lists, {name} (n={d['n']}): {d['baseline']:.3f} -> {d['model']:.3f}, paired {ci_cell(d)}")
-        record(f"bench_position --reversed {args.protocol}/{args.split}/{args.variant}: generate HR@1 reversed minus "
+        record(f"bench_position --reversed {label}: generate HR@1 reversed minus "
                f"original per group of the original order (paired): {'; '.join(ci_cell(d) for d in diffs[:-1])}; "
                f"all users {ci_cell(diffs[-1])}")
     if args.two_orders:
-        ens = two_order_hits(ROOT / "data/runs" / args.protocol / args.variant, split_path, args.variant, args.seed, 16)
+        ens = (evaluated_two_orders(predictions) if "correct_two_orders" in predictions.columns
+               else two_order_hits(run, split_path, args.variant, args.seed, 16))
         single = {mode: row_hits(predictions, mode) for mode in ("generate", "rank_llm")}
         group = target_groups(split, args.groups)
         parts = []
@@ -163,10 +181,10 @@ def main() -> None:
             parts.append(f"{mode} {d['baseline']:.3f} -> {d['model']:.3f}, paired {ci_cell(d)}, "
                          f"last-first {ci_cell(spread)}")
         print(f"two orders, ValidRatio {ens['valid'].mean():.3f}")
-        record(f"bench_position --two-orders {args.protocol}/{args.split}/{args.variant} (two candidate orders decoded "
+        record(f"bench_position --two-orders {label} (two candidate orders decoded "
                f"as one, n={len(group)}): {'; '.join(parts)}; ValidRatio {ens['valid'].mean():.3f}")
     groups = table["generate"]["groups"]
-    record(f"bench_position {args.protocol}/{args.split}/{args.variant} (n={sum(m['n'] for m in groups)}, "
+    record(f"bench_position {label} (n={sum(m['n'] for m in groups)}, "
            f"{args.groups} groups): generate HR@1 by group {[round(m['value'], 3) for m in groups]}, "
            f"last-first {ci_cell(gen)}; recommender last-first {ci_cell(table['recommender']['last_minus_first'])}; "
            f"answers per group {table['chosen']}")

@@ -175,6 +175,11 @@ def hit_column(mode: str) -> str:
     return mode.replace("generate", "correct") if mode.startswith("generate") else mode
 
 
+def valid_column(mode: str) -> str | None:
+    """The predictions' 0/1 ValidRatio column of a generate mode (``valid``, ``valid_two_orders``); None for ranking."""
+    return mode.replace("generate", "valid") if mode.startswith("generate") else None
+
+
 def per_user_hits(predictions: pl.DataFrame, mode: str) -> np.ndarray:
     """0/1 HR@1 per example from :func:`llara.llm.evaluation.evaluate`'s predictions."""
     column = predictions[hit_column(mode)]

@@ -478,3 +478,30 @@ def test_ab_arms_train_apart_and_are_compared_paired_with_the_first(workspace: P
                          cwd=workspace, env=child_env(), capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "no_such_setting" in bad.stderr and "Traceback" not in bad.stderr
     assert not (root / "odd").exists()
+
+
+def test_ab_valid_ratio_is_read_for_every_generate_mode(workspace: Path, tmp_path):
+    """bench_ab --compare: ValidRatio is reported for each generate mode (one order and two orders, each from its own
+    column), left empty for ranking modes, and a group's is its arms' mean."""
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    files = {}
+    for name in ("a", "b"):
+        n = 40
+        files[name] = tmp_path / f"{name}.parquet"
+        pl.DataFrame({"row": np.arange(n), "correct": rng.random(n) < 0.4, "valid": rng.random(n) < 0.9,
+                      "correct_two_orders": rng.random(n) < 0.5, "valid_two_orders": rng.random(n) < 0.7,
+                      "rank_llm": rng.integers(1, 21, n), "recommender_rank": rng.integers(1, 21, n)}
+                     ).write_parquet(files[name])
+    table = tmp_path / "ab.csv"
+    bench(workspace, "bench_ab.py", "--modes", "generate", "generate_two_orders", "rank_llm", "--csv", str(table),
+          "--compare", *[f"{k}={v}" for k, v in files.items()], "--group", "g=a,b")
+    rows = {(r["arm"], r["mode"]): r["valid_ratio"] for r in csv.DictReader(table.open())}
+    frames = {k: pl.read_parquet(v) for k, v in files.items()}
+    for mode, column in (("generate", "valid"), ("generate_two_orders", "valid_two_orders")):
+        means = [float(frames[k][column].mean()) for k in ("a", "b")]
+        assert [float(rows[k, mode]) for k in ("a", "b")] == pytest.approx(means)
+        assert float(rows["group:g", mode]) == pytest.approx(sum(means) / 2)
+    assert rows["a", "rank_llm"] == rows["group:g", "rank_llm"] == ""

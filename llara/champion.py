@@ -33,7 +33,7 @@ import polars as pl
 
 from llara.atomic import atomic_dir, atomic_path, write_json
 from llara.errors import require
-from llara.fingerprint import file_digest, json_digest, tree_digest, tree_files
+from llara.fingerprint import file_digest, json_digest, model_digest, tree_files
 from llara.metrics import paired_difference, summarize
 
 CURRENT_FILE = "CURRENT"
@@ -95,19 +95,24 @@ def bundle_info(champion_dir: str | Path, version: str | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-def make_bundle(run_dir: Path, dest: Path, *, version: str, recommender_dir: Path, items: Path, llm_dir: Path,
-                id_maps_dir: Path | None, run_hash: str, comparison: dict | None, drift: float = 0.0) -> None:
-    """Write the self-contained bundle of trained run ``run_dir`` into ``dest`` (atomically)."""
+def make_bundle(run_dir: Path, dest: Path, *, version: str, run_hash: str, comparison: dict | None,
+                drift: float = 0.0) -> None:
+    """Write the self-contained bundle of trained run ``run_dir`` into ``dest`` (atomically): its weights and what it
+    was trained with as its run.json names them (recommender export, item table and the id maps beside it, copied;
+    the base LLM, a folder or a hub id, referenced with its content digest). The challenger was loaded from the same
+    paths with its contents checked (:func:`llara.llm.runs.check_trained_inputs`), so the copies are what it learned
+    from, whatever ``params.yaml`` says now (a profile may train on another LLM than ``llm.base_dir``)."""
     run_info = json.loads((run_dir / "final" / "run.json").read_text())
+    items, llm = Path(run_info["items"]), str(run_info["llm"]["model"])
     with atomic_dir(dest) as tmp:
         shutil.copytree(run_dir / "final", tmp / "run" / "final")
-        shutil.copytree(recommender_dir, tmp / "recommender")
+        shutil.copytree(run_info["recommender"], tmp / "recommender")
         shutil.copy2(items, tmp / "items.parquet")
         for name in ID_MAP_FILES:
-            if id_maps_dir is not None and (id_maps_dir / name).is_file():
-                shutil.copy2(id_maps_dir / name, tmp / name)
+            if (items.parent / name).is_file():
+                shutil.copy2(items.parent / name, tmp / name)
         write_json({"version": version, "run_hash": run_hash, "variant": run_info.get("variant"),
-                    "source_run": str(run_dir), "llm_dir": str(llm_dir), "llm_hash": tree_digest(llm_dir),
+                    "source_run": str(run_dir), "llm_dir": llm, "llm_hash": model_digest(llm),
                     "comparison": comparison, "drift": drift}, tmp / BUNDLE_FILE)
 
 
@@ -118,10 +123,11 @@ def load_bundle(champion_dir: str | Path, version: str | None = None, *, device:
 
     bundle = bundle_info(champion_dir, version)
     directory = version_dir(champion_dir, bundle["version"])
-    llm_dir = Path(bundle["llm_dir"])
-    require(llm_dir.is_dir(), llm_dir, "the champion's base LLM is missing (`dvc pull` or `dvc repro llm`)")
+    llm = bundle["llm_dir"]  # a folder, or a hub id (then its cached snapshot is the one recorded)
+    require(Path(llm).exists() or model_digest(llm) == bundle["llm_hash"], llm,
+            "the champion's base LLM is missing (`dvc pull`, `dvc repro llm`, or download that hub model)")
     model, encoder, info = load_run(directory / "run", recommender=directory / "recommender",
-                                    items=directory / "items.parquet", llm_model=str(llm_dir), device=device)
+                                    items=directory / "items.parquet", llm_model=llm, device=device)
     info = {**info, "items": str(directory / "items.parquet")}  # its id maps lie beside it, in the bundle
     return model, encoder, info, bundle
 
@@ -272,8 +278,7 @@ def evaluate_hits(model, encoder, info: dict, examples: Sequence, modes: Sequenc
     return {mode: per_user_hits(predictions, mode) for mode in modes}
 
 
-def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence, *, recommender_dir: Path, items: Path,
-              llm_dir: Path, id_maps_dir: Path | None, modes: Sequence[str], mode: str, margin: float,
+def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence, *, id_maps_dir: Path | None, modes: Sequence[str], mode: str, margin: float,
               batch_size: int = 16, seed: int = 0, device: str = "auto", log=print) -> tuple[Decision, dict]:
     """Evaluate the trained run (challenger) and the champion on the same validation ``examples`` and decide.
 
@@ -314,8 +319,7 @@ def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence,
         record(champion_dir, entry, None)
         return decision, entry
     version = next_version(champion_dir)
-    make_bundle(run_dir, version_dir(champion_dir, version), version=version, recommender_dir=recommender_dir,
-                items=items, llm_dir=llm_dir, id_maps_dir=id_maps_dir, run_hash=run_hash, comparison=comparison,
+    make_bundle(run_dir, version_dir(champion_dir, version), version=version, run_hash=run_hash, comparison=comparison,
                 drift=decision.drift)
     if comparison is None:
         comparison = {m: {"challenger": summarize(h, seed=seed)} for m, h in challenger_hits.items()}

@@ -15,7 +15,7 @@ from llara.atomic import write_json
 from llara.entrypoint import OneLineParser, exit_with
 from llara.llm.data import read_examples
 from tasks.common import get_logger
-from tasks.finetune import ITEMS, recommender_dir, run_dir
+from tasks.finetune import ITEMS, run_dir
 from tasks.params import Params, load_params
 from tasks.paths import SPLIT_ROOT
 
@@ -29,7 +29,6 @@ def promote(params: Params, champion_dir: Path = CHAMPION_DIR, metrics_path: Pat
     examples = read_examples(SPLIT_ROOT / params.finetune.protocol / "val.parquet")[: cfg.max_users]
     decision, entry = registry.challenge(
         champion_dir, run_dir(params.finetune.protocol, cfg.variant), examples,
-        recommender_dir=recommender_dir(params.finetune), items=ITEMS, llm_dir=Path(params.llm.base_dir),
         id_maps_dir=ITEMS.parent, modes=cfg.modes, mode=cfg.metric, margin=cfg.margin, batch_size=cfg.batch_size,
         seed=params.finetune.seed, device=params.llm.device, log=log.info)
     log.info("%s: %s", "promoted " + entry["version"] if decision.promote else "champion stays", decision.reason)

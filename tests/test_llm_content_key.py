@@ -118,6 +118,8 @@ def test_a_run_loads_only_with_the_inputs_it_was_trained_on(inputs, tiny_llm_dir
     recommender retrained or an item table rewritten at the same path is one clear error when the run is loaded (it
     would pair the adapter with embeddings or titles it never saw); restored, the run loads again; the same content
     elsewhere (a champion bundle's copies) loads too."""
+    from llara.champion import make_bundle
+    from llara.fingerprint import tree_digest
     from llara.llm.runs import load_run
 
     recommender, items = tmp_path / "recommender", tmp_path / "items.parquet"
@@ -143,12 +145,16 @@ def test_a_run_loads_only_with_the_inputs_it_was_trained_on(inputs, tiny_llm_dir
     assert code != 0 and str(items) in err and "not the items run" in err, err
     shutil.copy(inputs / "data" / "items.parquet", items)
     assert cli(*evaluate)[0] == 0
-    elsewhere = tmp_path / "bundle"
-    shutil.copytree(recommender, elsewhere / "recommender")
-    shutil.copy(items, elsewhere / "items.parquet")
+    # a champion bundle copies what run.json names (not what params.yaml says now) and loads without the originals
+    bundle = tmp_path / "bundle"
+    make_bundle(run, bundle, version="v0001", run_hash="h", comparison=None)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["llm_dir"] == str(tiny_llm_dir) and meta["llm_hash"] == tree_digest(tiny_llm_dir)
+    assert tree_digest(bundle / "recommender") == tree_digest(recommender)
     shutil.rmtree(recommender)
-    model, encoder, info = load_run(run, recommender=elsewhere / "recommender", items=elsewhere / "items.parquet",
-                                    device="cpu")
+    items.unlink()
+    model, encoder, info = load_run(bundle / "run", recommender=bundle / "recommender", items=bundle / "items.parquet",
+                                    llm_model=meta["llm_dir"], device="cpu")
     assert info["recommender"] == str(recommender) and not model.training
 
 

@@ -32,7 +32,7 @@ import polars as pl
 
 from benchlib import ROOT, add_run_arguments, predictions_file, record
 
-from llara.champion import per_user_hits
+from llara.champion import per_user_hits, valid_column
 from llara.metrics import DEFAULT_BOOTSTRAP, paired_difference, summarize
 
 
@@ -108,7 +108,7 @@ def evaluated_two_orders(predictions: pl.DataFrame) -> dict[str, np.ndarray]:
     """:func:`two_order_hits` as an evaluation with the two-order modes already wrote them (row order)."""
     return {"generate": row_hits(predictions, "generate_two_orders"),
             "rank_llm": row_hits(predictions, "rank_llm_two_orders"),
-            "valid": predictions.sort("row")["valid_two_orders"].cast(pl.Float64).to_numpy()}
+            "valid": predictions.sort("row")[valid_column("generate_two_orders")].cast(pl.Float64).to_numpy()}
 
 
 def two_order_hits(run: Path, split_path: Path, variant: str, seed: int, batch_size: int) -> dict[str, np.ndarray]:

@@ -5,8 +5,8 @@ A champion directory (``data/champion``, the persisted output of stage ``promote
 - ``versions/vNNNN/``: one self-contained bundle per promoted model: ``run/final/`` (the trained run's weights and
   run.json), ``recommender/`` (the recommender export it was trained with), ``items.parquet`` and, when ingest wrote
   them, the id maps (``user_ids.parquet``, ``item_ids.parquet``), and ``bundle.json`` (version, the run's content
-  hash, the base LLM folder and its content hash, the comparison that promoted it). The base LLM is not copied (it
-  is the ``llm`` stage's output, hundreds of MB); loading checks its content hash.
+  hash, the base LLM as the run names it, a folder or hub id, and its content hash, the comparison that promoted
+  it). The base LLM is not copied (hundreds of MB); loading checks its content hash.
 - ``history.json``: every decision, oldest first (``promoted``, ``kept``, ``rollback``, ``unchanged``);
 - ``CURRENT``: the version serving now.
 
@@ -278,8 +278,9 @@ def evaluate_hits(model, encoder, info: dict, examples: Sequence, modes: Sequenc
     return {mode: per_user_hits(predictions, mode) for mode in modes}
 
 
-def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence, *, id_maps_dir: Path | None, modes: Sequence[str], mode: str, margin: float,
-              batch_size: int = 16, seed: int = 0, device: str = "auto", log=print) -> tuple[Decision, dict]:
+def challenge(champion_dir: str | Path, run_dir: str | Path, examples: Sequence, *, id_maps_dir: Path | None,
+              modes: Sequence[str], mode: str, margin: float, batch_size: int = 16, seed: int = 0, device: str = "auto",
+              log=print) -> tuple[Decision, dict]:
     """Evaluate the trained run (challenger) and the champion on the same validation ``examples`` and decide.
 
     Returns the decision and the history entry recorded for it. A promoted challenger becomes a new version."""

@@ -78,6 +78,12 @@ def test_curriculum_probability_and_draws():
     assert hybrid_probability("curriculum", 100, 100) == 1.0
     assert hybrid_probability("two-stage", 50, 100) == 0.0 and hybrid_probability("two-stage", 51, 100) == 1.0
     assert hybrid_probability("direct", 1, 100) == 1.0 and hybrid_probability("text-only", 99, 100) == 0.0
+    # a shorter ramp: every example is hybrid from step ramp * T on, the same draws before it at the scaled rate
+    assert hybrid_probability("curriculum", 10, 100, ramp=0.25) == pytest.approx(0.4)
+    assert hybrid_probability("curriculum", 25, 100, ramp=0.25) == 1.0 == hybrid_probability("curriculum", 26, 100, 0.25)
+    assert example_modes("curriculum", 30, 100, 0, 32, ramp=0.25) == ["hybrid"] * 32
+    ramped = sum(m == "hybrid" for s in range(1, 26) for m in example_modes("curriculum", s, 100, 0, 32, ramp=0.25))
+    assert 330 < ramped < 500  # mean probability over the ramp ~0.52 of 800 draws
     late = sum(m == "hybrid" for s in range(91, 101) for m in example_modes("curriculum", s, 100, 0, 32))
     early = sum(m == "hybrid" for s in range(1, 11) for m in example_modes("curriculum", s, 100, 0, 32))
     assert late > 280 and early < 40

@@ -61,7 +61,8 @@ def test_with_settings_replaces_checks_and_names_the_key():
     assert (recipe.lr, profile.steps, recipe.token_first) == (3e-4, 300, True)
     assert recipes.RECIPES["paper"].lr == 8e-4 and not recipes.RECIPES["paper"].token_first  # the table is untouched
     for bad, key in (({"lr": -1.0}, "lr"), ({"stepz": 3}, "stepz"), ({"steps": 2.5}, "steps"),
-                     ({"token_first": "yes"}, "token_first"), ({"lora_dropout": 1.0}, "lora_dropout")):
+                     ({"token_first": "yes"}, "token_first"), ({"lora_dropout": 1.0}, "lora_dropout"),
+                     ({"curriculum_ramp": 0}, "curriculum_ramp"), ({"curriculum_ramp": 1.5}, "curriculum_ramp")):
         with pytest.raises(ConfigError) as err:
             recipes.with_settings(recipes.RECIPES["paper"], recipes.PROFILES["default"], bad)
         assert err.value.key == key

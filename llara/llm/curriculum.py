@@ -1,7 +1,7 @@
 """Curriculum prompt tuning: which item representation each training example gets.
 
 ``curriculum`` (the paper's): at optimizer step tau of T (1-based), an example is hybrid with probability tau / T,
-otherwise text-only. ``direct``: always hybrid. ``two-stage``: text-only for the first half of the steps, then hybrid.
+otherwise text-only; with ``ramp`` r < 1 the probability reaches 1 at step r T instead (tau / (r T), then 1). ``direct``: always hybrid. ``two-stage``: text-only for the first half of the steps, then hybrid.
 ``text-only`` / ``id-only``: always that representation.
 
 Every draw is a pure function of (seed, step, example slot), so it is the same across data-loader workers, epochs
@@ -15,11 +15,11 @@ import numpy as np
 SCHEDULES = ("curriculum", "direct", "two-stage", "text-only", "id-only")
 
 
-def hybrid_probability(schedule: str, step: int, total_steps: int) -> float:
+def hybrid_probability(schedule: str, step: int, total_steps: int, ramp: float = 1.0) -> float:
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r} (one of {SCHEDULES})")
     if schedule == "curriculum":
-        return min(1.0, max(0.0, step / total_steps))
+        return min(1.0, max(0.0, step / (ramp * total_steps)))
     if schedule == "direct":
         return 1.0
     if schedule == "two-stage":
@@ -27,11 +27,11 @@ def hybrid_probability(schedule: str, step: int, total_steps: int) -> float:
     return 0.0
 
 
-def example_modes(schedule: str, step: int, total_steps: int, seed: int, n: int) -> list[str]:
+def example_modes(schedule: str, step: int, total_steps: int, seed: int, n: int, ramp: float = 1.0) -> list[str]:
     """Item modes of the ``n`` examples of optimizer step ``step``."""
     if schedule == "id-only":
         return ["id"] * n
-    p = hybrid_probability(schedule, step, total_steps)
+    p = hybrid_probability(schedule, step, total_steps, ramp)
     draws = np.random.default_rng([seed, 15485863, step]).random(n)
     return ["hybrid" if u < p else "text" for u in draws]
 

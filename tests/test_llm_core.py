@@ -81,14 +81,17 @@ def test_curriculum_probability_and_draws():
     # a shorter ramp: every example is hybrid from step ramp * T on, the same draws before it at the scaled rate
     assert hybrid_probability("curriculum", 10, 100, ramp=0.25) == pytest.approx(0.4)
     assert hybrid_probability("curriculum", 25, 100, ramp=0.25) == 1.0 == hybrid_probability("curriculum", 26, 100, 0.25)
-    assert example_modes("curriculum", 30, 100, 0, 32, ramp=0.25) == ["hybrid"] * 32
-    ramped = sum(m == "hybrid" for s in range(1, 26) for m in example_modes("curriculum", s, 100, 0, 32, ramp=0.25))
+    def modes(step, ramp=1.0, seed=0, n=32):
+        return example_modes("curriculum", hybrid_probability("curriculum", step, 100, ramp), seed, step, n)
+
+    assert modes(30, ramp=0.25) == ["hybrid"] * 32
+    ramped = sum(m == "hybrid" for s in range(1, 26) for m in modes(s, ramp=0.25))
     assert 330 < ramped < 500  # mean probability over the ramp ~0.52 of 800 draws
-    late = sum(m == "hybrid" for s in range(91, 101) for m in example_modes("curriculum", s, 100, 0, 32))
-    early = sum(m == "hybrid" for s in range(1, 11) for m in example_modes("curriculum", s, 100, 0, 32))
+    late = sum(m == "hybrid" for s in range(91, 101) for m in modes(s))
+    early = sum(m == "hybrid" for s in range(1, 11) for m in modes(s))
     assert late > 280 and early < 40
-    assert example_modes("curriculum", 37, 100, 3, 8) == example_modes("curriculum", 37, 100, 3, 8)
-    assert example_modes("id-only", 5, 10, 0, 2) == ["id", "id"]
+    assert modes(37, seed=3, n=8) == modes(37, seed=3, n=8) != modes(37, seed=4, n=8)
+    assert example_modes("id-only", hybrid_probability("id-only", 5, 10), 0, 5, 2) == ["id", "id"]
     # data order: steps cover each epoch once, and are a pure function of (seed, step)
     seen = sorted(i for s in range(1, 6) for i in step_indices(10, 0, s, 2))
     assert seen == list(range(10)) and step_indices(10, 0, 7, 4) == step_indices(10, 0, 7, 4)

@@ -1,7 +1,8 @@
 """Curriculum prompt tuning: which item representation each training example gets.
 
 ``curriculum`` (the paper's): at optimizer step tau of T (1-based), an example is hybrid with probability tau / T,
-otherwise text-only; with ``ramp`` r < 1 the probability reaches 1 at step r T instead (tau / (r T), then 1). ``direct``: always hybrid. ``two-stage``: text-only for the first half of the steps, then hybrid.
+otherwise text-only; with ``ramp`` r < 1 the probability reaches 1 at step r T instead (tau / (r T), then 1).
+``direct``: always hybrid. ``two-stage``: text-only for the first half of the steps, then hybrid.
 ``text-only`` / ``id-only``: always that representation.
 
 Every draw is a pure function of (seed, step, example slot), so it is the same across data-loader workers, epochs
@@ -27,11 +28,11 @@ def hybrid_probability(schedule: str, step: int, total_steps: int, ramp: float =
     return 0.0
 
 
-def example_modes(schedule: str, step: int, total_steps: int, seed: int, n: int, ramp: float = 1.0) -> list[str]:
-    """Item modes of the ``n`` examples of optimizer step ``step``."""
+def example_modes(schedule: str, p: float, seed: int, step: int, n: int) -> list[str]:
+    """Item modes of the ``n`` examples of optimizer step ``step``: each hybrid with probability ``p`` (the step's
+    :func:`hybrid_probability`), otherwise text-only; ``id-only`` gives every example its ID token alone."""
     if schedule == "id-only":
         return ["id"] * n
-    p = hybrid_probability(schedule, step, total_steps, ramp)
     draws = np.random.default_rng([seed, 15485863, step]).random(n)
     return ["hybrid" if u < p else "text" for u in draws]
 

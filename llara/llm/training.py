@@ -295,7 +295,8 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
             group["lr"] = lr
         # the step's global batch and its draws; this rank trains on chosen[lo:hi]
         chosen = [examples[i] for i in step_indices(len(examples), cfg.seed, step, cfg.batch_size)]
-        modes = example_modes(cfg.schedule, step, cfg.steps, cfg.seed, len(chosen), cfg.curriculum_ramp)
+        hybrid = hybrid_probability(cfg.schedule, step, cfg.steps, cfg.curriculum_ramp)
+        modes = example_modes(cfg.schedule, hybrid, cfg.seed, step, len(chosen))
         templates = template_draws(n_templates, cfg.seed, step, len(chosen))
         scale = LossScale.of(encoder, chosen)
         torch.manual_seed(step_seed(cfg.seed, step, d.rank))
@@ -316,7 +317,6 @@ def train(model: LlaraModel, encoder: PromptEncoder, examples: list[Example], cf
         trim_heap()
         sums = distributed.all_reduce_sum(sums, d, model.device)
         seen += len(chosen)
-        hybrid = 0.0 if cfg.schedule == "id-only" else hybrid_probability(cfg.schedule, step, cfg.steps, cfg.curriculum_ramp)
         row = {"step": step, "loss": sums[0], "lr": lr, "examples": step * cfg.batch_size, "hybrid_probability": hybrid,
                "hybrid_share": sum(m != "text" for m in modes) / len(modes)}
         row.update({k: float("nan") for k in ("generative", "head")})

@@ -2,7 +2,8 @@
 
 The LLM is always extended with the item placeholder tokens (``[HistoryEmb]``, ``[CansEmb]``, and ``[PH]``, the
 authors' stand-in for the behavioural token in text-only prompts); their embedding rows are zero (the first two are
-always replaced by a projected recommender vector, ``[PH]`` stays a constant, and generation never emits them). The answer's end marker is the tokenizer's EOS token, so a tokenizer without one is rejected.
+always replaced by a projected recommender vector, ``[PH]`` stays a constant, and generation never emits them). The
+answer's end marker is the tokenizer's EOS token, so a tokenizer without one is rejected.
 """
 
 from __future__ import annotations
